@@ -1,0 +1,373 @@
+/* i2i.h: the one public header of libi2i, the i2i engine.
+ *
+ * The engine loads CycleGAN / Pix2Pix generators from ONNX files, runs them on images (CPU, or an
+ * NVIDIA GPU through a run-time loaded CUDA module), builds and writes ONNX files, and knows the
+ * published model manifest. The plug-in, the `i2i` tool, tests and benchmarks are all clients of
+ * this header and of nothing else in the engine. It is not a general ONNX runtime: only the ops of
+ * these generators (and the int64 shape chains PyTorch's exporter puts around them) are accepted.
+ *
+ * Conventions: every call that can fail returns an i2i_status; the context then holds a readable
+ * message (i2i_ctx_errmsg). Objects returned through `**out` belong to the caller and are freed
+ * with their own *_free call. Strings returned as `char **` are freed with i2i_free(). Nothing in
+ * the engine exits or aborts on anything a user can cause.
+ */
+#ifndef I2I_H
+#define I2I_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define I2I_VERSION_MAJOR 0
+#define I2I_VERSION_MINOR 1
+#define I2I_VERSION_PATCH 0
+
+typedef struct i2i_ctx i2i_ctx;
+typedef struct i2i_model i2i_model;
+typedef struct i2i_builder i2i_builder;
+
+typedef enum {
+  I2I_OK = 0,
+  I2I_E_ARG,           /* the caller passed something invalid (NULL, out of range) */
+  I2I_E_IO,            /* a file could not be opened, read, written or renamed */
+  I2I_E_FORMAT,        /* the file is malformed, truncated or inconsistent */
+  I2I_E_UNSUPPORTED,   /* well formed, but an op, attribute or model kind i2i does not run */
+  I2I_E_LIMIT,         /* a documented limit was exceeded (file size, depth, image size...) */
+  I2I_E_NOMEM,         /* a host allocation failed */
+  I2I_E_DEVICE_NOMEM,  /* the GPU ran out of memory */
+  I2I_E_DEVICE,        /* the CUDA backend is unavailable or failed */
+  I2I_E_CANCELLED,     /* the progress callback asked to stop */
+  I2I_E_NOT_FOUND,     /* a model name or metadata key does not exist */
+  I2I_E_INTERNAL       /* a bug in i2i; the message says where */
+} i2i_status;
+
+/* A short constant name for a status ("I2I_E_FORMAT"). Never NULL. */
+const char *i2i_status_name(i2i_status s);
+
+/* "0.1.0". Static storage. */
+const char *i2i_version(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Context
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum {
+  I2I_BACKEND_AUTO = 0, /* CUDA when the module, driver and a device are usable, else the CPU */
+  I2I_BACKEND_CPU,
+  I2I_BACKEND_CUDA
+} i2i_backend;
+
+typedef enum { I2I_LOG_ERROR = 0, I2I_LOG_WARNING, I2I_LOG_INFO, I2I_LOG_DEBUG } i2i_log_level;
+
+/* Called for log lines; `msg` is valid only during the call. May be called from the thread that
+ * called into the engine only. */
+typedef void (*i2i_log_fn)(void *user, i2i_log_level level, const char *msg);
+
+/* Every host allocation of the engine goes through this hook, protobuf-c's included. `alloc`
+ * returns NULL on failure and memory aligned at least as malloc's; `free` accepts NULL. */
+typedef struct {
+  void *(*alloc)(void *user, size_t size);
+  void (*free)(void *user, void *ptr);
+  void *user;
+} i2i_allocator;
+
+/* Limits enforced on everything read from outside; exceeding one is I2I_E_LIMIT with a message
+ * that gives the figure. The defaults are documented in the README. */
+typedef struct {
+  uint64_t max_model_bytes;   /* size of an ONNX file or buffer (default 1 GiB) */
+  uint32_t max_tensors;       /* initializers plus constant tensors (default 100000) */
+  uint32_t max_nodes;         /* graph nodes before folding (default 100000) */
+  uint32_t max_depth;         /* protobuf message nesting (default 16) */
+  uint32_t max_image_side;    /* width or height of a run (default 65536) */
+  uint64_t max_image_pixels;  /* width * height of a run (default 2^30) */
+} i2i_limits;
+
+typedef struct {
+  i2i_backend backend;     /* I2I_BACKEND_AUTO by default; the environment variable I2I_BACKEND
+                            * (cpu|cuda|auto) overrides AUTO only */
+  int threads;             /* CPU threads; 0 = every online CPU */
+  int device;              /* CUDA device index (default 0) */
+  uint64_t memory_budget;  /* bytes of engine working memory on the device that runs (the
+                            * caller's image buffers are not part of it); 0 = automatic */
+  i2i_log_fn log;          /* NULL: no logging */
+  void *log_user;
+  i2i_log_level log_level; /* lines above this level are dropped (default I2I_LOG_WARNING) */
+  i2i_allocator allocator; /* all NULL: malloc and free */
+  i2i_limits limits;
+} i2i_ctx_params;
+
+/* Fills `p` with the defaults. Always succeeds. */
+void i2i_ctx_default_params(i2i_ctx_params *p);
+
+/* Creates a context. `p` may be NULL for the defaults; it is copied. The backend is chosen lazily
+ * at the first run (so creating a context never touches a GPU). On failure *out is NULL; a
+ * message for I2I_E_NOMEM / I2I_E_ARG cannot be stored and is implied by the status. */
+i2i_status i2i_ctx_create(const i2i_ctx_params *p, i2i_ctx **out);
+
+/* Frees the context. Every model created with it must be freed first. NULL is accepted. */
+void i2i_ctx_free(i2i_ctx *ctx);
+
+/* The message of the last failed call on this context ("" if none). Valid until the next call. */
+const char *i2i_ctx_errmsg(const i2i_ctx *ctx);
+
+/* Changes the memory budget (bytes, 0 = automatic) for later runs. */
+void i2i_ctx_set_memory_budget(i2i_ctx *ctx, uint64_t bytes);
+
+/* Changes the backend choice for later runs (the environment override applies as at creation). */
+void i2i_ctx_set_backend(i2i_ctx *ctx, i2i_backend backend);
+
+/* Frees memory the engine handed to the caller (strings, arrays). NULL is accepted. */
+void i2i_free(i2i_ctx *ctx, void *ptr);
+
+/* ---------------------------------------------------------------------------------------------
+ * Models
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum {
+  I2I_FAMILY_UNKNOWN = 0,
+  I2I_FAMILY_RESNET,   /* CycleGAN ResnetGenerator */
+  I2I_FAMILY_UNET,     /* Pix2Pix UnetGenerator */
+  I2I_FAMILY_PATCHGAN  /* PatchGAN discriminator (not an image-to-image model) */
+} i2i_family;
+
+typedef struct {
+  i2i_family family;
+  int in_channels, out_channels;
+  int size_multiple;   /* run sizes are padded up to a multiple of this (4 ResNet, 256 U-Net) */
+  int min_side;        /* smallest padded side every internal pad and stride accepts */
+  uint64_t n_params;   /* float parameters (initializers used by compute nodes) */
+  int n_nodes;         /* compute nodes after constant folding */
+  int n_folded;        /* nodes removed by constant folding */
+  int n_dropout;       /* Dropout nodes (Pix2Pix faithful mode uses them) */
+  int n_batchnorm;     /* normalisation nodes that are BatchNorm (batch statistics or eval) */
+  int opset;
+  int64_t ir_version;
+} i2i_model_info;
+
+/* Loads an ONNX model from a file. The file is read whole (size checked against
+ * limits.max_model_bytes first), checked, folded and sorted; the model is then independent of the
+ * file. Errors: I2I_E_IO (missing, a directory, unreadable), I2I_E_FORMAT, I2I_E_UNSUPPORTED,
+ * I2I_E_LIMIT, I2I_E_NOMEM; the message names the node or field at fault. */
+i2i_status i2i_model_load_file(i2i_ctx *ctx, const char *path, i2i_model **out);
+
+/* As i2i_model_load_file, from memory. `data` is only read during the call. */
+i2i_status i2i_model_load_memory(i2i_ctx *ctx, const void *data, size_t size, i2i_model **out);
+
+/* Writes the model as ONNX (opset 17, ir_version 8 for models built here; loaded models keep
+ * their opset) to `path` through a temporary file in the same folder and a rename, so `path`
+ * is either the old file or the complete new one. */
+i2i_status i2i_model_save(i2i_ctx *ctx, const i2i_model *model, const char *path);
+
+/* As i2i_model_save, into a buffer the caller frees with i2i_free(). */
+i2i_status i2i_model_save_memory(i2i_ctx *ctx, const i2i_model *model, void **data, size_t *size);
+
+/* Frees a model. NULL is accepted. The context that made it must still exist. */
+void i2i_model_free(i2i_model *model);
+
+/* Fills `info`. Always succeeds for a valid model. */
+void i2i_model_get_info(const i2i_model *model, i2i_model_info *info);
+
+/* Metadata (ONNX metadata_props). Returns NULL when the key is absent. The strings live as long
+ * as the model. Keys used by i2i: see the README ("Model metadata"). */
+const char *i2i_model_meta(const i2i_model *model, const char *key);
+size_t i2i_model_meta_count(const i2i_model *model);
+/* The i-th key and value; NULL when i is out of range. */
+const char *i2i_model_meta_key(const i2i_model *model, size_t i);
+const char *i2i_model_meta_value(const i2i_model *model, size_t i);
+
+/* One compute node of the folded graph, for inspection. Pointers live as long as the model. */
+typedef struct {
+  const char *op_type;
+  const char *name;                /* "" when the file gave none */
+  int n_inputs;
+  const char *const *inputs;       /* "" for an absent optional input */
+  int n_outputs;
+  const char *const *outputs;
+} i2i_node_desc;
+
+int i2i_model_node_count(const i2i_model *model);
+/* Fills `d` for node i (0 <= i < count); I2I_E_ARG otherwise. */
+i2i_status i2i_model_node(const i2i_model *model, int i, i2i_node_desc *d);
+
+/* Infers the shape of output 0 of every compute node for a batch of `n` images of `height` x
+ * `width` (already padded to the size multiple). `shapes` has room for node_count entries of
+ * 4 values (N, C, H, W). Errors: I2I_E_ARG with the node that rejects the size. */
+i2i_status i2i_model_shapes(i2i_ctx *ctx, const i2i_model *model, int n, int height, int width,
+                            int64_t (*shapes)[4]);
+
+/* A tensor of the model (initializer or folded constant), read-only. */
+typedef struct {
+  const char *name;
+  int rank;
+  int64_t dims[8];
+  int dtype;           /* ONNX TensorProto.DataType: 1 float, 7 int64 ... */
+  const void *data;
+  size_t nbytes;
+} i2i_tensor_desc;
+
+size_t i2i_model_tensor_count(const i2i_model *model);
+i2i_status i2i_model_tensor(const i2i_model *model, size_t i, i2i_tensor_desc *d);
+/* Looks a tensor up by name; I2I_E_NOT_FOUND when absent. */
+i2i_status i2i_model_tensor_by_name(const i2i_model *model, const char *name, i2i_tensor_desc *d);
+
+/* ---------------------------------------------------------------------------------------------
+ * Graph builder: how the converter and the trainer write models. Nobody else touches ONNX.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum { I2I_ATTR_INT = 1, I2I_ATTR_FLOAT, I2I_ATTR_INTS, I2I_ATTR_STRING } i2i_attr_type;
+
+typedef struct {
+  const char *name;
+  i2i_attr_type type;
+  int64_t i;            /* I2I_ATTR_INT */
+  float f;              /* I2I_ATTR_FLOAT */
+  const int64_t *ints;  /* I2I_ATTR_INTS */
+  int n_ints;
+  const char *s;        /* I2I_ATTR_STRING */
+} i2i_attr;
+
+/* Starts an empty graph (opset 17). */
+i2i_status i2i_builder_new(i2i_ctx *ctx, i2i_builder **out);
+/* Frees a builder that was not finished. NULL is accepted. */
+void i2i_builder_free(i2i_builder *b);
+
+/* Declares the graph input / output: float, N x channels x H x W with dynamic N, H and W. */
+i2i_status i2i_builder_add_input(i2i_builder *b, const char *name, int channels);
+i2i_status i2i_builder_add_output(i2i_builder *b, const char *name, int channels);
+
+/* Adds a constant tensor; `data` (dims product x element size bytes) is copied.
+ * dtype: 1 float32 or 7 int64. */
+i2i_status i2i_builder_add_initializer(i2i_builder *b, const char *name, int dtype, int rank,
+                                       const int64_t *dims, const void *data);
+
+/* Adds a node. Names are copied. An input "" means an absent optional input. */
+i2i_status i2i_builder_add_node(i2i_builder *b, const char *op_type, const char *name,
+                                int n_inputs, const char *const *inputs,
+                                int n_outputs, const char *const *outputs,
+                                int n_attrs, const i2i_attr *attrs);
+
+/* Sets (or replaces) one metadata entry. */
+i2i_status i2i_builder_set_meta(i2i_builder *b, const char *key, const char *value);
+
+/* Checks the graph exactly as a loaded file is checked and turns it into a model. The builder is
+ * freed whether or not this succeeds. */
+i2i_status i2i_builder_finish(i2i_builder *b, i2i_model **out);
+
+/* ---------------------------------------------------------------------------------------------
+ * Running a model on images
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum {
+  I2I_PIX2PIX_FAITHFUL = 0,  /* batch statistics + dropout with the seed (as mmagic tests) */
+  I2I_PIX2PIX_DETERMINISTIC, /* batch statistics, no dropout */
+  I2I_PIX2PIX_EVAL           /* running statistics, no dropout */
+} i2i_pix2pix_mode;
+
+typedef enum {
+  I2I_PIXELS_RGBA = 0,   /* interleaved float R,G,B,A in [0,1]; alpha passes through untouched */
+  I2I_PIXELS_RGB_SIGNED  /* interleaved float R,G,B in [-1,1], the model's own range (.npy) */
+} i2i_pixel_layout;
+
+/* Progress: fraction in [0,1]. Return nonzero to cancel: the run then stops at the next layer or
+ * tile and returns I2I_E_CANCELLED with the outputs unspecified. */
+typedef int (*i2i_progress_fn)(void *user, double fraction);
+
+typedef struct {
+  i2i_pixel_layout layout;
+  i2i_pix2pix_mode pix2pix_mode;
+  uint64_t seed;            /* dropout masks in faithful mode */
+  float strength;           /* 0..1: output = input + strength * (result - input); default 1 */
+  int scale;                /* working short side in pixels; 0 = native. See README. */
+  i2i_progress_fn progress;
+  void *progress_user;
+} i2i_run_params;
+
+typedef struct {
+  i2i_backend backend;       /* the backend that produced the result */
+  char message[512];         /* why that backend (a fallback reason), or "" */
+  int tiles;                 /* tiles of the largest layer; 1 = whole image */
+  int whole_intermediates;   /* whole-image intermediates alive at once at the peak */
+  uint64_t intermediate_bytes; /* bytes of those whole-image intermediates */
+  uint64_t workspace_bytes;  /* engine working memory besides them (tile buffers, scratch) */
+  uint64_t peak_device_bytes; /* CUDA only */
+  int run_width, run_height; /* the size the model ran at (after scale and padding) */
+  double seconds;
+} i2i_run_report;
+
+/* Fills `p` with the defaults (RGBA, faithful, seed 0, strength 1, scale 0). */
+void i2i_run_default_params(i2i_run_params *p);
+
+/* Translates `n_images` images of `width` x `height` pixels. inputs[i] and outputs[i] hold
+ * width*height*4 (RGBA) or *3 (RGB_SIGNED) floats, row-major, no padding between rows; an output
+ * may be the same buffer as its input. Each image is normalised on its own. Any size from 1x1 up
+ * to the limits: the engine pads at the bottom and right to the model's size multiple, runs and
+ * crops back. Not-a-number inputs are read as 0. `report` may be NULL.
+ * Errors: I2I_E_ARG, I2I_E_LIMIT, I2I_E_NOMEM (with the figure that did not fit), I2I_E_DEVICE /
+ * I2I_E_DEVICE_NOMEM (only when CUDA was forced), I2I_E_CANCELLED. */
+i2i_status i2i_run(i2i_ctx *ctx, const i2i_model *model, const i2i_run_params *params,
+                   int n_images, int width, int height,
+                   const float *const *inputs, float *const *outputs, i2i_run_report *report);
+
+/* ---------------------------------------------------------------------------------------------
+ * Model lookup and the published-model manifest
+ * ------------------------------------------------------------------------------------------- */
+
+/* Resolves a model name for the tool, the plug-in and fetch. A name that ends in ".onnx" or
+ * contains '/' is a path and is returned as given if it exists. A task name means exactly
+ * "<task>.onnx" in each folder of $I2I_MODEL_PATH (colon-separated), then
+ * $XDG_DATA_HOME/i2i/models (~/.local/share/i2i/models), then the installed data folder.
+ * *path is freed with i2i_free(). I2I_E_NOT_FOUND: the message names the folders searched and,
+ * for a published task, the command that installs it (`i2i fetch <task>`). */
+i2i_status i2i_model_find(i2i_ctx *ctx, const char *name, char **path);
+
+/* The folder `i2i convert` and `i2i fetch` install into: $XDG_DATA_HOME/i2i/models. */
+i2i_status i2i_model_user_dir(i2i_ctx *ctx, char **path);
+
+typedef struct {
+  char *task;    /* file name without ".onnx" */
+  char *path;
+  char *label;   /* metadata i2i.menu_label, else the task name */
+  i2i_family family;
+} i2i_model_entry;
+
+/* Lists the installed image-to-image models (generators; discriminators, "*.D.onnx" and files
+ * that are not ONNX are skipped) in lookup order, a task found twice listed once (the first).
+ * Only each file's metadata is read. Free with i2i_model_list_free. */
+i2i_status i2i_model_list(i2i_ctx *ctx, i2i_model_entry **entries, size_t *n);
+void i2i_model_list_free(i2i_ctx *ctx, i2i_model_entry *entries, size_t n);
+
+/* One direction of a published checkpoint (weights/manifest, compiled into the library;
+ * $I2I_MANIFEST=FILE replaces it). Strings are never NULL ("" when empty). */
+typedef struct {
+  const char *task;           /* "winter2summer", "winter2summer-id0" ... unique, file-safe */
+  const char *base_task;      /* the direction without the variant ("winter2summer") */
+  int variant;                /* 0 standard, 1 id0 (identity loss weight 0) */
+  const char *label;          /* menu label, unique: "Winter to Summer" */
+  const char *family;         /* "resnet" or "unet" */
+  const char *checkpoint;     /* published file name */
+  const char *url;
+  const char *sha256_prefix;  /* 8 hex digits, as in the file name */
+  const char *config;         /* mmagic config path */
+  const char *channel_order;  /* "bgr" or "rgb" */
+  const char *source_domain, *target_domain;
+  const char *generator_key;  /* "generators.summer" */
+  const char *discriminator_key; /* "discriminators.summer" */
+  const char *source_side;    /* Pix2Pix paired images: "left" or "right"; "" for CycleGAN */
+  double fid, is;             /* mmagic's reported scores; negative when none */
+  int provisional;            /* domain labels uncertain upstream */
+} i2i_manifest_entry;
+
+/* The number of directions in the manifest; 0 with a message if it cannot be parsed. */
+size_t i2i_manifest_count(i2i_ctx *ctx);
+/* The i-th direction, NULL out of range. Valid while the context lives. */
+const i2i_manifest_entry *i2i_manifest_get(i2i_ctx *ctx, size_t i);
+/* The direction with this task name, NULL if none. */
+const i2i_manifest_entry *i2i_manifest_find(i2i_ctx *ctx, const char *task);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
