@@ -1,0 +1,121 @@
+/* cli.c: helpers shared by the `i2i` subcommands (sizes, backends, context, progress bar).
+ *
+ * The progress bar writes to stderr only when it is a terminal, at most ten times a second,
+ * and always clears its line when done, so logs and pipes stay clean.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+double cli_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+bool cli_parse_size(const char *s, uint64_t *bytes) {
+  if (!s || !*s) return false;
+  char *end;
+  double v = g_ascii_strtod(s, &end);
+  if (end == s || !(v >= 0) || !isfinite(v)) return false;
+  double mult = 1;
+  if (*end) {
+    switch (g_ascii_toupper(*end)) {
+    case 'K': mult = 1024.0; break;
+    case 'M': mult = 1024.0 * 1024; break;
+    case 'G': mult = 1024.0 * 1024 * 1024; break;
+    case 'T': mult = 1024.0 * 1024 * 1024 * 1024; break;
+    default: return false;
+    }
+    end++;
+    if (*end == 'i' || *end == 'I') end++;
+    if (*end == 'B' || *end == 'b') end++;
+    if (*end) return false;
+  }
+  double b = v * mult;
+  if (b > 1.8e19) return false;
+  *bytes = (uint64_t)b;
+  return true;
+}
+
+bool cli_parse_backend(const char *s, i2i_backend *b) {
+  if (!s) return false;
+  if (!strcmp(s, "auto")) *b = I2I_BACKEND_AUTO;
+  else if (!strcmp(s, "cpu")) *b = I2I_BACKEND_CPU;
+  else if (!strcmp(s, "cuda") || !strcmp(s, "gpu")) *b = I2I_BACKEND_CUDA;
+  else return false;
+  return true;
+}
+
+static void log_stderr(void *user, i2i_log_level lvl, const char *msg) {
+  (void)user;
+  fprintf(stderr, "i2i: %s%s\n", lvl == I2I_LOG_ERROR ? "error: " : lvl == I2I_LOG_WARNING ? "warning: " : "", msg);
+}
+
+i2i_ctx *cli_ctx(i2i_backend backend, int threads, uint64_t memory) {
+  i2i_ctx_params p;
+  i2i_ctx_default_params(&p);
+  p.backend = backend;
+  p.threads = threads;
+  p.memory_budget = memory;
+  p.log = log_stderr;
+  p.log_level = getenv("I2I_DEBUG") ? I2I_LOG_DEBUG : I2I_LOG_WARNING;
+  i2i_ctx *ctx;
+  i2i_status st = i2i_ctx_create(&p, &ctx);
+  if (st) {
+    fprintf(stderr, "i2i: cannot create the engine context: %s\n", i2i_status_name(st));
+    return NULL;
+  }
+  return ctx;
+}
+
+void cli_error(const char *cmd, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "i2i %s: ", cmd);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
+void cli_progress_init(cli_progress *p, const char *label) {
+  memset(p, 0, sizeof *p);
+  p->enabled = isatty(STDERR_FILENO) && !getenv("I2I_NO_PROGRESS");
+  p->start = cli_now();
+  snprintf(p->label, sizeof p->label, "%s", label ? label : "");
+}
+
+int cli_progress_update(void *user, double f) {
+  cli_progress *p = user;
+  if (!p->enabled) return 0;
+  double t = cli_now();
+  if (t - p->last_draw < 0.1 && f < 1.0) return 0;
+  p->last_draw = t;
+  if (f < 0) f = 0;
+  if (f > 1) f = 1;
+  int width = 30, fill = (int)(f * width + 0.5);
+  char bar[64];
+  for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '-';
+  bar[width] = 0;
+  double el = t - p->start;
+  char left[32] = "";
+  if (f > 0.02 && f < 1.0) {
+    double rem = el * (1.0 - f) / f;
+    snprintf(left, sizeof left, " %d:%02d left", (int)rem / 60, (int)rem % 60);
+  }
+  fprintf(stderr, "\r\033[K%s [%s] %3.0f%%%s", p->label, bar, f * 100.0, left);
+  fflush(stderr);
+  return 0;
+}
+
+void cli_progress_done(cli_progress *p) {
+  if (!p->enabled) return;
+  fprintf(stderr, "\r\033[K");
+  fflush(stderr);
+}

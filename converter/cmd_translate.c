@@ -1,0 +1,331 @@
+/* cmd_translate.c: `i2i translate MODEL IN OUT` and `i2i translate MODEL IN... -o DIR`.
+ *
+ * Images (PNG, JPEG, TIFF, WebP; 8, 16 and 32-bit; alpha kept) are written in the input's
+ * format and depth unless told otherwise; .npy arrays (float32 HxWx3 in [-1,1]) are the numeric
+ * path. Folders are expanded to their images. A file that fails is reported and the others go
+ * on; the exit status says whether any failed. Outputs are written to a temporary and renamed.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "imageio.h"
+#include "npy.h"
+
+#define DEFAULT_IMAGE_SCALE 512
+
+typedef struct {
+  i2i_ctx *ctx;
+  i2i_model *model;
+  i2i_run_params rp;
+  int scale;            /* -1: default (images DEFAULT_IMAGE_SCALE, .npy native) */
+  i2i_img_type out_type;
+  int bits;
+  int quality;
+  bool verbose;
+  cli_progress *bar;
+  double file_base, file_span;
+} job;
+
+static bool is_dir(const char *p) {
+  struct stat sb;
+  return p && stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static bool has_ext(const char *p, const char *ext) {
+  size_t l = strlen(p), e = strlen(ext);
+  return l > e && !g_ascii_strcasecmp(p + l - e, ext);
+}
+
+/* Progress of one file mapped into the whole job's bar. */
+static int file_progress(void *user, double f) {
+  job *j = user;
+  return cli_progress_update(j->bar, j->file_base + j->file_span * f);
+}
+
+static bool translate_npy(job *j, const char *in, const char *out, char *err, size_t errlen) {
+  if (!has_ext(out, ".npy")) {
+    snprintf(err, errlen, "a .npy input needs a .npy output ('%s')", out);
+    return false;
+  }
+  i2i_npy_image img;
+  if (!i2i_npy_load(in, &img, err, errlen)) return false;
+  size_t n = (size_t)img.width * (size_t)img.height;
+  float *rgb = g_try_malloc(n * 3 * sizeof(float));
+  if (!rgb) {
+    i2i_npy_free(&img);
+    snprintf(err, errlen, "out of memory for a %dx%d array", img.width, img.height);
+    return false;
+  }
+  for (size_t i = 0; i < n; i++)
+    for (int c = 0; c < 3; c++) rgb[i * 3 + (size_t)c] = img.rgba[i * 4 + (size_t)c];
+  i2i_run_params rp = j->rp;
+  rp.layout = I2I_PIXELS_RGB_SIGNED;
+  rp.scale = j->scale < 0 ? 0 : j->scale;
+  rp.progress = file_progress;
+  rp.progress_user = j;
+  i2i_run_report rep;
+  const float *ins[1] = {rgb};
+  float *outs[1] = {rgb};
+  i2i_status st = i2i_run(j->ctx, j->model, &rp, 1, img.width, img.height, ins, outs, &rep);
+  bool ok = st == I2I_OK;
+  if (!ok) snprintf(err, errlen, "%s", i2i_ctx_errmsg(j->ctx));
+  if (ok) {
+    for (size_t i = 0; i < n; i++)
+      for (int c = 0; c < 3; c++) img.rgba[i * 4 + (size_t)c] = rgb[i * 3 + (size_t)c];
+    ok = i2i_npy_save(out, img.rgba, img.height, img.width, 3, err, errlen);
+  }
+  if (ok && j->verbose)
+    fprintf(stderr, "%s -> %s: %dx%d in %.2f s on the %s%s%s\n", in, out, img.width, img.height, rep.seconds,
+            rep.backend == I2I_BACKEND_CUDA ? "GPU" : "CPU", rep.message[0] ? "; " : "", rep.message);
+  g_free(rgb);
+  i2i_npy_free(&img);
+  return ok;
+}
+
+static bool translate_image(job *j, const char *in, const char *out, char *err, size_t errlen) {
+  i2i_img img;
+  if (!i2i_img_load(in, &img, err, errlen)) return false;
+  i2i_run_params rp = j->rp;
+  rp.layout = I2I_PIXELS_RGBA;
+  rp.scale = j->scale < 0 ? DEFAULT_IMAGE_SCALE : j->scale;
+  rp.progress = file_progress;
+  rp.progress_user = j;
+  i2i_run_report rep;
+  const float *ins[1] = {img.pixels};
+  float *outs[1] = {img.pixels};
+  i2i_status st = i2i_run(j->ctx, j->model, &rp, 1, img.info.width, img.info.height, ins, outs, &rep);
+  bool ok = st == I2I_OK;
+  if (!ok) snprintf(err, errlen, "%s", i2i_ctx_errmsg(j->ctx));
+  if (ok) {
+    i2i_img_type t = j->out_type != I2I_IMG_UNKNOWN ? j->out_type : i2i_img_type_from_name(out);
+    if (t == I2I_IMG_UNKNOWN) t = img.info.type;
+    i2i_img_save_opts so;
+    i2i_img_save_opts_from_info(&so, &img.info, t);
+    if (j->bits) {
+      so.bits = j->bits;
+      so.is_float = j->bits == 32;
+    }
+    if (j->quality) so.quality = j->quality;
+    ok = i2i_img_save(out, img.pixels, img.info.width, img.info.height, &so, err, errlen);
+  }
+  if (ok && j->verbose)
+    fprintf(stderr, "%s -> %s: %dx%d (model at %dx%d) in %.2f s on the %s%s%s\n", in, out, img.info.width,
+            img.info.height, rep.run_width, rep.run_height, rep.seconds, rep.backend == I2I_BACKEND_CUDA ? "GPU" : "CPU",
+            rep.message[0] ? "; " : "", rep.message);
+  i2i_img_free(&img);
+  return ok;
+}
+
+/* Adds the supported images (and .npy files) of a folder, sorted, non-recursively. */
+static void add_dir(GPtrArray *files, const char *dir) {
+  GDir *d = g_dir_open(dir, 0, NULL);
+  if (!d) {
+    g_ptr_array_add(files, g_strdup(dir)); /* reported as a failure later */
+    return;
+  }
+  GPtrArray *names = g_ptr_array_new();
+  const char *n;
+  while ((n = g_dir_read_name(d))) {
+    if (n[0] == '.') continue;
+    gchar *p = g_build_filename(dir, n, NULL);
+    if (i2i_img_path_is_supported(p) || (has_ext(p, ".npy") && !is_dir(p))) g_ptr_array_add(names, p);
+    else g_free(p);
+  }
+  g_dir_close(d);
+  g_ptr_array_sort(names, (GCompareFunc)(void *)g_strcmp0);
+  for (guint i = 0; i < names->len; i++) g_ptr_array_add(files, names->pdata[i]);
+  g_ptr_array_free(names, TRUE);
+}
+
+static char *out_name(const char *dir, const char *in, i2i_img_type t) {
+  gchar *base = g_path_get_basename(in);
+  if (t != I2I_IMG_UNKNOWN && !has_ext(base, ".npy")) {
+    char *dot = strrchr(base, '.');
+    if (dot) *dot = 0;
+    static const char *ext[] = {"", ".png", ".jpg", ".tif", ".webp"};
+    gchar *nb = g_strconcat(base, ext[t], NULL);
+    g_free(base);
+    base = nb;
+  }
+  gchar *p = g_build_filename(dir, base, NULL);
+  g_free(base);
+  return p;
+}
+
+int cmd_translate(int argc, char **argv) {
+  gchar *outdir = NULL, *backend_s = NULL, *mode_s = NULL, *memory_s = NULL, *format_s = NULL;
+  int threads = 0, scale = -1, bits = 0, quality = 0;
+  gint64 seed = 0;
+  double strength = 100;
+  gboolean verbose = FALSE;
+  GOptionEntry entries[] = {
+    {"output-dir", 'o', 0, G_OPTION_ARG_FILENAME, &outdir, "Write every output into DIR under its input's name (all paths are inputs)", "DIR"},
+    {"backend", 'b', 0, G_OPTION_ARG_STRING, &backend_s, "auto (default), cpu or cuda", "NAME"},
+    {"device", 0, 0, G_OPTION_ARG_STRING, &backend_s, "Same as --backend", "NAME"},
+    {"threads", 't', 0, G_OPTION_ARG_INT, &threads, "CPU threads (default: all cores)", "N"},
+    {"seed", 0, 0, G_OPTION_ARG_INT64, &seed, "Pix2Pix variation seed (default 0)", "N"},
+    {"pix2pix-mode", 0, 0, G_OPTION_ARG_STRING, &mode_s, "faithful (default: as mmagic, dropout with the seed), deterministic or eval", "MODE"},
+    {"strength", 's', 0, G_OPTION_ARG_DOUBLE, &strength, "Blend with the original, 0..100 percent (default 100)", "PCT"},
+    {"scale", 0, 0, G_OPTION_ARG_INT, &scale, "Working short side in pixels, 0 = native (default 512 for images, native for .npy)", "PX"},
+    {"memory", 'm', 0, G_OPTION_ARG_STRING, &memory_s, "Engine working memory budget, e.g. 2G (1024-based; 0 = automatic)", "SIZE"},
+    {"format", 'f', 0, G_OPTION_ARG_STRING, &format_s, "Output format: png, jpeg, tiff or webp (default: as the input, or the output's extension)", "FMT"},
+    {"bits", 0, 0, G_OPTION_ARG_INT, &bits, "Output bits per sample: 8, 16 or 32 (float TIFF) (default: as the input)", "N"},
+    {"quality", 'q', 0, G_OPTION_ARG_INT, &quality, "JPEG / lossy WebP quality 1..100 (default 95)", "Q"},
+    {"verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "Print each file's size, time and device", NULL},
+    {NULL, 0, 0, 0, NULL, NULL, NULL}};
+  GOptionContext *oc = g_option_context_new("MODEL IN OUT | MODEL IN... -o DIR - translate images with a model");
+  g_option_context_add_main_entries(oc, entries, NULL);
+  g_option_context_set_description(oc,
+    "MODEL is a task name (e.g. winter2summer, found in $I2I_MODEL_PATH, ~/.local/share/i2i/models or the\n"
+    "installed models) or a path to an .onnx file. IN may be image files, .npy arrays or folders.\n"
+    "Without -o the last path is the output (a file, or a folder for several inputs), as with cp.\n"
+    ".npy files hold float32 H x W x 3 arrays in [-1,1] (the model's own range) and run natively.\n"
+    "Exit status: 0 when every file was written, 1 when any failed, 2 on a usage error.");
+  GError *gerr = NULL;
+  int rc = 2;
+  i2i_ctx *ctx = NULL;
+  i2i_model *model = NULL;
+  GPtrArray *ins = g_ptr_array_new_with_free_func(g_free);
+  if (!g_option_context_parse(oc, &argc, &argv, &gerr)) {
+    cli_error("translate", "%s", gerr->message);
+    g_error_free(gerr);
+    goto out;
+  }
+  i2i_backend backend = I2I_BACKEND_AUTO;
+  if (backend_s && !cli_parse_backend(backend_s, &backend)) {
+    cli_error("translate", "unknown backend '%s' (auto, cpu or cuda)", backend_s);
+    goto out;
+  }
+  i2i_pix2pix_mode mode = I2I_PIX2PIX_FAITHFUL;
+  if (mode_s) {
+    if (!strcmp(mode_s, "faithful")) mode = I2I_PIX2PIX_FAITHFUL;
+    else if (!strcmp(mode_s, "deterministic")) mode = I2I_PIX2PIX_DETERMINISTIC;
+    else if (!strcmp(mode_s, "eval")) mode = I2I_PIX2PIX_EVAL;
+    else {
+      cli_error("translate", "unknown Pix2Pix mode '%s' (faithful, deterministic or eval)", mode_s);
+      goto out;
+    }
+  }
+  uint64_t memory = 0;
+  if (memory_s && !cli_parse_size(memory_s, &memory)) {
+    cli_error("translate", "cannot read the memory size '%s' (e.g. 512M, 2G)", memory_s);
+    goto out;
+  }
+  if (!(strength >= 0 && strength <= 100)) {
+    cli_error("translate", "--strength must be within 0..100");
+    goto out;
+  }
+  if (scale != -1 && (scale < 0 || (scale > 0 && scale < 64))) {
+    cli_error("translate", "--scale must be 0 (native) or a short side of at least 64 pixels");
+    goto out;
+  }
+  if (threads < 0 || (bits && bits != 8 && bits != 16 && bits != 32) || quality < 0 || quality > 100) {
+    cli_error("translate", "--threads, --bits (8, 16, 32) or --quality (1..100) out of range");
+    goto out;
+  }
+  i2i_img_type out_type = I2I_IMG_UNKNOWN;
+  if (format_s) {
+    gchar *fake = g_strconcat("x.", format_s, NULL);
+    out_type = i2i_img_type_from_name(fake);
+    g_free(fake);
+    if (out_type == I2I_IMG_UNKNOWN) {
+      cli_error("translate", "unknown format '%s' (png, jpeg, tiff, webp)", format_s);
+      goto out;
+    }
+  }
+  int npaths = argc - 2;
+  if (argc < 3 || (!outdir && argc < 4)) {
+    cli_error("translate", "expects MODEL IN OUT or MODEL IN... -o DIR (see --help)");
+    goto out;
+  }
+  const char *dest = outdir ? outdir : argv[argc - 1];
+  int nin = outdir ? npaths : npaths - 1;
+  bool to_dir = outdir || nin > 1 || is_dir(argv[2]);
+  if (to_dir) {
+    if (!is_dir(dest) && g_mkdir_with_parents(dest, 0777) != 0) {
+      cli_error("translate", "cannot create the output folder '%s': %s", dest, g_strerror(errno));
+      goto out;
+    }
+  }
+  for (int i = 0; i < nin; i++) {
+    if (is_dir(argv[2 + i])) add_dir(ins, argv[2 + i]);
+    else g_ptr_array_add(ins, g_strdup(argv[2 + i]));
+  }
+  if (!ins->len) {
+    cli_error("translate", "no images found in the input folder(s)");
+    rc = 1;
+    goto out;
+  }
+  ctx = cli_ctx(backend, threads, memory);
+  if (!ctx) {
+    rc = 1;
+    goto out;
+  }
+  char *mpath = NULL;
+  i2i_status st = i2i_model_find(ctx, argv[1], &mpath);
+  if (!st) st = i2i_model_load_file(ctx, mpath, &model);
+  i2i_free(ctx, mpath);
+  if (st) {
+    cli_error("translate", "%s", i2i_ctx_errmsg(ctx));
+    rc = 1;
+    goto out;
+  }
+  job j = {0};
+  j.ctx = ctx;
+  j.model = model;
+  i2i_run_default_params(&j.rp);
+  j.rp.pix2pix_mode = mode;
+  j.rp.seed = (uint64_t)seed;
+  j.rp.strength = (float)(strength / 100.0);
+  j.scale = scale;
+  j.out_type = out_type;
+  j.bits = bits;
+  j.quality = quality;
+  j.verbose = verbose;
+  cli_progress bar;
+  char label[64];
+  snprintf(label, sizeof label, "translating %u file%s", ins->len, ins->len == 1 ? "" : "s");
+  cli_progress_init(&bar, label);
+  j.bar = &bar;
+  int failed = 0;
+  for (guint i = 0; i < ins->len; i++) {
+    const char *in = ins->pdata[i];
+    char *out = to_dir ? out_name(dest, in, out_type) : g_strdup(dest);
+    char err[1024] = "";
+    j.file_base = (double)i / ins->len;
+    j.file_span = 1.0 / ins->len;
+    bool ok;
+    if (is_dir(in)) {
+      snprintf(err, sizeof err, "cannot read the folder");
+      ok = false;
+    } else if (has_ext(in, ".npy")) {
+      ok = translate_npy(&j, in, out, err, sizeof err);
+    } else {
+      ok = translate_image(&j, in, out, err, sizeof err);
+    }
+    if (!ok) {
+      cli_progress_done(&bar);
+      fprintf(stderr, "i2i translate: %s: %s\n", in, err);
+      failed++;
+    }
+    g_free(out);
+  }
+  cli_progress_done(&bar);
+  if (failed && ins->len > 1) fprintf(stderr, "i2i translate: %d of %u files failed\n", failed, ins->len);
+  rc = failed ? 1 : 0;
+out:
+  g_option_context_free(oc);
+  g_ptr_array_free(ins, TRUE);
+  i2i_model_free(model);
+  i2i_ctx_free(ctx);
+  g_free(outdir);
+  g_free(backend_s);
+  g_free(mode_s);
+  g_free(memory_s);
+  g_free(format_s);
+  return rc;
+}

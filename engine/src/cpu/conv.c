@@ -1,0 +1,130 @@
+/* cpu/conv.c: Conv and ConvTranspose on the CPU as GEMM through OpenBLAS.
+ *
+ * Conv: im2col of a chunk of output pixels (padding by reflection, edge or zeros is read
+ * through index maps, so a padded copy of the input never exists), then one sgemm per chunk.
+ * ConvTranspose: sgemm W^T X into columns for a chunk of input pixels, then col2im scatter-add;
+ * only the non-zero products are computed. Chunks are sized to the scratch the plan gave.
+ */
+#include <cblas.h>
+#include <string.h>
+
+#include "cpu.h"
+
+static inline int map_index(int i, int n, int mode) {
+  if (i >= 0 && i < n) return i;
+  if (mode == PAD_CONSTANT) return -1;
+  if (mode == PAD_EDGE || n == 1) return i < 0 ? 0 : n - 1;
+  int period = 2 * (n - 1);
+  i %= period;
+  if (i < 0) i += period;
+  return i >= n ? period - i : i;
+}
+
+/* Writes `run` pixels of one im2col row: input row `row` (or zeros when NULL), output x
+ * positions ox0.. ox0+run-1 for kernel column offset `koff`. */
+static void im2col_run(float *dst, const float *row, int w, int ox0, int run, int sw, int koff, int mode) {
+  if (!row) {
+    memset(dst, 0, sizeof(float) * (size_t)run);
+    return;
+  }
+  int ix0 = ox0 * sw + koff;
+  int tlo = ix0 >= 0 ? 0 : (-ix0 + sw - 1) / sw;
+  int thi = ix0 <= w - 1 ? (w - 1 - ix0) / sw + 1 : 0;
+  if (tlo > run) tlo = run;
+  if (thi > run) thi = run;
+  if (thi < tlo) thi = tlo;
+  for (int t = 0; t < tlo; t++) {
+    int ix = map_index(ix0 + t * sw, w, mode);
+    dst[t] = ix < 0 ? 0.0f : row[ix];
+  }
+  if (sw == 1) {
+    memcpy(dst + tlo, row + ix0 + tlo, sizeof(float) * (size_t)(thi - tlo));
+  } else {
+    const float *src = row + ix0;
+    for (int t = tlo; t < thi; t++) dst[t] = src[t * sw];
+  }
+  for (int t = thi; t < run; t++) {
+    int ix = map_index(ix0 + t * sw, w, mode);
+    dst[t] = ix < 0 ? 0.0f : row[ix];
+  }
+}
+
+void cpu_conv_forward(const conv_geom *g, const float *x, const float *w, const float *bias, float *y,
+                      float *scratch, size_t scratch_floats, int threads) {
+  const int kk = g->kh * g->kw, K = g->c * kk;
+  const size_t ohw = (size_t)g->oh * (size_t)g->ow;
+  size_t chunk = scratch_floats / (size_t)K;
+  if (chunk > ohw) chunk = ohw;
+  if (chunk < 1) chunk = 1;
+  for (size_t p0 = 0; p0 < ohw; p0 += chunk) {
+    size_t n = ohw - p0 < chunk ? ohw - p0 : chunk;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int r = 0; r < K; r++) {
+      int ci = r / kk, ky = (r / g->kw) % g->kh, kx = r % g->kw;
+      const float *xc = x + (size_t)ci * (size_t)g->h * (size_t)g->w;
+      float *dst = scratch + (size_t)r * n;
+      size_t p = p0, end = p0 + n;
+      while (p < end) {
+        int oy = (int)(p / (size_t)g->ow), ox = (int)(p % (size_t)g->ow);
+        int run = g->ow - ox;
+        if ((size_t)run > end - p) run = (int)(end - p);
+        int iy = map_index(oy * g->sh - g->pt + ky * g->dh, g->h, g->pad_mode);
+        im2col_run(dst, iy < 0 ? NULL : xc + (size_t)iy * (size_t)g->w, g->w, ox, run, g->sw,
+                   kx * g->dw - g->pl, g->pad_mode);
+        dst += run;
+        p += (size_t)run;
+      }
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->m, (int)n, K, 1.0f, w, K, scratch, (int)n, 0.0f,
+                y + p0, (int)ohw);
+    if (bias) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+      for (int mi = 0; mi < g->m; mi++) {
+        float b = bias[mi], *yr = y + (size_t)mi * ohw + p0;
+        for (size_t t = 0; t < n; t++) yr[t] += b;
+      }
+    }
+  }
+}
+
+void cpu_convt_forward(const conv_geom *g, const float *x, const float *w, const float *bias, float *y,
+                       float *scratch, size_t scratch_floats, int threads) {
+  const int kk = g->kh * g->kw, mkk = g->m * kk;
+  const size_t hw = (size_t)g->h * (size_t)g->w, ohw = (size_t)g->oh * (size_t)g->ow;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int mi = 0; mi < g->m; mi++) {
+    float b = bias ? bias[mi] : 0.0f, *yr = y + (size_t)mi * ohw;
+    for (size_t t = 0; t < ohw; t++) yr[t] = b;
+  }
+  size_t chunk = scratch_floats / (size_t)mkk;
+  if (chunk > hw) chunk = hw;
+  if (chunk < 1) chunk = 1;
+  for (size_t p0 = 0; p0 < hw; p0 += chunk) {
+    size_t n = hw - p0 < chunk ? hw - p0 : chunk;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, mkk, (int)n, g->c, 1.0f, w, mkk, x + p0, (int)hw, 0.0f,
+                scratch, (int)n);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int mi = 0; mi < g->m; mi++) {
+      float *yc = y + (size_t)mi * ohw;
+      for (int ky = 0; ky < g->kh; ky++)
+        for (int kx = 0; kx < g->kw; kx++) {
+          const float *src = scratch + ((size_t)(mi * g->kh + ky) * (size_t)g->kw + (size_t)kx) * n;
+          size_t p = p0, end = p0 + n;
+          while (p < end) {
+            int iy = (int)(p / (size_t)g->w), ix = (int)(p % (size_t)g->w);
+            int run = g->w - ix;
+            if ((size_t)run > end - p) run = (int)(end - p);
+            int oy = iy * g->sh - g->pt + ky * g->dh;
+            if (oy >= 0 && oy < g->oh) {
+              float *yrow = yc + (size_t)oy * (size_t)g->ow;
+              int ox = ix * g->sw - g->pl + kx * g->dw;
+              for (int t = 0; t < run; t++, ox += g->sw)
+                if (ox >= 0 && ox < g->ow) yrow[ox] += src[t];
+            }
+            src += run;
+            p += (size_t)run;
+          }
+        }
+    }
+  }
+}

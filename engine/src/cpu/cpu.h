@@ -1,0 +1,47 @@
+/* cpu.h: the CPU backend's kernels (plain C11, OpenMP threads, OpenBLAS sgemm).
+ *
+ * Every kernel works on one image in NCHW float32 and on buffers the plan gave it; none
+ * allocates. The forward and backward of an op live side by side in one file (conv.c, norm.c,
+ * pointwise.c). exec.c walks a plan's steps and calls them.
+ */
+#ifndef I2I_CPU_H
+#define I2I_CPU_H
+
+#include "../internal.h"
+
+typedef struct {
+  int c, h, w;          /* input */
+  int m, oh, ow;        /* output */
+  int kh, kw, sh, sw, dh, dw;
+  int pt, pl, pb, pr;   /* input padding */
+  int pad_mode;         /* PAD_CONSTANT (zeros), PAD_REFLECT, PAD_EDGE */
+  int oph, opw;         /* ConvTranspose output padding */
+} conv_geom;
+
+/* y[m][oh][ow] = conv(x[c][h][w] padded as g says, w[m][c][kh][kw]) + bias[m] (bias may be
+ * NULL). `scratch` holds `scratch_floats` floats (at least kh*kw*c*64). */
+void cpu_conv_forward(const conv_geom *g, const float *x, const float *w, const float *bias, float *y,
+                      float *scratch, size_t scratch_floats, int threads);
+
+/* ConvTranspose: y[m][oh][ow] from x[c][h][w] and w[c][m][kh][kw]; scratch at least
+ * m*kh*kw*64 floats. */
+void cpu_convt_forward(const conv_geom *g, const float *x, const float *w, const float *bias, float *y,
+                       float *scratch, size_t scratch_floats, int threads);
+
+/* Per-channel normalisation of x[c][hw] into y (y may equal x), then the activation:
+ * with mean/var NULL the statistics of each channel are computed (instance / batch-of-one
+ * statistics, biased variance, double sums); otherwise the given running statistics are used. */
+void cpu_norm_forward(const float *x, float *y, int c, size_t hw, const float *scale, const float *bias,
+                      const float *mean, const float *var, float eps, int act, float alpha, int threads);
+
+void cpu_pad_forward(const float *x, float *y, int c, int h, int w, const int pads[4], int mode, float value,
+                     int threads);
+/* y = act(x) elementwise; ACT_NONE copies (unless y == x). */
+void cpu_act_forward(const float *x, float *y, size_t n, int act, float alpha, int threads);
+void cpu_tanh_forward(const float *x, float *y, size_t n, int threads);
+void cpu_add_forward(const float *a, const float *b, float *y, size_t n, int act, float alpha, int threads);
+/* Dropout with the counter-based mask of design.md: x[c][h][w] of image `batch_index`. */
+void cpu_dropout_forward(const float *x, float *y, int c, int h, int w, float ratio, uint64_t seed,
+                         uint32_t ordinal, uint32_t batch_index, uint64_t step, int threads);
+
+#endif

@@ -1,0 +1,98 @@
+/* cpu/exec.c: the CPU backend: walks a plan's steps over the activation workspace.
+ *
+ * Chooses the statistics and dropout behaviour each norm and Dropout step takes in the run's
+ * Pix2Pix mode (design.md), reports progress by FLOPs after every step and stops when the
+ * progress callback asks. The kernels themselves are in conv.c, norm.c and pointwise.c.
+ */
+#include <cblas.h>
+
+#include "cpu.h"
+
+static const float *wdata(const i2i_graph *g, int v) { return v >= 0 && g->values[v].c ? g->values[v].c->data : NULL; }
+
+static size_t per_image(shape4 s) { return (size_t)(s.c * s.h * s.w); }
+
+static i2i_status cpu_execute(void *self, i2i_ctx *ctx, const i2i_model *m, const i2i_plan *p, i2i_run_state *st) {
+  (void)self;
+  const i2i_graph *g = &m->g;
+  int th = st->threads;
+  openblas_set_num_threads(th);
+  double done = 0;
+  for (int k = 0; k < p->n_steps; k++) {
+    const i2i_step *s = &p->steps[k];
+    const i2i_node *n = &g->nodes[s->node];
+    shape4 xs = p->shape[s->in[0]], ys = p->shape[s->out];
+    for (int img = 0; img < p->n; img++) {
+      const float *x = st->arena + p->offset[s->in[0]] + per_image(xs) * (size_t)img;
+      float *y = st->arena + p->offset[s->out] + per_image(ys) * (size_t)img;
+      switch (s->op) {
+      case OP_CONV:
+      case OP_CONVT: {
+        const i2i_tensor *wt = g->values[n->in[1]].c;
+        conv_geom cg = {(int)xs.c, (int)xs.h, (int)xs.w, (int)ys.c, (int)ys.h, (int)ys.w,
+                        n->conv.kernel[0], n->conv.kernel[1], n->conv.stride[0], n->conv.stride[1],
+                        n->conv.dilation[0], n->conv.dilation[1], s->pads[0], s->pads[1], s->pads[2], s->pads[3],
+                        s->pad_mode, n->conv.out_pad[0], n->conv.out_pad[1]};
+        const float *bias = n->n_in > 2 ? wdata(g, n->in[2]) : NULL;
+        if (s->op == OP_CONV)
+          cpu_conv_forward(&cg, x, wt->data, bias, y, st->scratch, p->scratch_floats, th);
+        else
+          cpu_convt_forward(&cg, x, wt->data, bias, y, st->scratch, p->scratch_floats, th);
+        break;
+      }
+      case OP_INSTNORM:
+      case OP_BATCHNORM: {
+        const float *mean = NULL, *var = NULL;
+        bool running = n->op == OP_BATCHNORM ? (!n->bn_training || st->mode == I2I_PIX2PIX_EVAL)
+                                             : (n->bn_from_in && st->mode == I2I_PIX2PIX_EVAL);
+        if (running) {
+          mean = wdata(g, n->bn_mean);
+          var = wdata(g, n->bn_var);
+        }
+        cpu_norm_forward(x, y, (int)xs.c, (size_t)(xs.h * xs.w), wdata(g, n->in[1]), wdata(g, n->in[2]), mean, var,
+                         n->eps, s->act, s->act_alpha, th);
+        break;
+      }
+      case OP_PAD: {
+        int pads[4] = {(int)n->pads8[2], (int)n->pads8[3], (int)n->pads8[6], (int)n->pads8[7]};
+        cpu_pad_forward(x, y, (int)xs.c, (int)xs.h, (int)xs.w, pads, n->pad_mode, n->pad_value, th);
+        break;
+      }
+      case OP_RELU: cpu_act_forward(x, y, per_image(xs), ACT_RELU, 0, th); break;
+      case OP_LRELU: cpu_act_forward(x, y, per_image(xs), ACT_LRELU, n->alpha, th); break;
+      case OP_IDENTITY: cpu_act_forward(x, y, per_image(xs), ACT_NONE, 0, th); break;
+      case OP_TANH: cpu_tanh_forward(x, y, per_image(xs), th); break;
+      case OP_ADD: {
+        const float *b = st->arena + p->offset[s->in[1]] + per_image(xs) * (size_t)img;
+        cpu_add_forward(x, b, y, per_image(xs), s->act, s->act_alpha, th);
+        break;
+      }
+      case OP_CONCAT: {
+        size_t off = 0;
+        for (int i = 0; i < s->n_in; i++) {
+          shape4 is = p->shape[s->in[i]];
+          const float *src = st->arena + p->offset[s->in[i]] + per_image(is) * (size_t)img;
+          cpu_act_forward(src, y + off, per_image(is), ACT_NONE, 0, th);
+          off += per_image(is);
+        }
+        break;
+      }
+      case OP_DROPOUT:
+        if (st->mode == I2I_PIX2PIX_FAITHFUL && n->ratio > 0)
+          cpu_dropout_forward(x, y, (int)xs.c, (int)xs.h, (int)xs.w, n->ratio, st->seed, (uint32_t)n->ordinal,
+                              (uint32_t)img, st->step, th);
+        else
+          cpu_act_forward(x, y, per_image(xs), ACT_NONE, 0, th);
+        break;
+      default:
+        return i2i_fail(ctx, I2I_E_INTERNAL, "cpu backend: no kernel for '%s'", n->op_type);
+      }
+    }
+    done += s->flops;
+    i2i_status rs = run_progress(ctx, st, done, p->total_flops);
+    if (rs) return rs;
+  }
+  return I2I_OK;
+}
+
+const i2i_backend_ops i2i_cpu_backend = {"cpu", cpu_execute, NULL};

@@ -1,0 +1,79 @@
+/* cpu/pointwise.c: Pad, the activations, Tanh, Add and Dropout on the CPU.
+ *
+ * Pad copies with reflect (as numpy's 'reflect', repeating for long pads), edge or constant
+ * borders. Dropout uses the counter-based mask of rng.c, so its output depends only on the
+ * seed and the element's position, never on threads or tiling.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "cpu.h"
+
+static inline int pad_index(int i, int n, int mode) {
+  if (i >= 0 && i < n) return i;
+  if (mode == PAD_CONSTANT) return -1;
+  if (mode == PAD_EDGE || n == 1) return i < 0 ? 0 : n - 1;
+  int period = 2 * (n - 1);
+  i %= period;
+  if (i < 0) i += period;
+  return i >= n ? period - i : i;
+}
+
+void cpu_pad_forward(const float *x, float *y, int c, int h, int w, const int pads[4], int mode, float value,
+                     int threads) {
+  int oh = h + pads[0] + pads[2], ow = w + pads[1] + pads[3];
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int ci = 0; ci < c; ci++) {
+    const float *xc = x + (size_t)ci * (size_t)h * (size_t)w;
+    float *yc = y + (size_t)ci * (size_t)oh * (size_t)ow;
+    for (int oy = 0; oy < oh; oy++) {
+      float *yr = yc + (size_t)oy * (size_t)ow;
+      int iy = pad_index(oy - pads[0], h, mode);
+      for (int ox = 0; ox < ow; ox++) {
+        int ix = pad_index(ox - pads[1], w, mode);
+        yr[ox] = (iy < 0 || ix < 0) ? value : xc[(size_t)iy * (size_t)w + (size_t)ix];
+      }
+    }
+  }
+}
+
+void cpu_act_forward(const float *x, float *y, size_t n, int act, float alpha, int threads) {
+  if (act == ACT_NONE) {
+    if (x != y) memcpy(y, x, n * sizeof(float));
+    return;
+  }
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (size_t i = 0; i < n; i++) {
+    float t = x[i];
+    y[i] = t > 0 ? t : (act == ACT_RELU ? 0.0f : t * alpha);
+  }
+}
+
+void cpu_tanh_forward(const float *x, float *y, size_t n, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (size_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
+}
+
+void cpu_add_forward(const float *a, const float *b, float *y, size_t n, int act, float alpha, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (size_t i = 0; i < n; i++) {
+    float t = a[i] + b[i];
+    y[i] = act == ACT_NONE || t > 0 ? t : (act == ACT_RELU ? 0.0f : t * alpha);
+  }
+}
+
+void cpu_dropout_forward(const float *x, float *y, int c, int h, int w, float ratio, uint64_t seed,
+                         uint32_t ordinal, uint32_t batch_index, uint64_t step, int threads) {
+  double th = floor((double)ratio * 4294967296.0);
+  uint32_t threshold = th >= 4294967295.0 ? 0xffffffffu : (uint32_t)th;
+  float scale = 1.0f / (1.0f - ratio);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int ci = 0; ci < c; ci++)
+    for (int yy = 0; yy < h; yy++) {
+      size_t base = ((size_t)ci * (size_t)h + (size_t)yy) * (size_t)w;
+      for (int xx = 0; xx < w; xx++) {
+        bool keep = dropout_keep(seed, (uint32_t)xx, (uint32_t)yy, (uint32_t)ci, batch_index, ordinal, step, threshold);
+        y[base + (size_t)xx] = keep ? x[base + (size_t)xx] * scale : 0.0f;
+      }
+    }
+}

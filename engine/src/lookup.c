@@ -1,0 +1,197 @@
+/* lookup.c: where models live: resolving a task name to a file, the user's model folder, and
+ * the list of installed models the plug-in's generic procedure shows.
+ *
+ * Search order: each folder of $I2I_MODEL_PATH, then $XDG_DATA_HOME/i2i/models, then the
+ * installed data folder. Listing reads only each file's metadata, never its weights.
+ */
+#include <dirent.h>
+#include <glib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "internal.h"
+
+#ifndef I2I_DATADIR
+#define I2I_DATADIR "/usr/local/share/i2i"
+#endif
+
+/* The folders to search, in order; free with g_strfreev. */
+static gchar **search_dirs(void) {
+  GPtrArray *a = g_ptr_array_new();
+  const char *mp = getenv("I2I_MODEL_PATH");
+  if (mp && *mp) {
+    gchar **parts = g_strsplit(mp, ":", -1);
+    for (gchar **p = parts; *p; p++)
+      if (**p) g_ptr_array_add(a, g_strdup(*p));
+    g_strfreev(parts);
+  }
+  g_ptr_array_add(a, g_build_filename(g_get_user_data_dir(), "i2i", "models", NULL));
+  g_ptr_array_add(a, g_build_filename(I2I_DATADIR, "models", NULL));
+  g_ptr_array_add(a, NULL);
+  return (gchar **)g_ptr_array_free(a, FALSE);
+}
+
+static bool is_file(const char *p) {
+  struct stat sb;
+  return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+i2i_status i2i_model_user_dir(i2i_ctx *ctx, char **path) {
+  if (!ctx || !path) return ctx ? i2i_fail(ctx, I2I_E_ARG, "i2i_model_user_dir: NULL argument") : I2I_E_ARG;
+  gchar *d = g_build_filename(g_get_user_data_dir(), "i2i", "models", NULL);
+  *path = i2i_strdup(ctx, d);
+  g_free(d);
+  return *path ? I2I_OK : i2i_fail(ctx, I2I_E_NOMEM, "out of memory");
+}
+
+i2i_status i2i_model_find(i2i_ctx *ctx, const char *name, char **path) {
+  if (!ctx || !name || !path) return ctx ? i2i_fail(ctx, I2I_E_ARG, "i2i_model_find: NULL argument") : I2I_E_ARG;
+  *path = NULL;
+  size_t nl = strlen(name);
+  if (!nl) return i2i_fail(ctx, I2I_E_ARG, "empty model name");
+  if (strchr(name, '/') || (nl > 5 && !strcmp(name + nl - 5, ".onnx"))) {
+    struct stat sb;
+    if (stat(name, &sb) != 0) return i2i_fail(ctx, I2I_E_NOT_FOUND, "model file '%s' does not exist", name);
+    if (S_ISDIR(sb.st_mode)) return i2i_fail(ctx, I2I_E_NOT_FOUND, "'%s' is a directory, not a model file", name);
+    *path = i2i_strdup(ctx, name);
+    return *path ? I2I_OK : i2i_fail(ctx, I2I_E_NOMEM, "out of memory");
+  }
+  if (name[0] == '.') return i2i_fail(ctx, I2I_E_ARG, "'%s' is not a model name", name);
+  gchar **dirs = search_dirs();
+  gchar *file = g_strconcat(name, ".onnx", NULL);
+  GString *looked = g_string_new(NULL);
+  i2i_status st = I2I_E_NOT_FOUND;
+  for (gchar **d = dirs; *d; d++) {
+    gchar *p = g_build_filename(*d, file, NULL);
+    if (is_file(p)) {
+      *path = i2i_strdup(ctx, p);
+      st = *path ? I2I_OK : i2i_fail(ctx, I2I_E_NOMEM, "out of memory");
+      g_free(p);
+      break;
+    }
+    g_string_append_printf(looked, "%s%s", looked->len ? ", " : "", *d);
+    g_free(p);
+  }
+  if (st == I2I_E_NOT_FOUND) {
+    const i2i_manifest_entry *e = i2i_manifest_find(ctx, name);
+    if (e)
+      i2i_fail(ctx, I2I_E_NOT_FOUND, "model '%s' (%s) is not installed (looked in %s); install it with: i2i fetch %s",
+               name, e->label, looked->str, name);
+    else
+      i2i_fail(ctx, I2I_E_NOT_FOUND,
+               "no model named '%s' (looked for %s in %s); `i2i fetch --list` shows the published models, "
+               "`i2i convert CHECKPOINT.pth` converts your own",
+               name, file, looked->str);
+  }
+  g_string_free(looked, TRUE);
+  g_free(file);
+  g_strfreev(dirs);
+  return st;
+}
+
+/* Reads the metadata of one model file without its weights. */
+static bool read_entry(i2i_ctx *ctx, const char *path, char **label, i2i_family *family) {
+  uint8_t *data;
+  size_t size;
+  if (read_file(ctx, path, ctx->p.limits.max_model_bytes, &data, &size)) return false;
+  i2i_graph g;
+  graph_init(&g);
+  i2i_status st = onnx_read_meta(ctx, data, size, &g);
+  i2i_dealloc(ctx, data);
+  if (st) {
+    graph_clear(ctx, &g);
+    return false;
+  }
+  const char *fam = graph_meta(&g, "i2i.family");
+  *family = !fam ? I2I_FAMILY_UNKNOWN
+            : !strcmp(fam, "resnet") ? I2I_FAMILY_RESNET
+            : !strcmp(fam, "unet") ? I2I_FAMILY_UNET
+            : !strcmp(fam, "patchgan") ? I2I_FAMILY_PATCHGAN
+                                       : I2I_FAMILY_UNKNOWN;
+  const char *l = graph_meta(&g, "i2i.menu_label");
+  *label = l && *l ? i2i_strdup(ctx, l) : NULL;
+  graph_clear(ctx, &g);
+  return true;
+}
+
+void i2i_model_list_free(i2i_ctx *ctx, i2i_model_entry *e, size_t n) {
+  if (!ctx || !e) return;
+  for (size_t i = 0; i < n; i++) {
+    i2i_dealloc(ctx, e[i].task);
+    i2i_dealloc(ctx, e[i].path);
+    i2i_dealloc(ctx, e[i].label);
+  }
+  i2i_dealloc(ctx, e);
+}
+
+static int entry_cmp(const void *a, const void *b) {
+  return strcmp(((const i2i_model_entry *)a)->task, ((const i2i_model_entry *)b)->task);
+}
+
+i2i_status i2i_model_list(i2i_ctx *ctx, i2i_model_entry **entries, size_t *count) {
+  if (!ctx || !entries || !count) return ctx ? i2i_fail(ctx, I2I_E_ARG, "i2i_model_list: NULL argument") : I2I_E_ARG;
+  *entries = NULL;
+  *count = 0;
+  gchar **dirs = search_dirs();
+  size_t n = 0, cap = 16;
+  i2i_model_entry *e = i2i_calloc(ctx, cap, sizeof *e);
+  i2i_status st = e ? I2I_OK : i2i_fail(ctx, I2I_E_NOMEM, "out of memory");
+  for (gchar **d = dirs; *d && !st; d++) {
+    DIR *dir = opendir(*d);
+    if (!dir) continue;
+    size_t first = n;
+    struct dirent *de;
+    while ((de = readdir(dir)) && !st) {
+      size_t l = strlen(de->d_name);
+      if (l <= 5 || strcmp(de->d_name + l - 5, ".onnx") || de->d_name[0] == '.') continue;
+      if (l > 7 && !strcmp(de->d_name + l - 7, ".D.onnx")) continue;
+      char task[256];
+      snprintf(task, sizeof task, "%.*s", (int)(l - 5), de->d_name);
+      bool dup = false;
+      for (size_t i = 0; i < n; i++)
+        if (!strcmp(e[i].task, task)) dup = true;
+      if (dup) continue;
+      gchar *p = g_build_filename(*d, de->d_name, NULL);
+      char *label = NULL;
+      i2i_family fam;
+      if (!is_file(p) || !read_entry(ctx, p, &label, &fam) || fam == I2I_FAMILY_PATCHGAN) {
+        i2i_dealloc(ctx, label);
+        g_free(p);
+        continue;
+      }
+      if (n == cap) {
+        i2i_model_entry *ne = i2i_calloc(ctx, cap * 2, sizeof *ne);
+        if (!ne) {
+          st = i2i_fail(ctx, I2I_E_NOMEM, "out of memory");
+          i2i_dealloc(ctx, label);
+          g_free(p);
+          break;
+        }
+        memcpy(ne, e, sizeof *e * n);
+        i2i_dealloc(ctx, e);
+        e = ne;
+        cap *= 2;
+      }
+      e[n].task = i2i_strdup(ctx, task);
+      e[n].path = i2i_strdup(ctx, p);
+      e[n].label = label ? label : i2i_strdup(ctx, task);
+      e[n].family = fam;
+      g_free(p);
+      n++;
+      if (!e[n - 1].task || !e[n - 1].path || !e[n - 1].label) st = i2i_fail(ctx, I2I_E_NOMEM, "out of memory");
+    }
+    closedir(dir);
+    qsort(e + first, n - first, sizeof *e, entry_cmp);
+  }
+  g_strfreev(dirs);
+  if (st) {
+    i2i_model_list_free(ctx, e, n);
+    return st;
+  }
+  i2i_clear_err(ctx);
+  *entries = e;
+  *count = n;
+  return I2I_OK;
+}

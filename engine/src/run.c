@@ -1,0 +1,245 @@
+/* run.c: i2i_run: from the caller's images to the model's tensors and back.
+ *
+ * Maps RGBA [0,1] (or RGB [-1,1]) to the model's NCHW [-1,1] input, reflect-pads at the bottom
+ * and right to the size multiple (numpy.pad 'reflect' semantics), picks a backend, runs the
+ * plan, crops the top-left HxW back, blends by strength and passes alpha through. The working
+ * resolution (`scale`) is scale.c's; kernels live in cpu/ and cuda/.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+void i2i_run_default_params(i2i_run_params *p) {
+  if (!p) return;
+  memset(p, 0, sizeof *p);
+  p->layout = I2I_PIXELS_RGBA;
+  p->pix2pix_mode = I2I_PIX2PIX_FAITHFUL;
+  p->strength = 1.0f;
+}
+
+i2i_status run_progress(i2i_ctx *ctx, i2i_run_state *st, double done, double total) {
+  if (!st->progress) return I2I_OK;
+  double f = total > 0 ? done / total : 1.0;
+  if (f > 1) f = 1;
+  if (st->progress(st->progress_user, st->progress_base + st->progress_span * f))
+    return i2i_fail(ctx, I2I_E_CANCELLED, "cancelled");
+  return I2I_OK;
+}
+
+/* numpy.pad(mode='reflect') index for a padded position i of a side of n. */
+static inline int reflect_index(int i, int n) {
+  if (i < n) return i;
+  if (n == 1) return 0;
+  int period = 2 * (n - 1);
+  i %= period;
+  return i >= n ? period - i : i;
+}
+
+static uint64_t mem_available(void) {
+  FILE *f = fopen("/proc/meminfo", "r");
+  if (!f) return UINT64_MAX;
+  char line[256];
+  uint64_t kb = 0;
+  bool found = false;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "MemAvailable: %lu kB", &kb) == 1) {
+      found = true;
+      break;
+    }
+  fclose(f);
+  return found ? kb * 1024 : UINT64_MAX;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Returns the plan for this model and size, from the context's one-entry cache. */
+static i2i_status get_plan(i2i_ctx *ctx, const i2i_model *m, int n, int h, int w, i2i_plan **out) {
+  i2i_plan *p = ctx->plan_cache;
+  if (p && ctx->plan_model == m && ctx->plan_model_serial == m->serial && p->n == n && p->h == h && p->w == w) {
+    *out = p;
+    return I2I_OK;
+  }
+  i2i_status st = plan_build(ctx, m, n, h, w, &p);
+  if (st) return st;
+  plan_free(ctx, ctx->plan_cache);
+  ctx->plan_cache = p;
+  ctx->plan_model = m;
+  ctx->plan_model_serial = m->serial;
+  *out = p;
+  return I2I_OK;
+}
+
+static void padded_size(const i2i_model *m, int h, int w, int *ph, int *pw) {
+  int mult = m->info.size_multiple, mn = m->info.min_side;
+  int64_t H = ((int64_t)h + mult - 1) / mult * mult, W = ((int64_t)w + mult - 1) / mult * mult;
+  *ph = (int)(H < mn ? mn : H);
+  *pw = (int)(W < mn ? mn : W);
+}
+
+i2i_status run_native(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp, int nimg, int width, int height,
+                      const float *const *inputs, float *const *outputs, i2i_run_report *rep, double pbase, double pspan) {
+  int ch = rp->layout == I2I_PIXELS_RGBA ? 4 : 3;
+  int ph, pw;
+  padded_size(m, height, width, &ph, &pw);
+  i2i_plan *plan;
+  i2i_status st = get_plan(ctx, m, nimg, ph, pw, &plan);
+  if (st) return st;
+  size_t arena_bytes, scratch_bytes, total;
+  if (!i2i_mul_ok(plan->arena_floats, sizeof(float), &arena_bytes) ||
+      !i2i_mul_ok(plan->scratch_floats, sizeof(float), &scratch_bytes) || !i2i_add_ok(arena_bytes, scratch_bytes, &total))
+    return i2i_fail(ctx, I2I_E_LIMIT, "the run needs more memory than can be addressed");
+  uint64_t avail = mem_available();
+  if ((uint64_t)total > avail)
+    return i2i_fail(ctx, I2I_E_NOMEM,
+                    "a %dx%d run needs %.1f GiB of working memory (%d whole-image intermediates), %.1f GiB is available; "
+                    "use a smaller working resolution (--scale, e.g. 1024)",
+                    width, height, total / 1073741824.0, plan->peak_live, avail / 1073741824.0);
+  i2i_run_state rs = {0};
+  rs.arena = i2i_alloc_aligned(ctx, arena_bytes);
+  rs.scratch = i2i_alloc_aligned(ctx, scratch_bytes ? scratch_bytes : 64);
+  if (!rs.arena || !rs.scratch) {
+    i2i_free_aligned(ctx, rs.arena);
+    i2i_free_aligned(ctx, rs.scratch);
+    return i2i_fail(ctx, I2I_E_NOMEM, "out of memory: the run needs %.1f MiB of working memory", total / 1048576.0);
+  }
+  rs.threads = ctx->threads;
+  rs.mode = rp->pix2pix_mode;
+  rs.seed = rp->seed;
+  rs.progress = rp->progress;
+  rs.progress_user = rp->progress_user;
+  rs.progress_base = pbase;
+  rs.progress_span = pspan;
+  /* input: [0,1] RGBA or [-1,1] RGB -> [-1,1] NCHW, padded at the bottom and right */
+  const i2i_graph *g = &m->g;
+  float *xin = rs.arena + plan->offset[g->input];
+  size_t plane = (size_t)ph * (size_t)pw;
+  for (int i = 0; i < nimg; i++) {
+    const float *src = inputs[i];
+    float *dst = xin + (size_t)i * 3 * plane;
+    for (int y = 0; y < ph; y++) {
+      const float *row = src + (size_t)reflect_index(y, height) * (size_t)width * (size_t)ch;
+      float *d0 = dst + (size_t)y * (size_t)pw;
+      for (int x = 0; x < pw; x++) {
+        const float *px = row + (size_t)reflect_index(x, width) * (size_t)ch;
+        for (int c = 0; c < 3; c++) {
+          float v = px[c];
+          if (ch == 4) {
+            if (!(v >= 0)) v = 0; /* NaN too */
+            if (v > 1) v = 1;
+            v = v * 2.0f - 1.0f;
+          } else if (isnan(v)) {
+            v = 0;
+          }
+          d0[(size_t)c * plane + (size_t)x] = v;
+        }
+      }
+    }
+  }
+  const i2i_backend_ops *be = &i2i_cpu_backend;
+  void *self = NULL;
+  char why[512] = "";
+  if (ctx->forced != I2I_BACKEND_CPU) {
+    const i2i_backend_ops *cu = cuda_backend(ctx, &self);
+    if (cu) {
+      be = cu;
+    } else if (ctx->forced == I2I_BACKEND_CUDA) {
+      st = i2i_fail(ctx, I2I_E_DEVICE, "the CUDA backend was requested but cannot run: %s", ctx->cuda_why);
+      goto out;
+    } else {
+      snprintf(why, sizeof why, "no usable NVIDIA GPU (%.400s); running on the CPU", ctx->cuda_why);
+    }
+  }
+  double t0 = now_s();
+  st = be->execute(self, ctx, m, plan, &rs);
+  if ((st == I2I_E_DEVICE || st == I2I_E_DEVICE_NOMEM) && be != &i2i_cpu_backend && ctx->forced != I2I_BACKEND_CUDA) {
+    snprintf(why, sizeof why, "the GPU failed (%.400s); finished on the CPU", ctx->err);
+    be = &i2i_cpu_backend;
+    i2i_clear_err(ctx);
+    st = be->execute(NULL, ctx, m, plan, &rs);
+  }
+  double t1 = now_s();
+  if (!st) {
+    const float *yout = rs.arena + plan->offset[g->output];
+    float s = rp->strength;
+    for (int i = 0; i < nimg; i++) {
+      const float *src = yout + (size_t)i * 3 * plane;
+      const float *in = inputs[i];
+      float *out = outputs[i];
+      for (int y = 0; y < height; y++)
+        for (int x = 0; x < width; x++) {
+          size_t pi = (size_t)y * (size_t)width + (size_t)x, q = (size_t)y * (size_t)pw + (size_t)x;
+          for (int c = 0; c < 3; c++) {
+            float r = src[(size_t)c * plane + q];
+            float o = in[pi * (size_t)ch + (size_t)c];
+            if (ch == 4) {
+              r = (r + 1.0f) * 0.5f;
+              if (!(o >= 0)) o = 0;
+              if (o > 1) o = 1;
+            }
+            out[pi * (size_t)ch + (size_t)c] = s == 1.0f ? r : o + s * (r - o);
+          }
+          if (ch == 4) out[pi * 4 + 3] = in[pi * 4 + 3];
+        }
+    }
+  }
+  if (rep) {
+    rep->backend = be == &i2i_cpu_backend ? I2I_BACKEND_CPU : I2I_BACKEND_CUDA;
+    snprintf(rep->message, sizeof rep->message, "%s", why);
+    rep->tiles = 1;
+    rep->whole_intermediates = plan->peak_live;
+    rep->intermediate_bytes = arena_bytes;
+    rep->workspace_bytes = scratch_bytes;
+    rep->run_width = pw;
+    rep->run_height = ph;
+    rep->seconds += t1 - t0;
+  }
+out:
+  i2i_free_aligned(ctx, rs.arena);
+  i2i_free_aligned(ctx, rs.scratch);
+  return st;
+}
+
+i2i_status i2i_run(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *params, int nimg, int width, int height,
+                   const float *const *inputs, float *const *outputs, i2i_run_report *report) {
+  if (!ctx) return I2I_E_ARG;
+  if (!m || !inputs || !outputs) return i2i_fail(ctx, I2I_E_ARG, "i2i_run: NULL argument");
+  i2i_run_params dp;
+  if (!params) {
+    i2i_run_default_params(&dp);
+    params = &dp;
+  }
+  if (report) memset(report, 0, sizeof *report);
+  if (nimg < 1 || nimg > 4096) return i2i_fail(ctx, I2I_E_ARG, "i2i_run: %d images (1 to 4096)", nimg);
+  for (int i = 0; i < nimg; i++)
+    if (!inputs[i] || !outputs[i]) return i2i_fail(ctx, I2I_E_ARG, "i2i_run: image %d has no buffer", i);
+  if (width < 1 || height < 1) return i2i_fail(ctx, I2I_E_ARG, "i2i_run: image size %dx%d", width, height);
+  const i2i_limits *lim = &ctx->p.limits;
+  if ((uint32_t)width > lim->max_image_side || (uint32_t)height > lim->max_image_side ||
+      (uint64_t)width * (uint64_t)height > lim->max_image_pixels)
+    return i2i_fail(ctx, I2I_E_LIMIT, "a %dx%d image exceeds the limits (side %u, %llu pixels)", width, height,
+                    lim->max_image_side, (unsigned long long)lim->max_image_pixels);
+  if (params->layout != I2I_PIXELS_RGBA && params->layout != I2I_PIXELS_RGB_SIGNED)
+    return i2i_fail(ctx, I2I_E_ARG, "i2i_run: unknown pixel layout %d", (int)params->layout);
+  if (params->pix2pix_mode < I2I_PIX2PIX_FAITHFUL || params->pix2pix_mode > I2I_PIX2PIX_EVAL)
+    return i2i_fail(ctx, I2I_E_ARG, "i2i_run: unknown Pix2Pix mode %d", (int)params->pix2pix_mode);
+  if (!(params->strength >= 0.0f && params->strength <= 1.0f))
+    return i2i_fail(ctx, I2I_E_ARG, "i2i_run: strength %g outside 0..1", params->strength);
+  if (params->scale < 0 || (params->scale > 0 && params->scale < 64))
+    return i2i_fail(ctx, I2I_E_ARG, "i2i_run: scale %d (0 for native, or a short side of at least 64)", params->scale);
+  if (m->info.family == I2I_FAMILY_PATCHGAN || m->info.in_channels != 3 || m->info.out_channels != 3)
+    return i2i_fail(ctx, I2I_E_UNSUPPORTED, "this model is not an image-to-image generator (%d input and %d output channels%s)",
+                    m->info.in_channels, m->info.out_channels,
+                    m->info.family == I2I_FAMILY_PATCHGAN ? ", a PatchGAN discriminator" : "");
+  i2i_clear_err(ctx);
+  double t0 = now_s();
+  i2i_status st = run_scaled(ctx, m, params, nimg, width, height, inputs, outputs, report);
+  if (report) report->seconds = now_s() - t0;
+  return st;
+}
