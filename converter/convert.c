@@ -901,11 +901,21 @@ i2i_status convert_load(i2i_ctx *ctx, const char *path, const convert_opts *opts
   gchar *stem = g_strdup(base);
   char *dot = strrchr(stem, '.');
   if (dot) *dot = 0;
+  /* the original authors save <epoch>_net_G_A.pth into checkpoints/<name>/: G_A and D_A belong
+   * to the A->B direction, G_B and D_B to B->A */
   static const char *junk[] = {"_net_G_A", "_net_G_B", "_net_D_A", "_net_D_B", "_net_G", "_net_D"};
+  static const char *dir_suffix[] = {"_AtoB", "_BtoA", "_AtoB", "_BtoA", "", ""};
   for (size_t i = 0; i < G_N_ELEMENTS(junk); i++) {
     size_t l = strlen(stem), jl = strlen(junk[i]);
     if (l > jl && !strcmp(stem + l - jl, junk[i])) {
       stem[l - jl] = 0;
+      bool generic = !strcmp(stem, "latest") || strspn(stem, "0123456789") == strlen(stem);
+      gchar *dir = g_path_get_dirname(path), *parent = g_path_get_basename(dir);
+      gchar *named = g_strconcat(generic && strcmp(parent, ".") && strcmp(parent, "/") ? parent : stem, dir_suffix[i], NULL);
+      g_free(stem);
+      stem = named;
+      g_free(dir);
+      g_free(parent);
       break;
     }
   }

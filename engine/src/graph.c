@@ -944,15 +944,17 @@ i2i_status model_from_graph(i2i_ctx *ctx, i2i_graph *g, i2i_model **out) {
     if (g->nodes[g->order[k]].op == OP_DROPOUT) g->nodes[g->order[k]].ordinal = ord++;
   if ((st = pack_weights(ctx, m))) goto fail;
   if ((st = build_io_names(ctx, m))) goto fail;
-  model_derive_info(ctx, m);
+  if ((st = model_derive_info(ctx, m))) goto fail;
   if (m->info.in_channels < 1) {
     st = i2i_fail(ctx, I2I_E_UNSUPPORTED, "cannot tell the model's input channel count");
     goto fail;
   }
   /* a static check of every shape at the smallest size the model accepts */
   if (m->info.min_side <= 0) {
-    st = i2i_fail(ctx, I2I_E_UNSUPPORTED, "the model accepts no input size up to %d pixels: %s",
-                  m->info.size_multiple * 64, ctx->err);
+    char why[I2I_ERRLEN];
+    snprintf(why, sizeof why, "%s", ctx->err);
+    st = i2i_fail(ctx, I2I_E_UNSUPPORTED, "the model accepts no input size up to %d pixels: %.900s",
+                  m->info.size_multiple * 64, why);
     goto fail;
   }
   i2i_dealloc(ctx, live);

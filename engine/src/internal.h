@@ -287,7 +287,7 @@ typedef struct i2i_run_state {
 i2i_status infer_shapes(i2i_ctx *ctx, const i2i_model *m, int n, int h, int w, shape4 *shape);
 i2i_status plan_build(i2i_ctx *ctx, const i2i_model *m, int n, int h, int w, i2i_plan **out);
 void plan_free(i2i_ctx *ctx, i2i_plan *p);
-void model_derive_info(i2i_ctx *ctx, i2i_model *m);
+i2i_status model_derive_info(i2i_ctx *ctx, i2i_model *m);
 
 /* run.c / scale.c */
 i2i_status run_native(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp, int nimg, int width, int height,

@@ -266,8 +266,8 @@ static i2i_status convert_tensor(i2i_ctx *ctx, const Onnx__TensorProto *tp, cons
   size_t numel = 1;
   int64_t dims[I2I_MAX_RANK];
   for (size_t i = 0; i < tp->n_dims; i++) {
-    if (tp->dims[i] < 0 || !i2i_mul_ok(numel, (size_t)tp->dims[i], &numel) || numel > ((size_t)1 << 34))
-      return i2i_fail(ctx, I2I_E_FORMAT, "%s '%s' has an invalid or oversized dimension %lld", what, name,
+    if (tp->dims[i] < 0 || !i2i_mul_ok(numel, (size_t)tp->dims[i], &numel))
+      return i2i_fail(ctx, I2I_E_FORMAT, "%s '%s' has a negative or overflowing dimension %lld", what, name,
                       (long long)tp->dims[i]);
     dims[i] = tp->dims[i];
   }

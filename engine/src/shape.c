@@ -131,7 +131,7 @@ static int find_in_channels(const i2i_graph *g) {
   return -1;
 }
 
-void model_derive_info(i2i_ctx *ctx, i2i_model *m) {
+i2i_status model_derive_info(i2i_ctx *ctx, i2i_model *m) {
   i2i_graph *g = &m->g;
   i2i_model_info *in = &m->info;
   memset(in, 0, sizeof *in);
@@ -142,12 +142,18 @@ void model_derive_info(i2i_ctx *ctx, i2i_model *m) {
   in->in_channels = find_in_channels(g);
   /* the size multiple: the largest downsampling factor reached by any value */
   int *factor = i2i_calloc(ctx, (size_t)g->n_values + 1, sizeof(int));
+  shape4 *sh = i2i_calloc(ctx, (size_t)g->n_values + 1, sizeof *sh);
+  if (!factor || !sh) {
+    i2i_dealloc(ctx, factor);
+    i2i_dealloc(ctx, sh);
+    return i2i_fail(ctx, I2I_E_NOMEM, "out of memory inspecting the model");
+  }
   int multiple = 1;
   bool has_concat = false, has_add = false, has_convt = false;
   for (int k = 0; k < g->n_order; k++) {
     const i2i_node *n = &g->nodes[g->order[k]];
     int f = 1;
-    if (factor) {
+    {
       for (int i = 0; i < n->n_in; i++)
         if (n->in[i] >= 0 && factor[n->in[i]] > f) f = factor[n->in[i]];
       if (n->op == OP_CONV) f *= n->conv.stride[0] > n->conv.stride[1] ? n->conv.stride[0] : n->conv.stride[1];
@@ -173,8 +179,7 @@ void model_derive_info(i2i_ctx *ctx, i2i_model *m) {
   in->size_multiple = multiple;
   /* the smallest padded side every internal pad and stride accepts */
   in->min_side = 0;
-  shape4 *sh = i2i_calloc(ctx, (size_t)g->n_values + 1, sizeof *sh);
-  if (sh && in->in_channels > 0) {
+  if (in->in_channels > 0) {
     for (int k = 1; k <= 64; k++) {
       int s = multiple * k;
       if (infer_shapes(ctx, m, 1, s, s, sh) == I2I_OK) {
@@ -193,6 +198,7 @@ void model_derive_info(i2i_ctx *ctx, i2i_model *m) {
   else if (has_concat) in->family = I2I_FAMILY_UNET;
   else if (has_add) in->family = I2I_FAMILY_RESNET;
   else in->family = I2I_FAMILY_UNKNOWN;
+  return I2I_OK;
 }
 
 /* ---- inspection API ---------------------------------------------------------------------- */

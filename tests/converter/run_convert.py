@@ -1,0 +1,287 @@
+#!/usr/bin/python3
+"""tests/converter/run_convert.py: `i2i convert` and `i2i inspect` on PyTorch checkpoints.
+
+Makes checkpoints in the exact mmagic / mmediting / original-authors layouts with
+tests/fixtures/make_checkpoints.py (Debian's torch), converts each, and checks: every file written
+passes onnx.checker's full check; every generator's output on an RGB image equals the torch
+module's on the BGR image (or RGB for RGB files) within 1e-4, Pix2Pix in deterministic, eval and
+faithful modes; every discriminator, run by the fixtures' ONNX interpreter, equals torch's; and
+hostile or broken files (pickle payloads in the weights and in meta, bad storages, sizes and
+strides, a zip entry outside the file, truncation, an unknown architecture, an empty file, a
+directory, an old layout with no known colour order) are refused, or kept inert, with a message.
+
+Usage: run_convert.py BUILD_DIR SOURCE_DIR WORK_DIR [--full]. Ends with "N passed, N failed".
+"""
+import collections
+import io
+import json
+import os
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import onnx
+import torch
+
+build, src, work = sys.argv[1:4]
+full = "--full" in sys.argv
+i2i = os.path.join(build, "converter", "i2i")
+fixtures = os.path.join(src, "tests", "fixtures")
+sys.path.insert(0, fixtures)
+import onnx_runner  # noqa: E402
+
+passed = failed = 0
+
+
+def check(ok, name, detail=""):
+    global passed, failed
+    passed += bool(ok)
+    failed += not ok
+    print("%s %s%s" % ("ok  " if ok else "FAIL", name, (": " + detail) if detail else ""), flush=True)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, **kw)
+
+
+def convert(path, outdir, *extra):
+    """Runs i2i convert; returns (CompletedProcess, {key prefix: written path})."""
+    if os.path.exists(outdir):
+        shutil.rmtree(outdir)
+    r = run([i2i, "convert", path, "-o", outdir] + list(extra))
+    written = {}
+    for line in r.stdout.splitlines():
+        m = re.match(r"(\S+\.onnx) <- (.+?): ", line)
+        if m:
+            written[m.group(2)] = m.group(1)
+    return r, written
+
+
+ck = os.path.join(work, "ckpt")
+if not os.path.exists(os.path.join(ck, "checkpoints.json")):
+    args = ["/usr/bin/python3", os.path.join(fixtures, "make_checkpoints.py"), ck, "--no-verify"]
+    if full:
+        args.append("--full")
+    r = run(args)
+    if r.returncode:
+        print(r.stdout[-3000:], r.stderr[-3000:])
+        check(False, "make_checkpoints.py")
+        print("%d passed, %d failed" % (passed, failed))
+        sys.exit(1)
+man = json.load(open(os.path.join(ck, "checkpoints.json")))
+
+
+def key_of(prefix):
+    p = prefix[len("module."):] if prefix.startswith("module.") else prefix
+    return p.rstrip(".") or "(top level)"
+
+
+# ---- every checkpoint: convert, checker, numbers ----------------------------------------------
+for c in man["checkpoints"]:
+    path = os.path.join(ck, c["file"])
+    name = c["file"]
+    out = os.path.join(work, "out", re.sub(r"[^A-Za-z0-9_.-]", "_", name))
+    r, written = convert(path, out)
+    if not c.get("name_tells_order", True) and c["layout"] != "junyanz":
+        check(r.returncode != 0 and "--channel-order" in r.stderr, "refuses an unknown colour order: " + name,
+              r.stderr.strip()[:200])
+        r, written = convert(path, out, "--channel-order", c["channel_order"])
+    if r.returncode:
+        check(False, "convert " + name, r.stderr.strip())
+        continue
+    nets = c["generators"] + c.get("discriminators", [])
+    check(len(written) == len(nets), "convert %s: %d networks" % (name, len(written)), " ".join(sorted(written)))
+    for f in set(written.values()):
+        try:
+            onnx.checker.check_model(onnx.load(f), full_check=True)
+            check(True, "onnx.checker full: " + os.path.basename(f))
+        except Exception as e:  # noqa: BLE001
+            check(False, "onnx.checker full: " + f, str(e)[:300])
+    for g in c["generators"]:
+        f = written.get(key_of(g["key_prefix"]))
+        if not f:
+            check(False, "%s %s written" % (name, g["key_prefix"]))
+            continue
+        for ref in g["references"]:
+            o = os.path.join(work, "o.npy")
+            mode, seed = ref["mode"], str(ref["seed"] or 0)
+            rr = run([i2i, "translate", f, os.path.join(ck, ref["input"]), o, "--backend", "cpu",
+                      "--pix2pix-mode", mode, "--seed", seed])
+            if rr.returncode:
+                check(False, "%s %s %s" % (name, g["key_prefix"], mode), rr.stderr.strip())
+                continue
+            d = float(np.abs(np.load(o).astype(np.float64) - np.load(os.path.join(ck, ref["output"]))).max())
+            check(d <= ref["tolerance"], "%s %s %s" % (os.path.basename(f), mode, ref["input"]), "max_abs %.3g" % d)
+    for dsc in c.get("discriminators", []):
+        f = written.get(key_of(dsc["key_prefix"]))
+        if not f:
+            check(False, "%s %s written" % (name, dsc["key_prefix"]))
+            continue
+        for ref in dsc["references"]:
+            x = np.load(os.path.join(ck, ref["input"])).astype(np.float32)
+            x = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+            y = onnx_runner.run(onnx.load(f), x, mode="deterministic")
+            d = float(np.abs(y[0, 0] - np.load(os.path.join(ck, ref["output"]))).max())
+            check(d <= ref["tolerance"], "%s (ONNX interpreter) %s" % (os.path.basename(f), ref["input"]), "max_abs %.3g" % d)
+
+# ---- metadata of a published-name file ---------------------------------------------------------
+pub = [c for c in man["checkpoints"] if "summer2winter_convert-bgr_20210902" in c["file"]]
+if pub:
+    manifest = open(os.path.join(src, "weights", "manifest")).read()
+    fake = manifest.replace("fcf08dc1", pub[0]["file"].rsplit("-", 1)[1][:-4])
+    mf = os.path.join(work, "manifest")
+    open(mf, "w").write(fake)
+    out = os.path.join(work, "out", "published")
+    env = dict(os.environ, I2I_MANIFEST=mf)
+    shutil.rmtree(out, ignore_errors=True)
+    r = run([i2i, "convert", os.path.join(ck, pub[0]["file"]), "-o", out], env=env)
+    files = sorted(os.listdir(out)) if os.path.isdir(out) else []
+    check(files == ["summer2winter.D.onnx", "summer2winter.onnx", "winter2summer.D.onnx", "winter2summer.onnx"],
+          "published file: task names from the manifest", " ".join(files) + r.stderr)
+    if "winter2summer.onnx" in files:
+        meta = {p.key: p.value for p in onnx.load(os.path.join(out, "winter2summer.onnx")).metadata_props}
+        want = {"i2i.family": "resnet", "i2i.task": "winter2summer", "i2i.menu_label": "Winter to Summer",
+                "i2i.source_domain": "winter", "i2i.target_domain": "summer", "i2i.channel_order": "rgb",
+                "i2i.source_channel_order": "bgr", "i2i.size_multiple": "4", "i2i.variant": "standard",
+                "i2i.source_checkpoint": pub[0]["file"], "i2i.value_range": "-1,1"}
+        bad = {k: (meta.get(k), v) for k, v in want.items() if meta.get(k) != v}
+        check(not bad, "published file: metadata", str(bad))
+
+# ---- hostile and broken files ------------------------------------------------------------------
+
+
+class Storage:
+    def __init__(self, key, data, kind="FloatStorage"):
+        self.key, self.data, self.kind = key, data, kind
+
+
+class Tensor:
+    def __init__(self, storage, offset, size, stride):
+        self.args = (storage, offset, tuple(size), tuple(stride), False, collections.OrderedDict())
+
+    def __reduce__(self):
+        return (torch._utils._rebuild_tensor_v2, self.args)
+
+
+class Payload:
+    def __init__(self, fn, arg):
+        self.fn, self.arg = fn, arg
+
+    def __reduce__(self):
+        return (self.fn, (self.arg,))
+
+
+class Pickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        if isinstance(obj, Storage):
+            n = len(obj.data) // 4
+            return ("storage", getattr(torch, obj.kind), obj.key, "cpu", n)
+        return None
+
+
+def write_ckpt(path, obj, storages):
+    buf = io.BytesIO()
+    Pickler(buf, protocol=2).dump(obj)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", buf.getvalue())
+        for s in storages:
+            z.writestr("archive/data/%s" % s.key, s.data)
+        z.writestr("archive/version", "3\n")
+
+
+def bad(name, path, want, *extra, expect_ok=False):
+    out = os.path.join(work, "out", "bad_" + name)
+    r, written = convert(path, out, *extra)
+    made = os.listdir(out) if os.path.isdir(out) else []
+    if expect_ok:
+        check(r.returncode == 0, name, r.stderr.strip())
+    else:
+        check(r.returncode != 0 and not made and re.search(want, r.stderr) is not None, name,
+              (r.stderr.strip() or "(no message)")[:260] + ("; wrote %s" % made if made else ""))
+    return r
+
+
+hd = os.path.join(work, "hostile")
+os.makedirs(hd, exist_ok=True)
+marker = os.path.join(hd, "MARKER")
+if os.path.exists(marker):
+    os.remove(marker)
+w = Storage("0", np.zeros(16, np.float32).tobytes())
+good_t = Tensor(w, 0, (4, 4), (4, 1))
+for label, fn, arg in (("os.system", os.system, "touch " + marker), ("posix.system", __import__("posix").system, "touch " + marker),
+                       ("builtins.eval", eval, "__import__('os').system('touch %s')" % marker)):
+    p = os.path.join(hd, "payload_state_%s.pth" % label)
+    sd = collections.OrderedDict([("model.0.conv.weight", good_t), ("evil", Payload(fn, arg))])
+    write_ckpt(p, {"meta": {"x": 1}, "state_dict": sd}, [w])
+    glob = {"os.system": "posix system|os system", "posix.system": "posix system", "builtins.eval": "builtins eval|__builtin__ eval"}[label]
+    bad("%s REDUCE inside state_dict" % label, p, glob.replace(" ", "[ .]"), "--channel-order", "rgb")
+    check(not os.path.exists(marker), "%s in state_dict: nothing executed" % label)
+    # inside meta: the weights still convert; inspect names the global
+    p2 = os.path.join(hd, "payload_meta_%s.pth" % label)
+    src_ck = [c for c in man["checkpoints"] if c["layout"] == "junyanz" and c["file"].endswith("horse2zebra.pth")][0]
+    sd2 = torch.load(os.path.join(ck, src_ck["file"]))
+    torch.save({"meta": {"hook": Payload(fn, arg)}, "state_dict": sd2}, p2)
+    if os.path.exists(marker):
+        os.remove(marker)  # torch.save itself does not call it; keep the check honest
+    r = bad("%s REDUCE inside meta converts" % label, p2, "", "--channel-order", "rgb", expect_ok=True)
+    ins = run([i2i, "inspect", "--brief", p2])
+    g = "eval" if label == "builtins.eval" else "posix.system"
+    check(ins.returncode == 0 and g in ins.stdout and "never called" in ins.stdout, "%s in meta: inspect names it" % label,
+          [l for l in ins.stdout.splitlines() if "inert" in l or "globals" in l].__str__()[:300])
+    check(not os.path.exists(marker), "%s in meta: nothing executed" % label)
+
+cases = {
+    "storage smaller than its tensor": ((4, 4), (4, 1), 0, 10, r"needs|holds|storage"),
+    "negative size": ((-1, 4), (4, 1), 0, 16, r"negative|size"),
+    "negative stride": ((4, 4), (-4, 1), 0, 16, r"negative|stride"),
+    "overflowing size": ((2 ** 62, 4), (4, 1), 0, 16, r"overflow|too large|size|exceeds"),
+    "overflowing stride": ((4, 4), (2 ** 62, 1), 0, 16, r"overflow|too large|stride|exceeds"),
+}
+for label, (size, stride, off, numel, want) in cases.items():
+    s = Storage("0", np.zeros(numel, np.float32).tobytes())
+    p = os.path.join(hd, label.replace(" ", "_") + ".pth")
+    write_ckpt(p, collections.OrderedDict([("model.0.conv.weight", Tensor(s, off, size, stride))]), [s])
+    bad(label, p, want, "--channel-order", "rgb")
+
+# a zip entry pointing outside the file
+okp = os.path.join(ck, [c for c in man["checkpoints"] if c["format"] == "zip" and c["layout"] == "junyanz"][0]["file"])
+data = bytearray(open(okp, "rb").read())
+cd = data.find(b"PK\x01\x02", data.find(b"PK\x01\x02") + 1)
+data[cd + 42:cd + 46] = (len(data) + 1000).to_bytes(4, "little")
+p = os.path.join(hd, "zip_outside.pth")
+open(p, "wb").write(data)
+bad("zip entry outside the file", p, r"zip:", "--channel-order", "rgb")
+# truncation at 16 offsets, both containers
+for fmt in ("zip", "legacy"):
+    c = [c for c in man["checkpoints"] if c["format"] == fmt and c["layout"] == "junyanz"][0]
+    data = open(os.path.join(ck, c["file"]), "rb").read()
+    ok = True
+    msgs = set()
+    for k in range(16):
+        cut = max(1, len(data) * k // 16 + k)
+        p = os.path.join(hd, "trunc.pth")
+        open(p, "wb").write(data[:cut])
+        r = run([i2i, "convert", p, "-o", os.path.join(work, "out", "trunc")])
+        ok &= r.returncode == 1 and bool(r.stderr.strip()) and "crash" not in r.stderr.lower()
+        msgs.add(r.stderr.strip()[:60])
+    check(ok and not os.path.exists(os.path.join(work, "out", "trunc")), "%s truncated at 16 offsets: refused" % fmt,
+          "%d distinct messages" % len(msgs))
+# unknown architecture, empty file, a directory, not a checkpoint
+s = Storage("0", np.zeros(9, np.float32).tobytes())
+p = os.path.join(hd, "unknown_arch.pth")
+write_ckpt(p, collections.OrderedDict([("encoder.layer1.weight", Tensor(s, 0, (3, 3), (3, 1)))]), [s])
+bad("unknown architecture", p, r"unknown architecture", "--channel-order", "rgb")
+p = os.path.join(hd, "empty.pth")
+open(p, "wb").close()
+bad("empty file", p, r"empty")
+bad("a directory", hd, r"directory")
+p = os.path.join(hd, "text.pth")
+open(p, "w").write("not a checkpoint\n")
+bad("not a checkpoint", p, r"not a|unknown|format|magic")
+
+print("%d passed, %d failed" % (passed, failed))
+sys.exit(1 if failed else 0)

@@ -1,0 +1,181 @@
+/* golden.c: the library side of the golden tests, driven by run_golden.py.
+ *
+ *   golden run MODEL IN.npy REF.npy MODE SEED TOL   i2i_run on IN; max |out - REF| <= TOL
+ *   golden ops MODEL                                compute-op counts of the folded graph
+ *   golden philox DUMP.bin N SEED                   Philox4x32-10 equals philox.py's dump
+ *   golden dropfrac MODEL SIZE SEED                 dropped fraction of each Dropout layer
+ * It links the engine statically and reaches rng.c's Philox (an engine internal) for the
+ * known-answer comparison; everything else goes through the public API.
+ */
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "i2i.h"
+#include "npy.h"
+
+/* engine internals (engine/src/rng.c) */
+void philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
+bool dropout_keep(uint64_t seed, uint32_t x, uint32_t y, uint32_t channel, uint32_t batch_index, uint32_t ordinal,
+                  uint64_t step, uint32_t threshold);
+
+static i2i_ctx *ctx_cpu(void) {
+  i2i_ctx_params p;
+  i2i_ctx_default_params(&p);
+  p.backend = I2I_BACKEND_CPU;
+  i2i_ctx *c = NULL;
+  i2i_ctx_create(&p, &c);
+  return c;
+}
+
+static int cmd_run(int argc, char **argv) {
+  if (argc != 8) return 2;
+  i2i_ctx *ctx = ctx_cpu();
+  i2i_model *m;
+  if (i2i_model_load_file(ctx, argv[2], &m)) {
+    printf("load: %s\n", i2i_ctx_errmsg(ctx));
+    return 1;
+  }
+  char err[512];
+  i2i_npy_image in, ref;
+  if (!i2i_npy_load(argv[3], &in, err, sizeof err) || !i2i_npy_load(argv[4], &ref, err, sizeof err)) {
+    printf("npy: %s\n", err);
+    return 1;
+  }
+  size_t n = (size_t)in.width * (size_t)in.height;
+  float *x = malloc(n * 3 * sizeof(float)), *y = malloc(n * 3 * sizeof(float));
+  for (size_t i = 0; i < n; i++)
+    for (int c = 0; c < 3; c++) x[i * 3 + (size_t)c] = in.rgba[i * 4 + (size_t)c];
+  i2i_run_params rp;
+  i2i_run_default_params(&rp);
+  rp.layout = I2I_PIXELS_RGB_SIGNED;
+  rp.pix2pix_mode = !strcmp(argv[5], "eval") ? I2I_PIX2PIX_EVAL
+                    : !strcmp(argv[5], "faithful") ? I2I_PIX2PIX_FAITHFUL
+                                                   : I2I_PIX2PIX_DETERMINISTIC;
+  rp.seed = strtoull(argv[6], NULL, 10);
+  const float *ins[1] = {x};
+  float *outs[1] = {y};
+  if (i2i_run(ctx, m, &rp, 1, in.width, in.height, ins, outs, NULL)) {
+    printf("run: %s\n", i2i_ctx_errmsg(ctx));
+    return 1;
+  }
+  double maxd = 0, tol = atof(argv[7]);
+  if (ref.width != in.width || ref.height != in.height) {
+    printf("reference is %dx%d, input %dx%d\n", ref.width, ref.height, in.width, in.height);
+    return 1;
+  }
+  for (size_t i = 0; i < n; i++)
+    for (int c = 0; c < 3; c++) maxd = fmax(maxd, fabs((double)y[i * 3 + (size_t)c] - ref.rgba[i * 4 + (size_t)c]));
+  printf("max_abs %.3g\n", maxd);
+  free(x);
+  free(y);
+  i2i_npy_free(&in);
+  i2i_npy_free(&ref);
+  i2i_model_free(m);
+  i2i_ctx_free(ctx);
+  return maxd <= tol ? 0 : 1;
+}
+
+static int cmd_ops(int argc, char **argv) {
+  if (argc != 3) return 2;
+  i2i_ctx *ctx = ctx_cpu();
+  i2i_model *m;
+  if (i2i_model_load_file(ctx, argv[2], &m)) {
+    printf("load: %s\n", i2i_ctx_errmsg(ctx));
+    return 1;
+  }
+  const char *names[32];
+  int counts[32], k = 0;
+  for (int i = 0; i < i2i_model_node_count(m); i++) {
+    i2i_node_desc d;
+    i2i_model_node(m, i, &d);
+    int j = 0;
+    while (j < k && strcmp(names[j], d.op_type)) j++;
+    if (j == k && k < 32) {
+      names[k] = d.op_type;
+      counts[k++] = 0;
+    }
+    if (j < 32) counts[j]++;
+  }
+  for (int j = 0; j < k; j++) printf("%s=%d\n", names[j], counts[j]);
+  i2i_model_info in;
+  i2i_model_get_info(m, &in);
+  printf("folded=%d multiple=%d family=%d\n", in.n_folded, in.size_multiple, (int)in.family);
+  i2i_model_free(m);
+  i2i_ctx_free(ctx);
+  return 0;
+}
+
+static int cmd_philox(int argc, char **argv) {
+  if (argc != 5) return 2;
+  FILE *f = fopen(argv[2], "rb");
+  if (!f) return 1;
+  unsigned long n = strtoul(argv[3], NULL, 10);
+  uint64_t seed = strtoull(argv[4], NULL, 0);
+  uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
+  unsigned long bad = 0;
+  for (unsigned long i = 0; i < n; i++) {
+    uint32_t want[4], got[4];
+    if (fread(want, 4, 4, f) != 4) {
+      fclose(f);
+      printf("dump too short at %lu\n", i);
+      return 1;
+    }
+    uint32_t c[4] = {(uint32_t)i, (uint32_t)(i * 7 + 1), (uint32_t)(i * 13 + 2), (uint32_t)(i * 31 + 3)};
+    philox4x32_10(c, key, got);
+    bad += memcmp(want, got, 16) != 0;
+  }
+  fclose(f);
+  printf("philox: %lu of %lu counters differ\n", bad, n);
+  return bad ? 1 : 0;
+}
+
+static int cmd_dropfrac(int argc, char **argv) {
+  if (argc != 5) return 2;
+  i2i_ctx *ctx = ctx_cpu();
+  i2i_model *m;
+  if (i2i_model_load_file(ctx, argv[2], &m)) {
+    printf("load: %s\n", i2i_ctx_errmsg(ctx));
+    return 1;
+  }
+  int size = atoi(argv[3]);
+  uint64_t seed = strtoull(argv[4], NULL, 10);
+  int nn = i2i_model_node_count(m);
+  int64_t(*shapes)[4] = calloc((size_t)nn, sizeof *shapes);
+  if (i2i_model_shapes(ctx, m, 1, size, size, shapes)) {
+    printf("shapes: %s\n", i2i_ctx_errmsg(ctx));
+    return 1;
+  }
+  int ordinal = 0, rc = 0;
+  for (int i = 0; i < nn; i++) {
+    i2i_node_desc d;
+    i2i_model_node(m, i, &d);
+    if (strcmp(d.op_type, "Dropout")) continue;
+    /* the Dropout's input has the shape of the node before it */
+    int64_t c = shapes[i][1], h = shapes[i][2], w = shapes[i][3];
+    unsigned long dropped = 0, total = 0;
+    for (int64_t ch = 0; ch < c; ch++)
+      for (int64_t y = 0; y < h; y++)
+        for (int64_t x = 0; x < w; x++, total++)
+          dropped += !dropout_keep(seed, (uint32_t)x, (uint32_t)y, (uint32_t)ch, 0, (uint32_t)ordinal, 0, 0x80000000u);
+    double f = (double)dropped / (double)total;
+    printf("dropout %d (%lldx%lldx%lld): dropped %.4f\n", ordinal, (long long)c, (long long)h, (long long)w, f);
+    if (fabs(f - 0.5) > 0.02) rc = 1;
+    ordinal++;
+  }
+  free(shapes);
+  i2i_model_free(m);
+  i2i_ctx_free(ctx);
+  return ordinal ? rc : 1;
+}
+
+int main(int argc, char **argv) {
+  if (argc >= 2 && !strcmp(argv[1], "run")) return cmd_run(argc, argv);
+  if (argc >= 2 && !strcmp(argv[1], "ops")) return cmd_ops(argc, argv);
+  if (argc >= 2 && !strcmp(argv[1], "philox")) return cmd_philox(argc, argv);
+  if (argc >= 2 && !strcmp(argv[1], "dropfrac")) return cmd_dropfrac(argc, argv);
+  fprintf(stderr, "usage: golden run|ops|philox|dropfrac ...\n");
+  return 2;
+}

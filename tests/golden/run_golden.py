@@ -1,0 +1,107 @@
+#!/usr/bin/python3
+"""tests/golden/run_golden.py: the engine's CPU output against PyTorch, through the library and
+through `i2i translate`.
+
+Makes the fixtures with tests/fixtures/make_onnx.py (torch 1.13's exports of the mmagic replica and
+torch reference outputs), then for every fixture: the folded graph's op counts equal the export's
+compute ops; `golden run` (library) and `i2i translate IN.npy OUT.npy` (tool) match the reference
+within its tolerance; the C Philox equals philox.py on a million counters; faithful-mode seeds 0 and
+1 differ; every Dropout layer drops 0.5 +- 0.02 of its units.
+
+Usage: run_golden.py BUILD_DIR SOURCE_DIR WORK_DIR [--small-only]. Ends with "N passed, N failed".
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+build, src, work = sys.argv[1:4]
+small_only = "--small-only" in sys.argv
+golden = os.path.join(build, "tests", "golden", "golden")
+i2i = os.path.join(build, "converter", "i2i")
+fixtures = os.path.join(src, "tests", "fixtures")
+passed = failed = 0
+
+
+def check(ok, name, detail=""):
+    global passed, failed
+    if ok:
+        passed += 1
+    else:
+        failed += 1
+    print("%s %s%s" % ("ok  " if ok else "FAIL", name, (": " + detail) if detail else ""), flush=True)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, **kw)
+
+
+fx = os.path.join(work, "onnx")
+stamp = os.path.join(fx, "manifest.json")
+if not os.path.exists(stamp):
+    args = ["/usr/bin/python3", os.path.join(fixtures, "make_onnx.py"), fx, "--no-verify"]
+    if small_only:
+        args.append("--small-only")
+    r = run(args)
+    if r.returncode:
+        print(r.stdout[-2000:], r.stderr[-2000:])
+        check(False, "make_onnx.py")
+        print("%d passed, %d failed" % (passed, failed))
+        sys.exit(1)
+man = json.load(open(stamp))
+counts = json.load(open(os.path.join(fx, "op_counts.json")))
+
+# 1. folded graphs: the compute ops survive, the exporter's shape chains are folded away
+for model, info in sorted(counts.items()):
+    r = run([golden, "ops", os.path.join(fx, model)])
+    got = {}
+    for line in r.stdout.split():
+        k, _, v = line.partition("=")
+        got[k] = int(v)
+    want = {k: v for k, v in info["compute"].items() if v}
+    ours = {k: v for k, v in got.items() if k not in ("folded", "multiple", "family")}
+    check(r.returncode == 0 and ours == want, "ops %s" % model, "%s vs %s" % (ours, want) if ours != want else
+          "%d folded" % got.get("folded", -1))
+
+# 2. every fixture through the library and through the tool
+for f in man["fixtures"]:
+    model = os.path.join(fx, f["model"])
+    inp = os.path.join(fx, f["input"])
+    ref = os.path.join(fx, f["output"])
+    seed = str(f["seed"] or 0)
+    mode = f["mode"]
+    name = "%s %s %dx%d%s" % (f["model"], mode, f["h"], f["w"], (" seed " + seed) if f["seed"] is not None else "")
+    r = run([golden, "run", model, inp, ref, mode, seed, str(f["tolerance"])])
+    check(r.returncode == 0, "library " + name, r.stdout.strip())
+    out = os.path.join(work, "out.npy")
+    r = run([i2i, "translate", model, inp, out, "--backend", "cpu", "--pix2pix-mode", mode, "--seed", seed])
+    if r.returncode:
+        check(False, "tool " + name, r.stderr.strip())
+        continue
+    d = float(np.abs(np.load(out).astype(np.float64) - np.load(ref)).max())
+    check(d <= f["tolerance"], "tool " + name, "max_abs %.3g" % d)
+
+# 3. faithful mode: Philox known answers, seeds differ, the drop rate
+dump = os.path.join(work, "philox.bin")
+r = run(["/usr/bin/python3", os.path.join(fixtures, "philox.py"), "--dump", dump, "--n", "1000000", "--seed",
+         "0x123456789abcdef0"])
+r2 = run([golden, "philox", dump, "1000000", "0x123456789abcdef0"])
+check(r.returncode == 0 and r2.returncode == 0, "philox C == python on 1e6 counters", r2.stdout.strip())
+drop_models = sorted(m for m in counts if "traindrop" in m)
+faith = [f for f in man["fixtures"] if f["mode"] == "faithful"]
+by_key = {}
+for f in faith:
+    by_key.setdefault((f["model"], f["input"]), {})[f["seed"]] = os.path.join(fx, f["output"])
+for (model, inp), seeds in sorted(by_key.items()):
+    if 0 in seeds and 1 in seeds:
+        d = float(np.abs(np.load(seeds[0]) - np.load(seeds[1])).max())
+        check(d > 1e-3, "seeds 0 and 1 differ: %s %s" % (model, inp), "max diff %.3g" % d)
+for model in drop_models[:1]:
+    for seed in ("0", "1"):
+        r = run([golden, "dropfrac", os.path.join(fx, model), "1024", seed])
+        check(r.returncode == 0, "drop rate 0.5 +- 0.02: %s seed %s" % (model, seed), " / ".join(r.stdout.strip().split("\n")))
+
+print("%d passed, %d failed" % (passed, failed))
+sys.exit(1 if failed else 0)
