@@ -260,6 +260,7 @@ typedef struct {
 
 typedef struct i2i_plan {
   int n, h, w;             /* the padded run size */
+  uint64_t budget;         /* the memory budget the plan was made for */
   shape4 *shape;           /* per value */
   size_t *offset;          /* per value: float offset in the arena, SIZE_MAX if not materialised */
   i2i_step *steps;
@@ -281,6 +282,7 @@ typedef struct i2i_run_state {
   i2i_progress_fn progress;
   void *progress_user;
   double progress_base, progress_span;
+  int tiles;               /* out: chunks of the most-tiled layer */
 } i2i_run_state;
 
 /* shape.c / plan.c */

@@ -62,6 +62,7 @@ i2i_status plan_build(i2i_ctx *ctx, const i2i_model *m, int nimg, int h, int w, 
   p->n = nimg;
   p->h = h;
   p->w = w;
+  p->budget = ctx->p.memory_budget;
   p->shape = i2i_calloc(ctx, (size_t)nv + 1, sizeof *p->shape);
   p->offset = i2i_alloc(ctx, sizeof(size_t) * ((size_t)nv + 1));
   p->steps = i2i_calloc(ctx, (size_t)nn + 1, sizeof *p->steps);

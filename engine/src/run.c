@@ -62,7 +62,8 @@ static double now_s(void) {
 /* Returns the plan for this model and size, from the context's one-entry cache. */
 static i2i_status get_plan(i2i_ctx *ctx, const i2i_model *m, int n, int h, int w, i2i_plan **out) {
   i2i_plan *p = ctx->plan_cache;
-  if (p && ctx->plan_model == m && ctx->plan_model_serial == m->serial && p->n == n && p->h == h && p->w == w) {
+  if (p && ctx->plan_model == m && ctx->plan_model_serial == m->serial && p->n == n && p->h == h && p->w == w &&
+      p->budget == ctx->p.memory_budget) {
     *out = p;
     return I2I_OK;
   }
@@ -192,7 +193,7 @@ i2i_status run_native(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp
   if (rep) {
     rep->backend = be == &i2i_cpu_backend ? I2I_BACKEND_CPU : I2I_BACKEND_CUDA;
     snprintf(rep->message, sizeof rep->message, "%s", why);
-    rep->tiles = 1;
+    rep->tiles = rs.tiles > 0 ? rs.tiles : 1;
     rep->whole_intermediates = plan->peak_live;
     rep->intermediate_bytes = arena_bytes;
     rep->workspace_bytes = scratch_bytes;

@@ -4,6 +4,7 @@
  *   golden ops MODEL                                compute-op counts of the folded graph
  *   golden philox DUMP.bin N SEED                   Philox4x32-10 equals philox.py's dump
  *   golden dropfrac MODEL SIZE SEED                 dropped fraction of each Dropout layer
+ *   golden tiles MODEL IN.npy MODE                  budgets forcing 1, ~4 and many tiles agree
  * It links the engine statically and reaches rng.c's Philox (an engine internal) for the
  * known-answer comparison; everything else goes through the public API.
  */
@@ -171,7 +172,69 @@ static int cmd_dropfrac(int argc, char **argv) {
   return ordinal ? rc : 1;
 }
 
+/* Runs IN with the memory budget `budget` (0: automatic); returns the output and the tiles. */
+static float *run_budget(i2i_ctx *ctx, i2i_model *m, const i2i_npy_image *in, i2i_pix2pix_mode mode, uint64_t budget,
+                         i2i_run_report *rep) {
+  size_t n = (size_t)in->width * (size_t)in->height;
+  float *x = malloc(n * 3 * sizeof(float)), *y = malloc(n * 3 * sizeof(float));
+  for (size_t i = 0; i < n; i++)
+    for (int c = 0; c < 3; c++) x[i * 3 + (size_t)c] = in->rgba[i * 4 + (size_t)c];
+  i2i_run_params rp;
+  i2i_run_default_params(&rp);
+  rp.layout = I2I_PIXELS_RGB_SIGNED;
+  rp.pix2pix_mode = mode;
+  rp.seed = 5;
+  i2i_ctx_set_memory_budget(ctx, budget);
+  const float *ins[1] = {x};
+  float *outs[1] = {y};
+  i2i_status st = i2i_run(ctx, m, &rp, 1, in->width, in->height, ins, outs, rep);
+  free(x);
+  if (st) {
+    printf("run: %s\n", i2i_ctx_errmsg(ctx));
+    free(y);
+    return NULL;
+  }
+  return y;
+}
+
+static int cmd_tiles(int argc, char **argv) {
+  if (argc != 5) return 2;
+  i2i_ctx *ctx = ctx_cpu();
+  i2i_model *m;
+  char err[512];
+  i2i_npy_image in;
+  if (i2i_model_load_file(ctx, argv[2], &m) || !i2i_npy_load(argv[3], &in, err, sizeof err)) {
+    printf("load failed\n");
+    return 1;
+  }
+  i2i_pix2pix_mode mode = !strcmp(argv[4], "faithful") ? I2I_PIX2PIX_FAITHFUL : I2I_PIX2PIX_DETERMINISTIC;
+  i2i_run_report r1, r4, rn;
+  float *whole = run_budget(ctx, m, &in, mode, (uint64_t)1 << 34, &r1);
+  if (!whole) return 1;
+  float *four = run_budget(ctx, m, &in, mode, r1.workspace_bytes / 4 + 64, &r4);
+  float *many = run_budget(ctx, m, &in, mode, 1, &rn);
+  if (!four || !many) return 1;
+  size_t n = (size_t)in.width * (size_t)in.height * 3;
+  double d4 = 0, dn = 0;
+  for (size_t i = 0; i < n; i++) {
+    d4 = fmax(d4, fabs((double)four[i] - whole[i]));
+    dn = fmax(dn, fabs((double)many[i] - whole[i]));
+  }
+  printf("tiles %d / %d / %d: max_abs %.3g / %.3g (workspace %.1f / %.1f / %.1f MiB, %d whole-image intermediates)\n",
+         r1.tiles, r4.tiles, rn.tiles, d4, dn, r1.workspace_bytes / 1048576.0, r4.workspace_bytes / 1048576.0,
+         rn.workspace_bytes / 1048576.0, r1.whole_intermediates);
+  int ok = r1.tiles == 1 && r4.tiles >= 4 && r4.tiles <= 6 && rn.tiles > 16 && d4 <= 1e-4 && dn <= 1e-4;
+  free(whole);
+  free(four);
+  free(many);
+  i2i_npy_free(&in);
+  i2i_model_free(m);
+  i2i_ctx_free(ctx);
+  return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
+  if (argc >= 2 && !strcmp(argv[1], "tiles")) return cmd_tiles(argc, argv);
   if (argc >= 2 && !strcmp(argv[1], "run")) return cmd_run(argc, argv);
   if (argc >= 2 && !strcmp(argv[1], "ops")) return cmd_ops(argc, argv);
   if (argc >= 2 && !strcmp(argv[1], "philox")) return cmd_philox(argc, argv);

@@ -49,15 +49,17 @@ static void im2col_run(float *dst, const float *row, int w, int ox0, int run, in
   }
 }
 
-void cpu_conv_forward(const conv_geom *g, const float *x, const float *w, const float *bias, float *y,
-                      float *scratch, size_t scratch_floats, int threads) {
+int cpu_conv_forward(const conv_geom *g, const float *x, const float *w, const float *bias, float *y,
+                     float *scratch, size_t scratch_floats, int threads) {
   const int kk = g->kh * g->kw, K = g->c * kk;
   const size_t ohw = (size_t)g->oh * (size_t)g->ow;
   size_t chunk = scratch_floats / (size_t)K;
   if (chunk > ohw) chunk = ohw;
   if (chunk < 1) chunk = 1;
+  int tiles = 0;
   for (size_t p0 = 0; p0 < ohw; p0 += chunk) {
     size_t n = ohw - p0 < chunk ? ohw - p0 : chunk;
+    tiles++;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int r = 0; r < K; r++) {
       int ci = r / kk, ky = (r / g->kw) % g->kh, kx = r % g->kw;
@@ -84,11 +86,13 @@ void cpu_conv_forward(const conv_geom *g, const float *x, const float *w, const 
         for (size_t t = 0; t < n; t++) yr[t] += b;
       }
     }
+    if (g->chunk_done && p0 + n < ohw && g->chunk_done(g->user, (double)(p0 + n) / (double)ohw)) return -1;
   }
+  return tiles;
 }
 
-void cpu_convt_forward(const conv_geom *g, const float *x, const float *w, const float *bias, float *y,
-                       float *scratch, size_t scratch_floats, int threads) {
+int cpu_convt_forward(const conv_geom *g, const float *x, const float *w, const float *bias, float *y,
+                      float *scratch, size_t scratch_floats, int threads) {
   const int kk = g->kh * g->kw, mkk = g->m * kk;
   const size_t hw = (size_t)g->h * (size_t)g->w, ohw = (size_t)g->oh * (size_t)g->ow;
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -99,8 +103,10 @@ void cpu_convt_forward(const conv_geom *g, const float *x, const float *w, const
   size_t chunk = scratch_floats / (size_t)mkk;
   if (chunk > hw) chunk = hw;
   if (chunk < 1) chunk = 1;
+  int tiles = 0;
   for (size_t p0 = 0; p0 < hw; p0 += chunk) {
     size_t n = hw - p0 < chunk ? hw - p0 : chunk;
+    tiles++;
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, mkk, (int)n, g->c, 1.0f, w, mkk, x + p0, (int)hw, 0.0f,
                 scratch, (int)n);
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -126,5 +132,7 @@ void cpu_convt_forward(const conv_geom *g, const float *x, const float *w, const
           }
         }
     }
+    if (g->chunk_done && p0 + n < hw && g->chunk_done(g->user, (double)(p0 + n) / (double)hw)) return -1;
   }
+  return tiles;
 }

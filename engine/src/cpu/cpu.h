@@ -16,17 +16,22 @@ typedef struct {
   int pt, pl, pb, pr;   /* input padding */
   int pad_mode;         /* PAD_CONSTANT (zeros), PAD_REFLECT, PAD_EDGE */
   int oph, opw;         /* ConvTranspose output padding */
+  /* called after each chunk (tile) with the fraction of this convolution done; a nonzero return
+   * stops the convolution early (the caller then reports the cancel) */
+  int (*chunk_done)(void *user, double fraction);
+  void *user;
 } conv_geom;
 
 /* y[m][oh][ow] = conv(x[c][h][w] padded as g says, w[m][c][kh][kw]) + bias[m] (bias may be
  * NULL). `scratch` holds `scratch_floats` floats (at least kh*kw*c*64). */
-void cpu_conv_forward(const conv_geom *g, const float *x, const float *w, const float *bias, float *y,
-                      float *scratch, size_t scratch_floats, int threads);
+int cpu_conv_forward(const conv_geom *g, const float *x, const float *w, const float *bias, float *y,
+                     float *scratch, size_t scratch_floats, int threads);
 
 /* ConvTranspose: y[m][oh][ow] from x[c][h][w] and w[c][m][kh][kw]; scratch at least
- * m*kh*kw*64 floats. */
-void cpu_convt_forward(const conv_geom *g, const float *x, const float *w, const float *bias, float *y,
-                       float *scratch, size_t scratch_floats, int threads);
+ * m*kh*kw*64 floats. Both return the number of chunks (tiles) the output was computed in, or -1
+ * when chunk_done asked to stop. */
+int cpu_convt_forward(const conv_geom *g, const float *x, const float *w, const float *bias, float *y,
+                      float *scratch, size_t scratch_floats, int threads);
 
 /* Per-channel normalisation of x[c][hw] into y (y may equal x), then the activation:
  * with mean/var NULL the statistics of each channel are computed (instance / batch-of-one

@@ -12,6 +12,20 @@ static const float *wdata(const i2i_graph *g, int v) { return v >= 0 && g->value
 
 static size_t per_image(shape4 s) { return (size_t)(s.c * s.h * s.w); }
 
+/* Progress inside one convolution: the step's FLOPs are spread over its chunks. */
+typedef struct {
+  i2i_ctx *ctx;
+  i2i_run_state *st;
+  double before, step, total;
+  bool cancelled;
+} chunk_ctx;
+
+static int chunk_done(void *user, double f) {
+  chunk_ctx *c = user;
+  if (run_progress(c->ctx, c->st, c->before + c->step * f, c->total)) c->cancelled = true;
+  return c->cancelled;
+}
+
 static i2i_status cpu_execute(void *self, i2i_ctx *ctx, const i2i_model *m, const i2i_plan *p, i2i_run_state *st) {
   (void)self;
   const i2i_graph *g = &m->g;
@@ -32,12 +46,14 @@ static i2i_status cpu_execute(void *self, i2i_ctx *ctx, const i2i_model *m, cons
         conv_geom cg = {(int)xs.c, (int)xs.h, (int)xs.w, (int)ys.c, (int)ys.h, (int)ys.w,
                         n->conv.kernel[0], n->conv.kernel[1], n->conv.stride[0], n->conv.stride[1],
                         n->conv.dilation[0], n->conv.dilation[1], s->pads[0], s->pads[1], s->pads[2], s->pads[3],
-                        s->pad_mode, n->conv.out_pad[0], n->conv.out_pad[1]};
+                        s->pad_mode, n->conv.out_pad[0], n->conv.out_pad[1], chunk_done, NULL};
+        chunk_ctx cc = {ctx, st, done + s->flops * img / p->n, s->flops / p->n, p->total_flops, false};
+        cg.user = &cc;
         const float *bias = n->n_in > 2 ? wdata(g, n->in[2]) : NULL;
-        if (s->op == OP_CONV)
-          cpu_conv_forward(&cg, x, wt->data, bias, y, st->scratch, p->scratch_floats, th);
-        else
-          cpu_convt_forward(&cg, x, wt->data, bias, y, st->scratch, p->scratch_floats, th);
+        int tiles = s->op == OP_CONV ? cpu_conv_forward(&cg, x, wt->data, bias, y, st->scratch, p->scratch_floats, th)
+                                     : cpu_convt_forward(&cg, x, wt->data, bias, y, st->scratch, p->scratch_floats, th);
+        if (tiles < 0) return i2i_fail(ctx, I2I_E_CANCELLED, "cancelled");
+        if (tiles > st->tiles) st->tiles = tiles;
         break;
       }
       case OP_INSTNORM:

@@ -1,8 +1,10 @@
 /* cuda/cuda_api.h: the contract between libi2i and its run-time loaded CUDA module.
  *
  * The module (libi2i-cuda.so) is built from engine/src/cuda/ and opened with GModule; it
- * exports one symbol, i2i_cuda_open, and reaches the engine only through the host table below,
- * so neither the tool nor the plug-in links any CUDA library.
+ * exports i2i_cuda_open and i2i_cuda_get_ext, and reaches the engine only through the host
+ * table below, so neither the tool nor the plug-in links any CUDA library. The extension table
+ * (i2i_cuda_ext) is optional for the engine: the device image path, statistics, the precision
+ * switch and the test and benchmark entry points that tests/gpu and bench/gpu use.
  */
 #ifndef I2I_CUDA_API_H
 #define I2I_CUDA_API_H
@@ -25,5 +27,72 @@ typedef struct {
  * below 7.5, cuDNN missing...). Never exits. */
 typedef int (*i2i_cuda_open_fn)(const i2i_cuda_host *host, int device, const i2i_backend_ops **ops, void **self,
                                 char *why, size_t whylen);
+
+/* ---- extension table (exported as i2i_cuda_get_ext) ----------------------------------------- */
+
+#define I2I_CUDA_EXT_VERSION 1
+
+/* Device precisions. FP32: NCHW float32, cuDNN with CUDNN_FMA_MATH (no TF32 anywhere): the
+ * parity path. FP16: NHWC half activations and KRSC half filters on tensor cores, float32
+ * accumulation, float32 normalisation statistics: the speed path and the default. The
+ * environment variable I2I_CUDA_PRECISION=fp32|fp16 sets the default of a new backend. */
+enum { I2I_CUDA_FP32 = 0, I2I_CUDA_FP16 = 1 };
+
+/* The caller's images for execute_images: what i2i_run received. */
+typedef struct {
+  int n_images, width, height;  /* before padding; the plan has the padded size */
+  int layout;                   /* I2I_PIXELS_RGBA or I2I_PIXELS_RGB_SIGNED */
+  float strength;
+  const float *const *in;
+  float *const *out;            /* may equal in[i] */
+} i2i_cuda_images;
+
+typedef struct {
+  uint64_t algo_searches;       /* cuDNN algorithm searches (timed FindEx calls) this backend ran */
+  uint64_t algo_cache_hits;     /* convolutions whose algorithm came from the on-disk cache */
+  uint64_t plans_built;         /* device plans built (per shape, precision and mode) */
+  uint64_t runs;
+  uint64_t oom_retries;         /* runs retried after freeing the caches */
+  uint64_t device_bytes;        /* device memory the backend holds now */
+  uint64_t peak_device_bytes;   /* the most it held at once */
+  int precision;                /* I2I_CUDA_FP32 / I2I_CUDA_FP16 */
+  int dead;                     /* a sticky error made the device unusable */
+  int cc_major, cc_minor;
+  int driver_version, runtime_version;
+  size_t cudnn_version;
+  int sm_count;
+  char device_name[128];
+  char algo_cache_path[512];    /* "" when the cache is off */
+} i2i_cuda_stats;
+
+typedef struct {
+  int version;  /* I2I_CUDA_EXT_VERSION */
+  /* Runs the plan on the caller's images with the image conversions on the device: reflect-pad
+   * to the plan's size, [0,1] RGBA (or [-1,1] RGB) to the model's input, the model, and the
+   * crop, strength blend and alpha copy back; exactly what run.c does on the host. st->arena is
+   * not used (it may be NULL). Errors as execute. */
+  i2i_status (*execute_images)(void *self, i2i_ctx *ctx, const i2i_model *model, const struct i2i_plan *plan,
+                               struct i2i_run_state *st, const i2i_cuda_images *im);
+  void (*get_stats)(void *self, i2i_cuda_stats *out);
+  /* Sets the precision of later runs (I2I_CUDA_FP32 / I2I_CUDA_FP16). I2I_E_ARG otherwise. */
+  i2i_status (*set_precision)(void *self, int precision);
+  /* Testing: runs steps [first, last) of `plan` alone. Every runtime value those steps read but
+   * do not produce is uploaded from st->arena + plan->offset[v]; every value they produce is
+   * downloaded to st->arena + plan->offset[v] (the caller gives distinct offsets). Fusions
+   * apply only inside the range. No caching of the device plan. */
+  i2i_status (*run_steps)(void *self, i2i_ctx *ctx, const i2i_model *model, const struct i2i_plan *plan,
+                          struct i2i_run_state *st, int first, int last);
+  /* Benchmark: uploads the plan's input from st->arena once, runs the whole plan `warmup`
+   * times, then `iters` times with CUDA events around each run (device-resident: no host
+   * transfers inside), writes each run's milliseconds to ms[0..iters-1] and downloads the
+   * output to st->arena. `graph` nonzero replays a captured CUDA graph where capture works. */
+  i2i_status (*bench)(void *self, i2i_ctx *ctx, const i2i_model *model, const struct i2i_plan *plan,
+                      struct i2i_run_state *st, int warmup, int iters, int graph, double *ms);
+  /* Frees every cached device plan and weight copy (the next run rebuilds them). */
+  void (*trim)(void *self);
+} i2i_cuda_ext;
+
+/* Returns the module's extension table (static storage). */
+typedef const i2i_cuda_ext *(*i2i_cuda_get_ext_fn)(void);
 
 #endif
