@@ -5,8 +5,17 @@
  * progress callback asks. The kernels themselves are in conv.c, norm.c and pointwise.c.
  */
 #include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
 #include "cpu.h"
+
+static double mono(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 static const float *wdata(const i2i_graph *g, int v) { return v >= 0 && g->values[v].c ? g->values[v].c->data : NULL; }
 
@@ -32,9 +41,13 @@ static i2i_status cpu_execute(void *self, i2i_ctx *ctx, const i2i_model *m, cons
   int th = st->threads;
   openblas_set_num_threads(th);
   double done = 0;
+  /* I2I_PROFILE=1: time per op type, logged at the end (where the time goes) */
+  bool prof = getenv("I2I_PROFILE") != NULL;
+  double op_time[OP_COUNT_] = {0}, op_flops[OP_COUNT_] = {0};
   for (int k = 0; k < p->n_steps; k++) {
     const i2i_step *s = &p->steps[k];
     const i2i_node *n = &g->nodes[s->node];
+    double t0 = prof ? mono() : 0;
     shape4 xs = p->shape[s->in[0]], ys = p->shape[s->out];
     for (int img = 0; img < p->n; img++) {
       const float *x = st->arena + p->offset[s->in[0]] + per_image(xs) * (size_t)img;
@@ -104,9 +117,25 @@ static i2i_status cpu_execute(void *self, i2i_ctx *ctx, const i2i_model *m, cons
         return i2i_fail(ctx, I2I_E_INTERNAL, "cpu backend: no kernel for '%s'", n->op_type);
       }
     }
+    if (prof) {
+      op_time[s->op] += mono() - t0;
+      op_flops[s->op] += s->flops;
+    }
     done += s->flops;
     i2i_status rs = run_progress(ctx, st, done, p->total_flops);
     if (rs) return rs;
+  }
+  if (prof) {
+    double tot = 0;
+    for (int o = 0; o < OP_COUNT_; o++) tot += op_time[o];
+    for (int k = 0; k < p->n_steps; k++) {
+      int o = p->steps[k].op;
+      if (op_time[o] < 0) continue;
+      i2i_log(ctx, I2I_LOG_WARNING, "profile: %-22s %8.1f ms %5.1f%%  %7.1f GFLOP/s", g->nodes[p->steps[k].node].op_type,
+              op_time[o] * 1e3, 100.0 * op_time[o] / tot, op_flops[o] / (op_time[o] > 0 ? op_time[o] : 1) * 1e-9);
+      op_time[o] = -1;
+    }
+    i2i_log(ctx, I2I_LOG_WARNING, "profile: total %.1f ms, %.1f GFLOP, %d threads", tot * 1e3, p->total_flops * 1e-9, th);
   }
   return I2I_OK;
 }
