@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/cpu.h"
 #include "internal.h"
 
 typedef struct {
@@ -224,24 +225,24 @@ i2i_status plan_build(i2i_ctx *ctx, const i2i_model *m, int nimg, int h, int w, 
     if (live > peak) peak = live;
   }
   p->peak_live = peak;
-  /* convolution scratch: im2col / col2im columns, bounded by the budget */
-  size_t want = 0;
+  /* convolution scratch (im2col / col2im columns, Winograd tiles), bounded by the budget but never
+   * below what the largest layer needs for one small chunk */
+  size_t want = 0, floor_need = 0;
   for (int k = 0; k < ns; k++) {
     i2i_step *s = &p->steps[k];
     s->flops = step_flops(g, s, p->shape);
     p->total_flops += s->flops;
     if (s->op != OP_CONV && s->op != OP_CONVT) continue;
-    const i2i_tensor *wt = g->values[g->nodes[s->node].in[1]].c;
-    size_t rows = (size_t)(wt->dims[1] * wt->dims[2] * wt->dims[3]);
-    shape4 ref = s->op == OP_CONV ? p->shape[s->out] : p->shape[s->in[0]];
-    size_t need;
-    if (!i2i_mul_ok(rows, (size_t)(ref.h * ref.w), &need)) need = SIZE_MAX;
-    if (need > want) want = need;
+    conv_geom cg = cpu_step_geom(m, p, s);
+    size_t full, mn;
+    cpu_conv_scratch(&cg, ctx->threads, &full, &mn);
+    if (full > want) want = full;
+    if (mn > floor_need) floor_need = mn;
   }
   uint64_t budget = ctx->p.memory_budget ? ctx->p.memory_budget : ((uint64_t)64 << 20);
   size_t cap = (size_t)(budget / sizeof(float));
-  if (cap < ((size_t)1 << 16)) cap = (size_t)1 << 16;
-  p->scratch_floats = want < cap ? want : cap;
+  size_t sc = want < cap ? want : cap;
+  p->scratch_floats = sc > floor_need ? sc : floor_need;
 done:
   i2i_dealloc(ctx, readers);
   i2i_dealloc(ctx, reader);

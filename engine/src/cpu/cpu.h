@@ -33,6 +33,23 @@ int cpu_conv_forward(const conv_geom *g, const float *x, const float *w, const f
 int cpu_convt_forward(const conv_geom *g, const float *x, const float *w, const float *bias, float *y,
                       float *scratch, size_t scratch_floats, int threads);
 
+/* Winograd F(2x2,3x3) for 3x3 stride-1 pad-1 convolutions with at least 16 channels in and out
+ * (winograd.c). Needs cpu_winograd_scratch(g, 16) floats at least; returns the chunks or -1. */
+bool cpu_winograd_applies(const conv_geom *g);
+size_t cpu_winograd_scratch(const conv_geom *g, size_t tiles);
+int cpu_conv_winograd(const conv_geom *g, const float *x, const float *w, const float *bias, float *y, float *scratch,
+                      size_t scratch_floats, int threads);
+/* Direct convolution for at most 4 output channels; cpu_direct_scratch(g, threads) floats. */
+bool cpu_direct_applies(const conv_geom *g);
+size_t cpu_direct_scratch(const conv_geom *g, int threads);
+int cpu_conv_direct(const conv_geom *g, const float *x, const float *w, const float *bias, float *y, float *scratch,
+                    int threads);
+
+/* The geometry of a convolution step of a plan (exec.c). */
+conv_geom cpu_step_geom(const i2i_model *m, const i2i_plan *p, const i2i_step *s);
+/* Scratch floats a convolution step wants for one chunk (full) and at least (min) (exec.c). */
+void cpu_conv_scratch(const conv_geom *g, int threads, size_t *full, size_t *min);
+
 /* Per-channel normalisation of x[c][hw] into y (y may equal x), then the activation:
  * with mean/var NULL the statistics of each channel are computed (instance / batch-of-one
  * statistics, biased variance, double sums); otherwise the given running statistics are used. */

@@ -35,6 +35,37 @@ static int chunk_done(void *user, double f) {
   return c->cancelled;
 }
 
+conv_geom cpu_step_geom(const i2i_model *m, const i2i_plan *p, const i2i_step *s) {
+  const i2i_node *n = &m->g.nodes[s->node];
+  shape4 xs = p->shape[s->in[0]], ys = p->shape[s->out];
+  conv_geom cg = {(int)xs.c, (int)xs.h, (int)xs.w, (int)ys.c, (int)ys.h, (int)ys.w,
+                  n->conv.kernel[0], n->conv.kernel[1], n->conv.stride[0], n->conv.stride[1],
+                  n->conv.dilation[0], n->conv.dilation[1], s->pads[0], s->pads[1], s->pads[2], s->pads[3],
+                  s->pad_mode, n->conv.out_pad[0], n->conv.out_pad[1], NULL, NULL};
+  return cg;
+}
+
+void cpu_conv_scratch(const conv_geom *g, int threads, size_t *full, size_t *min) {
+  bool convt = g->oph || g->opw || (g->oh > g->h && g->ow > g->w);
+  size_t k = (size_t)g->c * (size_t)g->kh * (size_t)g->kw, mk = (size_t)g->m * (size_t)g->kh * (size_t)g->kw;
+  size_t ohw = (size_t)g->oh * (size_t)g->ow, hw = (size_t)g->h * (size_t)g->w;
+  if (convt) {
+    *full = mk * hw;
+    *min = mk * 64;
+  } else if (cpu_direct_applies(g)) {
+    *full = *min = cpu_direct_scratch(g, threads);
+  } else {
+    *full = k * ohw;
+    *min = k * 64;
+    if (cpu_winograd_applies(g)) {
+      size_t tiles = (size_t)((g->oh + 1) / 2) * (size_t)((g->ow + 1) / 2);
+      size_t wf = cpu_winograd_scratch(g, tiles), wm = cpu_winograd_scratch(g, 64);
+      if (wf > *full) *full = wf;
+      if (wm > *min) *min = wm;
+    }
+  }
+}
+
 static i2i_status cpu_execute(void *self, i2i_ctx *ctx, const i2i_model *m, const i2i_plan *p, i2i_run_state *st) {
   (void)self;
   const i2i_graph *g = &m->g;
@@ -56,15 +87,20 @@ static i2i_status cpu_execute(void *self, i2i_ctx *ctx, const i2i_model *m, cons
       case OP_CONV:
       case OP_CONVT: {
         const i2i_tensor *wt = g->values[n->in[1]].c;
-        conv_geom cg = {(int)xs.c, (int)xs.h, (int)xs.w, (int)ys.c, (int)ys.h, (int)ys.w,
-                        n->conv.kernel[0], n->conv.kernel[1], n->conv.stride[0], n->conv.stride[1],
-                        n->conv.dilation[0], n->conv.dilation[1], s->pads[0], s->pads[1], s->pads[2], s->pads[3],
-                        s->pad_mode, n->conv.out_pad[0], n->conv.out_pad[1], chunk_done, NULL};
+        conv_geom cg = cpu_step_geom(m, p, s);
+        cg.chunk_done = chunk_done;
         chunk_ctx cc = {ctx, st, done + s->flops * img / p->n, s->flops / p->n, p->total_flops, false};
         cg.user = &cc;
         const float *bias = n->n_in > 2 ? wdata(g, n->in[2]) : NULL;
-        int tiles = s->op == OP_CONV ? cpu_conv_forward(&cg, x, wt->data, bias, y, st->scratch, p->scratch_floats, th)
-                                     : cpu_convt_forward(&cg, x, wt->data, bias, y, st->scratch, p->scratch_floats, th);
+        int tiles;
+        if (s->op == OP_CONVT)
+          tiles = cpu_convt_forward(&cg, x, wt->data, bias, y, st->scratch, p->scratch_floats, th);
+        else if (cpu_direct_applies(&cg) && p->scratch_floats >= cpu_direct_scratch(&cg, th))
+          tiles = cpu_conv_direct(&cg, x, wt->data, bias, y, st->scratch, th);
+        else if (cpu_winograd_applies(&cg) && p->scratch_floats >= cpu_winograd_scratch(&cg, 64) && !getenv("I2I_NO_WINOGRAD"))
+          tiles = cpu_conv_winograd(&cg, x, wt->data, bias, y, st->scratch, p->scratch_floats, th);
+        else
+          tiles = cpu_conv_forward(&cg, x, wt->data, bias, y, st->scratch, p->scratch_floats, th);
         if (tiles < 0) return i2i_fail(ctx, I2I_E_CANCELLED, "cancelled");
         if (tiles > st->tiles) st->tiles = tiles;
         break;
@@ -118,8 +154,13 @@ static i2i_status cpu_execute(void *self, i2i_ctx *ctx, const i2i_model *m, cons
       }
     }
     if (prof) {
-      op_time[s->op] += mono() - t0;
+      double dt = mono() - t0;
+      op_time[s->op] += dt;
       op_flops[s->op] += s->flops;
+      if (getenv("I2I_PROFILE")[0] == '2')
+        i2i_log(ctx, I2I_LOG_WARNING, "profile: step %3d %-22s %-28.28s %lldx%lldx%lld -> %lldx%lldx%lld %8.2f ms %6.1f GFLOP/s",
+                k, n->op_type, n->name, (long long)xs.c, (long long)xs.h, (long long)xs.w, (long long)ys.c, (long long)ys.h,
+                (long long)ys.w, dt * 1e3, s->flops / dt * 1e-9);
     }
     done += s->flops;
     i2i_status rs = run_progress(ctx, st, done, p->total_flops);

@@ -1,0 +1,241 @@
+/* cuda/cuda_priv.h: declarations shared by the CUDA module's files (CUDA C++ host side).
+ *
+ * The backend state (cu_backend), the error record every CUDA and cuDNN status is turned into,
+ * the device view of a tensor (kview) and the launchers of kernels.cu, the cuDNN wrapper of
+ * dnn.cu (the only file that calls cuDNN) and the on-disk algorithm cache of algo_cache.c.
+ * Nothing here is seen by libi2i: it knows only cuda_api.h.
+ */
+#ifndef I2I_CUDA_PRIV_H
+#define I2I_CUDA_PRIV_H
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+extern "C" {
+#include "cuda_api.h"
+#include "algo_cache.h"
+}
+
+/* ---- errors -------------------------------------------------------------------------------- */
+
+/* Kinds of failure. CE_OOM is non-sticky (free caches, retry once); CE_STICKY means the CUDA
+ * context is corrupt and the backend is dead for its i2i context; CE_DEVICE is any other
+ * non-sticky device or cuDNN failure; CE_UNSUPPORTED is a graph feature the GPU path lacks. */
+enum { CE_OK = 0, CE_OOM, CE_STICKY, CE_DEVICE, CE_UNSUPPORTED, CE_HOSTMEM, CE_INTERNAL, CE_CANCELLED };
+
+typedef struct {
+  int kind;
+  char msg[480];
+} cu_err;
+
+/* ---- backend ------------------------------------------------------------------------------- */
+
+enum { FAULT_NONE = 0, FAULT_OOM, FAULT_OOM_ONCE, FAULT_STICKY };
+
+struct cu_weights;
+struct cplan;
+struct dnn_state;
+
+#define CU_MAX_MODELS 2
+#define CU_MAX_PLANS 4
+
+typedef struct cu_backend {
+  const i2i_cuda_host *host;
+  int device;
+  cudaStream_t stream;
+  struct dnn_state *dnn;
+  int precision;
+  int dead;
+  char dead_why[480];
+  cu_err err;
+  int fault;              /* I2I_CUDA_FAULT fault injection */
+  int fault_armed;        /* the injected fault fires at the next chance */
+  int use_graphs;         /* I2I_CUDA_GRAPH=1: replay whole runs as CUDA graphs */
+  int heuristic_only;     /* I2I_CUDA_ALGO=heuristic: no timed algorithm search */
+  size_t search_ws_limit; /* workspace cap during algorithm searches */
+  struct cu_weights *weights[CU_MAX_MODELS];
+  struct cplan *plans[CU_MAX_PLANS];
+  uint64_t clock;         /* LRU clock */
+  algo_cache *algos;
+  i2i_cuda_stats stats;
+  int max_grid;           /* blocks for grid-stride kernels */
+} cu_backend;
+
+/* Records a CUDA error (kind from the code: out of memory, sticky, other) with the call's text
+ * and returns the kind. cudaSuccess is not an error (returns CE_OK). */
+int cu_fail_cuda(cu_backend *B, cudaError_t e, const char *what);
+/* Records an error of `kind` with a printf message; returns kind. */
+int cu_fail(cu_backend *B, int kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Checked device allocation (counts bytes; fault injection applies). *p is NULL on failure. */
+int cu_malloc(cu_backend *B, void **p, size_t bytes, const char *what);
+void cu_free(cu_backend *B, void *p, size_t bytes);
+
+#define CU_TRY(B, call, what)                                                                       \
+  do {                                                                                              \
+    cudaError_t e_ = (call);                                                                        \
+    if (e_ != cudaSuccess) return cu_fail_cuda((B), e_, (what));                                    \
+  } while (0)
+
+#define CU_OK(expr)                                                                                 \
+  do {                                                                                              \
+    int k_ = (expr);                                                                                \
+    if (k_) return k_;                                                                              \
+  } while (0)
+
+/* ---- device tensor views (kernels.cu) --------------------------------------------------------- */
+
+/* Where one tensor lives on the device: logical N x C x H x W, stored with `cs` channels
+ * (padding channels are kept at zero) and a halo of pt/pl (top/left) rows/columns inside a
+ * stored plane of hs x ws. Element type: float (half == 0) or __half. */
+typedef struct {
+  void *p;
+  int n, c, h, w;
+  int cs;
+  int pt, pl;
+  int hs, ws;
+  int nhwc;
+  int half;
+} kview;
+
+__host__ __device__ static inline int64_t kv_index(const kview &v, int n, int c, int y, int x) {
+  return v.nhwc ? ((((int64_t)n * v.hs + (y + v.pt)) * v.ws + (x + v.pl)) * v.cs + c)
+                : ((((int64_t)n * v.cs + c) * v.hs + (y + v.pt)) * v.ws + (x + v.pl));
+}
+
+/* Bytes of the whole stored tensor. */
+static inline size_t kv_bytes(const kview &v) {
+  return (size_t)v.n * (size_t)v.cs * (size_t)v.hs * (size_t)v.ws * (v.half ? 2u : 4u);
+}
+
+/* numpy.pad index of position i of a side of n (cpu map_index): -1 for a zero (constant) pad. */
+__host__ __device__ static inline int kv_map(int i, int n, int mode) {
+  if (i >= 0 && i < n) return i;
+  if (mode == PAD_CONSTANT) return -1;
+  if (mode == PAD_EDGE || n == 1) return i < 0 ? 0 : n - 1;
+  int period = 2 * (n - 1);
+  i %= period;
+  if (i < 0) i += period;
+  return i >= n ? period - i : i;
+}
+
+/* Kernel launchers. Each enqueues on `s` and returns cudaGetLastError(). Every kernel writes the
+ * padding channels of its output as zeros. */
+void k_set_grid_cap(int max_blocks);
+/* Fills the halo of `v` (bottom and right extents pb, pr) from its interior (reflect / edge) or
+ * with zeros (PAD_CONSTANT). */
+cudaError_t k_fill_halo(cudaStream_t s, const kview &v, int pb, int pr, int mode);
+/* dst (packed, dst.h = src.h + pt + pb...) = src padded by pt/pl at the top/left. */
+cudaError_t k_pad(cudaStream_t s, const kview &src, const kview &dst, int pt, int pl, int mode, float value);
+/* Blocks per (image, channel) for the statistics of `x`; the partial buffer holds
+ * x.n * x.cs * nblk float2 entries. */
+int k_stats_blocks(const kview &x, int sm_count);
+cudaError_t k_norm_stats(cudaStream_t s, const kview &x, float2 *part, int nblk);
+/* ab[n * cs + c] = (a, b) so that y = x * a + b; from the partial sums (mean == NULL) or from
+ * running statistics. fold: a conv bias already left out of x (eval statistics), or NULL. */
+cudaError_t k_norm_finalize(cudaStream_t s, const kview &x, const float2 *part, int nblk, const float *scale,
+                            const float *bias, const float *mean, const float *var, const float *fold, float eps,
+                            float2 *ab);
+/* y = act2(act1(x * a + b) + r) (r optional: has_r == 0). y may be x or r. */
+cudaError_t k_norm_apply(cudaStream_t s, const kview &x, const kview &y, const float2 *ab, int act1, float alpha1,
+                         const kview &r, int has_r, int act2, float alpha2);
+cudaError_t k_act(cudaStream_t s, const kview &x, const kview &y, int act, float alpha);
+cudaError_t k_add(cudaStream_t s, const kview &a, const kview &b, const kview &y, int act, float alpha);
+/* y = tanh(x + bias[c]) (bias may be NULL). */
+cudaError_t k_tanh(cudaStream_t s, const kview &x, const kview &y, const float *bias);
+cudaError_t k_bias(cudaStream_t s, const kview &x, const kview &y, const float *bias);
+cudaError_t k_dropout(cudaStream_t s, const kview &x, const kview &y, uint64_t seed, uint32_t ordinal, uint64_t step,
+                      uint32_t threshold, float scale);
+/* dst channels [coff, coff + src.c) = src; with zero_tail the channels from coff + src.c up to
+ * dst.cs are zeroed too. */
+cudaError_t k_concat(cudaStream_t s, const kview &src, const kview &dst, int coff, int zero_tail);
+/* Packed NCHW float32 (src) into the view / the view into packed NCHW float32 (logical C). */
+cudaError_t k_upload(cudaStream_t s, const float *src, const kview &dst);
+cudaError_t k_download(cudaStream_t s, const kview &src, float *dst);
+/* One caller image (interleaved, ch 4 = RGBA [0,1], 3 = RGB [-1,1]) into image n of dst,
+ * reflect-padded at the bottom and right as run.c does. */
+cudaError_t k_image_in(cudaStream_t s, const float *img, int width, int height, int ch, const kview &dst, int n);
+/* Image n of src (the model's [-1,1] output) cropped to width x height, mapped, blended with
+ * `in` by strength, alpha copied: run.c's output path. */
+cudaError_t k_image_out(cudaStream_t s, const kview &src, int n, const float *in, float *out, int width, int height,
+                        int ch, float strength);
+/* fp32 [d0][d1][R][S] -> half [K][R][S][C] (KRSC), K >= d0 and C >= d1 zero padded. */
+cudaError_t k_filter_krsc(cudaStream_t s, const float *w, __half *o, int d0, int d1, int R, int S, int K, int C);
+/* A kernel whose attributes tell whether this build has code for the device. */
+cudaError_t k_probe_image(void);
+
+/* ---- cuDNN (dnn.cu, the only file that calls cuDNN) ----------------------------------------- */
+
+/* One convolution in cuDNN terms. Forward: x (n, xc, xh, xw) -> y (n, yc, yh, yw) with filter
+ * (K = yc, C = xc, kh, kw). Transposed (backward data): the ConvTranspose input is dy
+ * (n, xc, xh, xw), its output dx (n, yc, yh, yw), the filter (K = xc, C = yc, kh, kw) as ONNX
+ * stores it. Channel counts are the stored (padded) ones. */
+typedef struct {
+  int transpose;
+  int half;
+  int n, xc, xh, xw;
+  int yc, yh, yw;
+  int kh, kw;
+  int pad_h, pad_w, str_h, str_w, dil_h, dil_w;
+} conv_geom_d;
+
+struct dnn_conv;
+
+/* Creates the cuDNN handle on B->stream; CE_* with the reason in B->err. */
+int dnn_open(cu_backend *B);
+void dnn_close(cu_backend *B);
+/* The cuDNN library version (runtime) and the one the module was built with. */
+size_t dnn_runtime_version(void);
+size_t dnn_build_version(void);
+int dnn_conv_create(cu_backend *B, const conv_geom_d *g, struct dnn_conv **out);
+/* Picks the algorithm: from the on-disk cache, else a timed search on these buffers (ws of
+ * ws_bytes is scratch for the search), else heuristics. Counts searches and cache hits. */
+int dnn_conv_choose(cu_backend *B, struct dnn_conv *c, const void *x, const void *w, void *y, void *ws,
+                    size_t ws_bytes);
+size_t dnn_conv_workspace(const struct dnn_conv *c);
+int dnn_conv_run(cu_backend *B, struct dnn_conv *c, const void *x, const void *w, void *y, void *ws, size_t ws_bytes);
+void dnn_conv_free(struct dnn_conv *c);
+
+/* ---- plans (plan.cu) ------------------------------------------------------------------------- */
+
+/* The device copy of one model's weights (fp32 flat buffer; fp16 KRSC filters on demand). */
+typedef struct cu_weights {
+  uint64_t serial;
+  float *w32;
+  size_t w32_bytes;
+  __half **w16;          /* per value index: the KRSC half filter, or NULL */
+  int n_values;
+  void *w16_block;
+  size_t w16_bytes;
+  uint64_t last_use;
+} cu_weights;
+
+struct cplan;
+
+/* Builds the device plan of engine steps [first, last) of `plan` for the backend's precision
+ * and `mode`; download_all: every produced value goes back to the host arena (testing). */
+int cplan_build(cu_backend *B, i2i_ctx *ctx, const i2i_model *m, const i2i_plan *plan, cu_weights *W, int mode,
+                int first, int last, int download_all, struct cplan **out);
+void cplan_free(cu_backend *B, struct cplan *cp);
+int cplan_matches(const struct cplan *cp, const i2i_model *m, const i2i_plan *plan, int precision, int mode);
+void cplan_touch(struct cplan *cp, uint64_t clock);
+uint64_t cplan_last_use(const struct cplan *cp);
+size_t cplan_device_bytes(const struct cplan *cp);
+/* Uploads the external inputs from the host arena (st->arena + plan->offset). */
+int cplan_upload(cu_backend *B, struct cplan *cp, const i2i_run_state *st);
+/* Uploads the caller's images into the plan's input value. */
+int cplan_upload_images(cu_backend *B, struct cplan *cp, const i2i_cuda_images *im);
+/* Enqueues every step (or replays the captured graph). progress: report through the host (and
+ * stop on cancel) at most every 10% of the FLOPs, synchronising the stream for it. */
+int cplan_run(cu_backend *B, i2i_ctx *ctx, struct cplan *cp, i2i_run_state *st, int progress, int graph);
+/* Downloads the values marked for download into the host arena. */
+int cplan_download(cu_backend *B, struct cplan *cp, i2i_run_state *st);
+int cplan_download_images(cu_backend *B, struct cplan *cp, const i2i_cuda_images *im);
+
+/* Device weights of model m (cached per serial); builds the fp16 filters when `half`. */
+int weights_get(cu_backend *B, const i2i_model *m, int half, cu_weights **out);
+void weights_free(cu_backend *B, cu_weights *W);
+
+#endif
