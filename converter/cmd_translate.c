@@ -46,6 +46,16 @@ static int file_progress(void *user, double f) {
   return cli_progress_update(j->bar, j->file_base + j->file_span * f);
 }
 
+/* --verbose: one line per file with the size, device, time, tiles and working memory. */
+static void report(const char *in, const char *out, int w, int h, const i2i_run_report *r) {
+  fprintf(stderr,
+          "%s -> %s: %dx%d (model at %dx%d) in %.2f s on the %s; %d tile%s, %d whole-image intermediates "
+          "(%.1f MiB) + %.1f MiB workspace%s%s\n",
+          in, out, w, h, r->run_width, r->run_height, r->seconds, r->backend == I2I_BACKEND_CUDA ? "GPU" : "CPU",
+          r->tiles, r->tiles == 1 ? "" : "s", r->whole_intermediates, r->intermediate_bytes / 1048576.0,
+          r->workspace_bytes / 1048576.0, r->message[0] ? "; " : "", r->message);
+}
+
 static bool translate_npy(job *j, const char *in, const char *out, char *err, size_t errlen) {
   if (!has_ext(out, ".npy")) {
     snprintf(err, errlen, "a .npy input needs a .npy output ('%s')", out);
@@ -78,9 +88,7 @@ static bool translate_npy(job *j, const char *in, const char *out, char *err, si
       for (int c = 0; c < 3; c++) img.rgba[i * 4 + (size_t)c] = rgb[i * 3 + (size_t)c];
     ok = i2i_npy_save(out, img.rgba, img.height, img.width, 3, err, errlen);
   }
-  if (ok && j->verbose)
-    fprintf(stderr, "%s -> %s: %dx%d in %.2f s on the %s%s%s\n", in, out, img.width, img.height, rep.seconds,
-            rep.backend == I2I_BACKEND_CUDA ? "GPU" : "CPU", rep.message[0] ? "; " : "", rep.message);
+  if (ok && j->verbose) report(in, out, img.width, img.height, &rep);
   g_free(rgb);
   i2i_npy_free(&img);
   return ok;
@@ -112,10 +120,7 @@ static bool translate_image(job *j, const char *in, const char *out, char *err, 
     if (j->quality) so.quality = j->quality;
     ok = i2i_img_save(out, img.pixels, img.info.width, img.info.height, &so, err, errlen);
   }
-  if (ok && j->verbose)
-    fprintf(stderr, "%s -> %s: %dx%d (model at %dx%d) in %.2f s on the %s%s%s\n", in, out, img.info.width,
-            img.info.height, rep.run_width, rep.run_height, rep.seconds, rep.backend == I2I_BACKEND_CUDA ? "GPU" : "CPU",
-            rep.message[0] ? "; " : "", rep.message);
+  if (ok && j->verbose) report(in, out, img.info.width, img.info.height, &rep);
   i2i_img_free(&img);
   return ok;
 }

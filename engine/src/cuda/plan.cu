@@ -756,8 +756,6 @@ static int make_convs(cu_backend *B, const i2i_model *m, struct cplan *cp) {
     if (!rc && dnn_conv_workspace(s->dc) > ws) ws = dnn_conv_workspace(s->dc);
   }
   cu_free(B, sws, limit);
-  if (algo_cache_flush(B->algos))
-    B->host->log(NULL, I2I_LOG_DEBUG, "cuda: could not write %s", algo_cache_path(B->algos));
   if (rc) return rc;
   if (ws) {
     CU_OK(cu_malloc(B, &cp->ws, ws, "convolution workspace"));
@@ -867,6 +865,8 @@ int cplan_build(cu_backend *B, i2i_ctx *ctx, const i2i_model *m, const i2i_plan 
   }
   uint64_t searches = B->stats.algo_searches, hits = B->stats.algo_cache_hits;
   if (!rc) rc = make_convs(B, m, cp);
+  if (algo_cache_flush(B->algos) && ctx)
+    B->host->log(ctx, I2I_LOG_WARNING, "cuda: could not write the algorithm cache %s", algo_cache_path(B->algos));
   if (!rc) {
     cudaError_t e = cudaStreamSynchronize(B->stream);
     if (e != cudaSuccess) rc = cu_fail_cuda(B, e, "building the device plan");

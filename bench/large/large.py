@@ -1,0 +1,116 @@
+#!/usr/bin/python3
+"""bench/large/large.py I2I OUT [--quick]: the measurements of bench/large/run (see there)."""
+import os
+import re
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image
+
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(here, "..", "..", "tests", "fixtures"))
+import fixture_common as fc  # noqa: E402
+import mmagic_replica as mr  # noqa: E402
+
+i2i, out = sys.argv[1], sys.argv[2]
+quick = "--quick" in sys.argv
+
+
+def export(model, path):
+    if not os.path.exists(path):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, torch.zeros(1, 3, 64, 64), path, opset_version=17, input_names=["input"],
+                              output_names=["output"], dynamic_axes={"input": {0: "n", 2: "h", 3: "w"},
+                                                                     "output": {0: "n", 2: "h", 3: "w"}})
+
+
+def translate(model, src, dst, *opts):
+    """Runs i2i translate -v under /usr/bin/time; returns (seconds, peak RSS MiB, verbose line)."""
+    t0 = time.time()
+    r = subprocess.run(["/usr/bin/time", "-f", "MAXRSS %M", i2i, "translate", model, src, dst, "-v", "--backend", "cpu"]
+                       + list(opts), capture_output=True, text=True)
+    dt = time.time() - t0
+    if r.returncode:
+        raise SystemExit("translate failed: " + r.stderr)
+    rss = int(re.search(r"MAXRSS (\d+)", r.stderr).group(1)) / 1024
+    line = [l for l in r.stderr.splitlines() if " -> " in l][0]
+    return dt, rss, line
+
+
+def photo(h, w):
+    """A structured photo: the fixtures' photo crop upscaled, plus fine texture for detail."""
+    base = fc.test_image(256, 256, 0)
+    img = Image.fromarray(((base + 1) * 127.5).clip(0, 255).astype(np.uint8)).resize((w, h), Image.BICUBIC)
+    a = np.asarray(img).astype(np.float32) / 255
+    rng = np.random.default_rng(1)
+    tex = rng.normal(0, 0.04, (h // 2 + 1, w // 2 + 1, 1)).astype(np.float32)
+    a = a + np.repeat(np.repeat(tex, 2, 0), 2, 1)[:h, :w]
+    return (a.clip(0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def hf_energy(a):
+    a = a.astype(np.float64)
+    lap = 4 * a[1:-1, 1:-1] - a[:-2, 1:-1] - a[2:, 1:-1] - a[1:-1, :-2] - a[1:-1, 2:]
+    return float((lap ** 2).mean())
+
+
+def area_down(a, h, w):
+    return np.asarray(Image.fromarray(a).resize((w, h), Image.BOX)).astype(np.float64)
+
+
+narrow = os.path.join(out, "resnet_c8.onnx")
+full = os.path.join(out, "resnet_c64.onnx")
+m = mr.build_resnet(base=8, seed=5).eval()
+mr.randomize_biases(m, 5)
+export(m, narrow)
+m = mr.build_resnet(base=64, seed=6).eval()
+mr.randomize_biases(m, 6)
+export(m, full)
+
+# 1. memory at 7680x4320 (the .npy path holds the input as RGBA and RGB floats: 28 bytes a pixel)
+H, W = 4320, 7680
+big = os.path.join(out, "big.npy")
+if not os.path.exists(big):
+    np.save(big, np.sin(np.arange(H * W * 3, dtype=np.float32) * 0.0007).reshape(H, W, 3))
+for budget in ("0", "256M"):
+    dt, rss, line = translate(narrow, big, os.path.join(out, "big_out.npy"), "--memory", budget)
+    inter = float(re.search(r"\(([\d.]+) MiB\)", line).group(1))
+    work = float(re.search(r"\+ ([\d.]+) MiB workspace", line).group(1))
+    nint = int(re.search(r"(\d+) whole-image intermediates", line).group(1))
+    images = H * W * 7 * 4 / 2 ** 20
+    bound = images + inter + work + 64
+    print("7680x4320, narrow ResNet, budget %s: %.1f s, peak RSS %.0f MiB; image buffers %.0f + %d intermediates %.0f + "
+          "workspace %.0f + 64 = %.0f MiB: %s" % (budget, dt, rss, images, nint, inter, work, bound,
+                                                "within" if rss <= bound else "OVER"), flush=True)
+
+# 2. working resolution on a 4000x3000 photo
+ph = os.path.join(out, "photo4000.png")
+if not os.path.exists(ph):
+    Image.fromarray(photo(3000, 4000)).save(ph)
+res = os.path.join(out, "photo4000_s512.png")
+dt, rss, line = translate(full, ph, res, "--scale", "512")
+a = np.asarray(Image.open(ph))
+b = np.asarray(Image.open(res))
+ratio = hf_energy(b) / hf_energy(a)
+small = os.path.join(out, "photo512.png")
+Image.fromarray(np.asarray(Image.open(ph).resize((683, 512), Image.BOX))).save(small)
+small_out = os.path.join(out, "photo512_out.png")
+translate(full, small, small_out, "--scale", "0")
+lf = np.abs(area_down(b, 512, 683) - np.asarray(Image.open(small_out)).astype(np.float64)).mean() / 255
+print("4000x3000 photo at scale 512: %.1f s, peak RSS %.0f MiB; high-frequency energy %.3f of the original's "
+      "(goal within 10%%); low frequencies vs the model at 683x512: mean abs %.4f" % (dt, rss, ratio, lf), flush=True)
+
+# 3. full ResNet times
+for size, scales in ((1024, ("0", "512")), (4096, ("512",) if quick else ("512", "0"))):
+    p = os.path.join(out, "photo%d.png" % size)
+    if not os.path.exists(p):
+        Image.fromarray(photo(size, size)).save(p)
+    for s in scales:
+        dt, rss, line = translate(full, p, os.path.join(out, "out%d_%s.png" % (size, s)), "--scale", s)
+        print("full ResNet %dx%d scale %s: %.1f s, peak RSS %.0f MiB (%s)" % (size, size, s if s != "0" else "native",
+                                                                        dt, rss, line.split(": ", 1)[1][:120]), flush=True)
