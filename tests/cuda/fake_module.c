@@ -1,0 +1,77 @@
+/* tests/cuda/fake_module.c: a stand-in CUDA backend module for the fallback tests on machines
+ * without a GPU. Built from the same contract (engine/src/cuda/cuda_api.h) as the real module.
+ *
+ * I2I_FAKE_CUDA picks its behaviour: "open-fail" (i2i_cuda_open refuses with a reason), "oom"
+ * (every run reports out-of-device-memory, as the real module does after its retry), "sticky"
+ * (the first run reports an illegal address, later ones report the dead GPU). Before failing, a
+ * run scribbles NaN over the output tensor, as a download cut short would; the engine's CPU
+ * rerun must overwrite it. It never computes anything.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/cuda_api.h"
+
+typedef struct {
+  const i2i_cuda_host *host;
+  int dead;
+  int runs;
+} fake;
+
+static i2i_status fake_execute(void *self, i2i_ctx *ctx, const i2i_model *m, const i2i_plan *p, i2i_run_state *st) {
+  fake *F = self;
+  const char *mode = getenv("I2I_FAKE_CUDA");
+  F->runs++;
+  if (st && st->arena && p->offset[m->g.output] != SIZE_MAX) {
+    float *y = st->arena + p->offset[m->g.output];
+    size_t n = shape_numel(p->shape[m->g.output]);
+    for (size_t i = 0; i < n; i++) y[i] = NAN;
+  }
+  if (F->dead)
+    return F->host->fail(ctx, I2I_E_DEVICE,
+                         "cuda: the GPU is unusable in this process after an earlier error (fake: an illegal memory "
+                         "access was encountered)");
+  if (mode && !strcmp(mode, "oom"))
+    return F->host->fail(ctx, I2I_E_DEVICE_NOMEM,
+                         "cuda: out of GPU memory after freeing the caches and retrying: cudaMalloc of 64.0 MiB for "
+                         "the activations: out of memory (fake)");
+  if (mode && !strcmp(mode, "sticky")) {
+    F->dead = 1;
+    return F->host->fail(ctx, I2I_E_DEVICE,
+                         "cuda: kernel launch: an illegal memory access was encountered (cudaErrorIllegalAddress, "
+                         "fake); the GPU is disabled for this process");
+  }
+  return F->host->fail(ctx, I2I_E_DEVICE, "cuda: the fake module computes nothing (I2I_FAKE_CUDA=%s)",
+                       mode ? mode : "");
+}
+
+static void fake_destroy(void *self) { free(self); }
+
+static const i2i_backend_ops fake_ops = {"fake-cuda", fake_execute, fake_destroy};
+
+__attribute__((visibility("default"))) int i2i_cuda_open(const i2i_cuda_host *host, int device,
+                                                         const i2i_backend_ops **ops, void **self, char *why,
+                                                         size_t whylen) {
+  *ops = NULL;
+  *self = NULL;
+  const char *mode = getenv("I2I_FAKE_CUDA");
+  if (!host || host->api_version != I2I_CUDA_API_VERSION) {
+    snprintf(why, whylen, "fake: API version mismatch");
+    return 1;
+  }
+  if (!mode || !strcmp(mode, "open-fail")) {
+    snprintf(why, whylen, "fake: no CUDA device found (device %d)", device);
+    return 1;
+  }
+  fake *F = calloc(1, sizeof *F);
+  if (!F) {
+    snprintf(why, whylen, "fake: out of host memory");
+    return 1;
+  }
+  F->host = host;
+  *ops = &fake_ops;
+  *self = F;
+  return 0;
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/python3
+"""tests/gimp/make_models.py OUTDIR: the two small checkpoints the GIMP tests need.
+
+What it is: a subset of tests/fixtures/make_checkpoints.py (same functions, same arguments as
+its main()), so the GIMP tests do not wait for all twenty fixture files: the narrow (8 base
+channels) summer2winter CycleGAN in the published mmagic layout and the narrow facades Pix2Pix.
+`i2i convert` turns them into winter2summer.onnx, summer2winter.onnx and a U-Net model.
+What it is not: a new fixture format; the files are make_checkpoints.py's. Run it with Debian's
+/usr/bin/python3 (torch). Prints the two file names, one a line.
+"""
+import os
+import sys
+import warnings
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, '..', 'fixtures'))
+
+import torch  # noqa: E402
+
+import make_checkpoints as mc  # noqa: E402
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit('usage: make_models.py OUTDIR')
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    warnings.simplefilter('ignore')
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    ctx = {'outdir': out, 'refs': mc.Refs(out)}
+    t2021 = 'Thu Sep  2 16:59:32 2021'
+    cyc = mc.cyclegan_entry(
+        ctx, file='cyclegan_lsgan_resnet_in_1x1_246200_summer2winter_convert-bgr_'
+                  '20210902_165932-00000008.pth',
+        layout='mmagic', container='zip', order='bgr', name_rule="'convert-bgr' in the name",
+        domains=('summer', 'winter'), seed=31, variant=0, iters=246200, time_str=t2021,
+        exp_name='cyclegan_summer2winter', config='cyclegan_summer2winter.py')
+    p2p = mc.pix2pix_entry(
+        ctx, file='pix2pix_vanilla_unet_bn_1x1_80k_facades_20210902_170442-00000008.pth',
+        layout='mmagic', container='zip', order='bgr',
+        name_rule='mmgen 2021 file (2021-09-02 refactor date in the name): BGR-native',
+        domains=('mask', 'photo'), seed=61, variant=1, iters=80000, time_str=t2021,
+        exp_name='pix2pix_facades', config='pix2pix_vanilla_unet_bn_facades_b1x1_80k.py')
+    for e in (cyc, p2p):
+        print(os.path.join(out, e['file']))
+
+
+if __name__ == '__main__':
+    main()
