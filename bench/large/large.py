@@ -44,7 +44,7 @@ def translate(model, src, dst, *opts):
 
 def photo(h, w):
     """A structured photo: the fixtures' photo crop upscaled, plus fine texture for detail."""
-    base = fc.test_image(256, 256, 0)
+    base = fc.test_image(256, 256, 0)[0]
     img = Image.fromarray(((base + 1) * 127.5).clip(0, 255).astype(np.uint8)).resize((w, h), Image.BICUBIC)
     a = np.asarray(img).astype(np.float32) / 255
     rng = np.random.default_rng(1)

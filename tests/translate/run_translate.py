@@ -1,0 +1,173 @@
+#!/usr/bin/python3
+"""tests/translate/run_translate.py: `i2i translate` on a folder of real photographs.
+
+A small ResNet generator (the mmagic replica, exported by torch) translates a folder holding an
+8-bit PNG, a 16-bit PNG, an RGBA PNG, a JPEG, a lossy WebP, a 16-bit TIFF and a corrupt PNG. Checks:
+the corrupt file is reported and the others are written (exit status 1); each output has the input's
+size, format and bit depth and untouched alpha; each output's RGB equals the .npy path's output on
+the same decoded pixels within one level of its bit depth (PSNR >= 40 dB for JPEG and lossy WebP);
+the 16-bit output has more than 256 distinct values in a channel; `cp`-style single-file use and a
+missing model's message naming `i2i fetch`. Usage: run_translate.py BUILD_DIR SOURCE_DIR WORK_DIR.
+Ends with "N passed, N failed".
+"""
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image
+
+build, src, work = sys.argv[1:4]
+i2i = os.path.join(build, "converter", "i2i")
+sys.path.insert(0, os.path.join(src, "tests", "fixtures"))
+sys.path.insert(0, os.path.join(src, "tests", "imageio"))
+import fixture_common as fc  # noqa: E402
+import gen_images as gi  # noqa: E402
+import mmagic_replica as mr  # noqa: E402
+
+passed = failed = 0
+
+
+def check(ok, name, detail=""):
+    global passed, failed
+    passed += bool(ok)
+    failed += not ok
+    print("%s %s%s" % ("ok  " if ok else "FAIL", name, (": " + detail) if detail else ""), flush=True)
+
+
+shutil.rmtree(work, ignore_errors=True)
+os.makedirs(os.path.join(work, "in"))
+model = os.path.join(work, "model.onnx")
+m = mr.build_resnet(base=8, num_blocks=2, seed=11).eval()
+mr.randomize_biases(m, 11)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    torch.onnx.export(m, torch.zeros(1, 3, 64, 64), model, opset_version=17, input_names=["input"],
+                      output_names=["output"], dynamic_axes={"input": {0: "n", 2: "h", 3: "w"},
+                                                             "output": {0: "n", 2: "h", 3: "w"}})
+
+# a smooth, photo-like model for the lossy formats: a random generator's output is a
+# high-frequency pattern no lossy codec keeps at 40 dB, which would test the codec, not i2i
+smooth = os.path.join(work, "smooth.onnx")
+sm = torch.nn.Sequential(torch.nn.ReflectionPad2d(1), torch.nn.Conv2d(3, 3, 3), torch.nn.Tanh())
+with torch.no_grad():
+    k = torch.full((3, 3), 0.025)
+    k[1, 1] = 0.8
+    sm[1].weight.zero_()
+    for c in range(3):
+        sm[1].weight[c, c] = k
+    sm[1].bias.fill_(0.05)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    torch.onnx.export(sm, torch.zeros(1, 3, 64, 64), smooth, opset_version=17, input_names=["input"],
+                      output_names=["output"], dynamic_axes={"input": {0: "n", 2: "h", 3: "w"},
+                                                             "output": {0: "n", 2: "h", 3: "w"}})
+
+h, w = 200, 300
+rgb = ((fc.test_image(h, w, 0)[0] + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+yy, xx = np.mgrid[0:h, 0:w]
+files = {}
+p = os.path.join(work, "in", "a_rgb8.png")
+Image.fromarray(rgb).save(p)
+files[p] = ("PNG", 8, False)
+rgb16 = np.minimum(rgb.astype(np.uint32) * 257 + ((xx * 5 + yy * 3) % 251)[:, :, None], 65535).astype(np.uint16)
+p = os.path.join(work, "in", "b_rgb16.png")
+gi.png_write(p, rgb16.reshape(h, w * 3), 16, 2, w, h)
+files[p] = ("PNG", 16, False)
+alpha = ((xx * 255) // (w - 1)).astype(np.uint8)
+p = os.path.join(work, "in", "c_rgba8.png")
+Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(p)
+files[p] = ("PNG", 8, True)
+p = os.path.join(work, "in", "d_photo.jpg")
+Image.fromarray(rgb).save(p, quality=95)
+files[p] = ("JPEG", 8, False)
+p = os.path.join(work, "in", "e_photo.webp")
+Image.fromarray(rgb).save(p, quality=95)
+files[p] = ("WEBP", 8, False)
+p = os.path.join(work, "in", "f_rgb16.tif")
+Image.fromarray(rgb[:, :, 0].astype(np.uint16) * 257, "I;16").save(p)
+files[p] = ("TIFF", 16, False)
+good = open(os.path.join(work, "in", "a_rgb8.png"), "rb").read()
+open(os.path.join(work, "in", "z_corrupt.png"), "wb").write(good[: len(good) // 3])
+
+out = os.path.join(work, "out")
+r = subprocess.run([i2i, "translate", model, os.path.join(work, "in"), "-o", out, "--scale", "0", "--backend", "cpu"],
+                   capture_output=True, text=True)
+check(r.returncode == 1, "exit status 1 when one file fails", "rc %d" % r.returncode)
+check("z_corrupt.png" in r.stderr and r.stderr.count("\n") <= 3, "the corrupt file is reported", r.stderr.strip()[:200])
+check(not os.path.exists(os.path.join(out, "z_corrupt.png")), "nothing written for the corrupt file")
+
+
+def depth_of(path):
+    head = open(path, "rb").read(32)
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG", head[24], head[25] in (4, 6)
+    if head[:3] == b"\xff\xd8\xff":
+        return "JPEG", 8, False
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP", 8, Image.open(path).mode == "RGBA"
+    if head[:2] in (b"II", b"MM"):
+        im = Image.open(path)
+        return "TIFF", 16 if im.mode.startswith("I;16") or im.mode == "I" else 8, "A" in im.mode
+    return "?", 0, False
+
+
+lossy = [p for p, (fmt, _, _) in files.items() if fmt in ("JPEG", "WEBP")]
+out_lossy = os.path.join(work, "out_lossy")
+r = subprocess.run([i2i, "translate", smooth] + lossy + ["-o", out_lossy, "--scale", "0", "--backend", "cpu"],
+                   capture_output=True, text=True)
+check(r.returncode == 0, "lossy formats with a smooth model", r.stderr.strip()[:200])
+
+for path, (fmt, bits, has_alpha) in sorted(files.items()):
+    name = os.path.basename(path)
+    lossy_fmt = fmt in ("JPEG", "WEBP")
+    mdl = smooth if lossy_fmt else model
+    o = os.path.join(out_lossy if lossy_fmt else out, name)
+    if not os.path.exists(o) or (lossy_fmt and not os.path.exists(os.path.join(out, name))):
+        check(False, name + " written")
+        continue
+    dec_in = gi.decode(path)      # H x W x 4 float [0,1], as the decoders read it
+    dec_out = gi.decode(o)
+    f, b, a = depth_of(o)
+    check((f, b) == (fmt, bits) and dec_out.shape[:2] == (h, w), name + ": format, depth, size",
+          "%s %d-bit %dx%d" % (f, b, dec_out.shape[1], dec_out.shape[0]))
+    if has_alpha:
+        check(a and np.array_equal(np.round(dec_out[:, :, 3] * 255), np.round(dec_in[:, :, 3] * 255)), name + ": alpha untouched")
+    # the same decoded pixels through the .npy path
+    npy_in = os.path.join(work, "x.npy")
+    npy_out = os.path.join(work, "y.npy")
+    np.save(npy_in, (dec_in[:, :, :3].astype(np.float64) * 2 - 1).astype(np.float32))
+    rr = subprocess.run([i2i, "translate", mdl, npy_in, npy_out, "--backend", "cpu"], capture_output=True, text=True)
+    ref = (np.load(npy_out).astype(np.float64) + 1) / 2
+    got = dec_out[:, :, :3].astype(np.float64)
+    if lossy_fmt:
+        mse = float(((np.clip(ref, 0, 1) - got) ** 2).mean())
+        psnr = 10 * np.log10(1 / max(mse, 1e-12))
+        check(rr.returncode == 0 and psnr >= 40, name + ": equals the .npy path (PSNR)", "%.1f dB" % psnr)
+    else:
+        lvl = 1 / (2 ** bits - 1)
+        if fmt == "TIFF":  # a gray TIFF: compare the luma the file stores
+            ref = ref[:, :, :1] * 0.299 + ref[:, :, 1:2] * 0.587 + ref[:, :, 2:3] * 0.114
+            got = got[:, :, :1]
+        d = float(np.abs(np.clip(ref, 0, 1) - got).max())
+        check(rr.returncode == 0 and d <= lvl * 1.01, name + ": equals the .npy path within one level",
+              "max %.2f levels" % (d / lvl))
+    if bits == 16:
+        nd = max(len(np.unique(np.round(dec_out[:, :, c] * 65535))) for c in range(3))
+        check(nd > 256, name + ": 16-bit output keeps 16 bits", "%d distinct values" % nd)
+
+# cp-style single file, and a missing model
+single = os.path.join(work, "single.png")
+r = subprocess.run([i2i, "translate", model, os.path.join(work, "in", "a_rgb8.png"), single, "--backend", "cpu"],
+                   capture_output=True, text=True)
+check(r.returncode == 0 and os.path.exists(single), "IN OUT for one file", r.stderr.strip()[:200])
+env = dict(os.environ, I2I_MODEL_PATH=work, XDG_DATA_HOME=os.path.join(work, "xdg"))
+r = subprocess.run([i2i, "translate", "winter2summer", single, os.path.join(work, "never.png")], capture_output=True,
+                   text=True, env=env)
+check(r.returncode == 1 and "i2i fetch winter2summer" in r.stderr and not os.path.exists(os.path.join(work, "never.png")),
+      "a missing model names the command that installs it", r.stderr.strip()[:200])
+print("%d passed, %d failed" % (passed, failed))
+sys.exit(1 if failed else 0)
