@@ -1,10 +1,12 @@
 #!/usr/bin/python3
-"""tests/gimp/make_models.py OUTDIR: the two small checkpoints the GIMP tests need.
+"""tests/gimp/make_models.py OUTDIR [--full]: the checkpoints the GIMP tests and timings need.
 
 What it is: a subset of tests/fixtures/make_checkpoints.py (same functions, same arguments as
 its main()), so the GIMP tests do not wait for all twenty fixture files: the narrow (8 base
 channels) summer2winter CycleGAN in the published mmagic layout and the narrow facades Pix2Pix.
-`i2i convert` turns them into winter2summer.onnx, summer2winter.onnx and a U-Net model.
+`i2i convert` turns them into winter2summer.onnx, summer2winter.onnx and a U-Net model. --full
+writes instead the full-size (64 channels, 9 blocks, 113 MB) summer2winter file under its
+published name, for timings with the real architecture (random weights).
 What it is not: a new fixture format; the files are make_checkpoints.py's. Run it with Debian's
 /usr/bin/python3 (torch). Prints the two file names, one a line.
 """
@@ -21,14 +23,27 @@ import make_checkpoints as mc  # noqa: E402
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit('usage: make_models.py OUTDIR')
-    out = sys.argv[1]
+    args = sys.argv[1:]
+    full = '--full' in args
+    args = [a for a in args if a != '--full']
+    if len(args) != 1:
+        sys.exit('usage: make_models.py OUTDIR [--full]')
+    out = args[0]
     os.makedirs(out, exist_ok=True)
     warnings.simplefilter('ignore')
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     ctx = {'outdir': out, 'refs': mc.Refs(out)}
     t2021 = 'Thu Sep  2 16:59:32 2021'
+    if full:
+        e = mc.cyclegan_entry(
+            ctx, file='cyclegan_lsgan_resnet_in_1x1_246200_summer2winter_convert-bgr_'
+                      '20210902_165932-fcf08dc1.pth',
+            layout='mmagic', container='zip', order='bgr', name_rule="'convert-bgr' in the name",
+            domains=('summer', 'winter'), base=64, blocks=9, seed=11, variant=0, iters=246200,
+            time_str=t2021, exp_name='cyclegan_summer2winter',
+            config='cyclegan_lsgan_resnet_in_1x1_246200_summer2winter.py', published=True)
+        print(os.path.join(out, e['file']))
+        return
     cyc = mc.cyclegan_entry(
         ctx, file='cyclegan_lsgan_resnet_in_1x1_246200_summer2winter_convert-bgr_'
                   '20210902_165932-00000008.pth',

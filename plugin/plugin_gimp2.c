@@ -1,0 +1,248 @@
+/* plugin_gimp2.c: the GIMP 2.10 entry points of the i2i plug-in: registration and run.
+ *
+ * query() installs one procedure per base direction of the weights manifest
+ * (plug-in-i2i-<task>, Filters > Translate > <menu label>) and the generic plug-in-i2i-translate,
+ * with the argument table of options.c. run() unpacks and range-checks the arguments, handles
+ * the three run modes and returns errors the 2.10 way: a status plus a second STRING value
+ * (gimp.md A4). The pixel work is pixels.c's, the dialog ui_gtk2.c's; no ML here.
+ */
+#include <gegl.h>
+#include <string.h>
+
+#include "pixels.h"
+#include "ui.h"
+
+static void query(void);
+static void run(const gchar *name, gint nparams, const GimpParam *param, gint *nreturn_vals,
+                GimpParam **return_vals);
+
+const GimpPlugInInfo PLUG_IN_INFO = {NULL, NULL, query, run};
+
+MAIN()
+
+#define AUTHOR    "i2i contributors"
+#define COPYRIGHT "GPL-3.0-or-later"
+#define DATE      "2025"
+
+/* The PDB arguments: run-mode image drawable [model] strength ... memory-mb. */
+static GimpParamDef *make_args(bool generic, int *n) {
+  size_t nt;
+  const i2i_arg_def *t = i2i_arg_table(&nt);
+  int count = 3 + (generic ? 1 : 0) + (int)nt;
+  GimpParamDef *a = g_new0(GimpParamDef, count);
+  int k = 0;
+  a[k++] = (GimpParamDef){GIMP_PDB_INT32, (gchar *)"run-mode",
+                          (gchar *)"The run mode { RUN-INTERACTIVE (0), RUN-NONINTERACTIVE (1), RUN-WITH-LAST-VALS (2) }"};
+  a[k++] = (GimpParamDef){GIMP_PDB_IMAGE, (gchar *)"image", (gchar *)"Input image"};
+  a[k++] = (GimpParamDef){GIMP_PDB_DRAWABLE, (gchar *)"drawable", (gchar *)"Input drawable (RGB or gray, any precision)"};
+  if (generic) {
+    const i2i_arg_def *m = i2i_arg_model();
+    a[k++] = (GimpParamDef){GIMP_PDB_STRING, (gchar *)m->name, (gchar *)m->desc};
+  }
+  for (size_t i = 0; i < nt; i++)
+    a[k++] = (GimpParamDef){t[i].type == I2I_ARG_FLOAT ? GIMP_PDB_FLOAT : GIMP_PDB_INT32, (gchar *)t[i].name,
+                            (gchar *)t[i].desc};
+  *n = count;
+  return a;
+}
+
+static void query(void) {
+  i2i_ctx *ctx = NULL;
+  i2i_direction *dirs = NULL;
+  size_t nd = 0;
+  if (i2i_ctx_create(NULL, &ctx) == I2I_OK) nd = i2i_directions_load(ctx, &dirs);
+  int na;
+  GimpParamDef *args = make_args(false, &na);
+  for (size_t i = 0; i < nd; i++) {
+    char *menu = g_strdup_printf("%s...", dirs[i].label);
+    gimp_install_procedure(dirs[i].proc, dirs[i].blurb, dirs[i].help, AUTHOR, COPYRIGHT, DATE, menu,
+                           I2I_IMAGE_TYPES, GIMP_PLUGIN, na, 0, args, NULL);
+    gimp_plugin_menu_register(dirs[i].proc, I2I_MENU_PATH);
+    g_free(menu);
+  }
+  g_free(args);
+  args = make_args(true, &na);
+  gimp_install_procedure(I2I_PROC_GENERIC, "Translate the layer with any installed i2i model",
+                         "Runs an installed image-to-image model (a published direction or a fine-tuned "
+                         "model, given by task name or .onnx path) on the active layer; the dialog lists "
+                         "every installed model. Same arguments as the per-direction procedures, with "
+                         "'model' after the drawable.",
+                         AUTHOR, COPYRIGHT, DATE, "With _Model...", I2I_IMAGE_TYPES, GIMP_PLUGIN, na, 0,
+                         args, NULL);
+  gimp_plugin_menu_register(I2I_PROC_GENERIC, I2I_MENU_PATH);
+  g_free(args);
+  i2i_directions_free(dirs, nd);
+  i2i_ctx_free(ctx);
+}
+
+/* Reads the non-interactive arguments; false with *err on a count or type mismatch. */
+static bool unpack(const GimpParam *param, gint nparams, bool generic, i2i_opts *o, char **err) {
+  size_t nt;
+  (void)i2i_arg_table(&nt);
+  int want = 3 + (generic ? 1 : 0) + (int)nt;
+  if (nparams != want) {
+    *err = g_strdup_printf("i2i: this procedure takes %d arguments (run-mode image drawable%s strength device "
+                           "variant seed pix2pix-mode scale memory-mb), got %d",
+                           want, generic ? " model" : "", nparams);
+    return false;
+  }
+  int k = 3;
+  if (generic) {
+    const gchar *m = param[k++].data.d_string;
+    if (m && strlen(m) >= sizeof o->model) {
+      *err = g_strdup_printf("i2i: argument 'model' is longer than %d bytes", I2I_MODEL_MAX - 1);
+      return false;
+    }
+    g_strlcpy(o->model, m ? m : "", sizeof o->model);
+  }
+  o->strength = param[k++].data.d_float;
+  o->device = param[k++].data.d_int32;
+  o->variant = param[k++].data.d_int32;
+  o->seed = param[k++].data.d_int32;
+  o->pix2pix_mode = param[k++].data.d_int32;
+  o->scale = param[k++].data.d_int32;
+  o->memory_mb = param[k++].data.d_int32;
+  return true;
+}
+
+static bool model_installed(i2i_ctx *ctx, const char *task) {
+  char *path = NULL;
+  bool ok = i2i_model_find(ctx, task, &path) == I2I_OK;
+  i2i_free(ctx, path);
+  return ok;
+}
+
+static void run(const gchar *name, gint nparams, const GimpParam *param, gint *nreturn_vals,
+                GimpParam **return_vals) {
+  static GimpParam values[2];
+  GimpPDBStatusType status = GIMP_PDB_SUCCESS;
+  char *err = NULL;
+  i2i_ctx *ctx = NULL;
+  i2i_direction *dirs = NULL;
+  size_t nd = 0;
+  i2i_layer L = {0};
+  char *model_name = NULL;
+  float *cached = NULL;
+  bool generic = !strcmp(name, I2I_PROC_GENERIC);
+  i2i_vlog("run %s: entered", name);
+
+  *nreturn_vals = 1;
+  *return_vals = values;
+  values[0].type = GIMP_PDB_STATUS;
+
+  if (nparams < 3) {
+    status = GIMP_PDB_CALLING_ERROR;
+    err = g_strdup("i2i: expected at least run-mode, image and drawable");
+    goto done;
+  }
+  GimpRunMode mode = (GimpRunMode)param[0].data.d_int32;
+  i2i_gimp_drawable drawable = param[2].data.d_drawable;
+  if (i2i_ctx_create(NULL, &ctx) != I2I_OK) {
+    status = GIMP_PDB_EXECUTION_ERROR;
+    err = g_strdup("i2i: cannot create the engine context (out of memory)");
+    goto done;
+  }
+  nd = i2i_directions_load(ctx, &dirs);
+  const i2i_direction *dir = generic ? NULL : i2i_direction_find(dirs, nd, name);
+  if (!generic && !dir) {
+    status = GIMP_PDB_CALLING_ERROR;
+    err = g_strdup_printf("i2i: '%s' is not a direction of the installed manifest (reinstall the plug-in, or "
+                          "use plug-in-i2i-translate with a model name)", name);
+    goto done;
+  }
+  const char *label = dir ? dir->label : "Translate";
+
+  i2i_opts o;
+  i2i_opts_default(&o);
+  bool have_last = i2i_last_values_get(name, &o, sizeof o);
+  if (!have_last) i2i_opts_default(&o);
+  o.model[sizeof o.model - 1] = 0;
+  switch (mode) {
+  case GIMP_RUN_NONINTERACTIVE:
+    i2i_opts_default(&o);
+    if (!unpack(param, nparams, generic, &o, &err)) {
+      status = GIMP_PDB_CALLING_ERROR;
+      goto done;
+    }
+    break;
+  case GIMP_RUN_INTERACTIVE:
+    if (generic && !o.model[0] && nparams > 3 && param[3].data.d_string)
+      g_strlcpy(o.model, param[3].data.d_string, sizeof o.model);
+    break;
+  case GIMP_RUN_WITH_LAST_VALS:
+    break;
+  default:
+    status = GIMP_PDB_CALLING_ERROR;
+    err = g_strdup_printf("i2i: unknown run mode %d", (int)mode);
+    goto done;
+  }
+  if ((err = i2i_opts_check(&o))) {
+    status = GIMP_PDB_CALLING_ERROR;
+    goto done;
+  }
+  if (mode != GIMP_RUN_INTERACTIVE) {
+    model_name = i2i_model_name_for(ctx, dir, &o, &err);
+    if (!model_name) {
+      status = GIMP_PDB_CALLING_ERROR;
+      goto done;
+    }
+  } else if (dir && !model_installed(ctx, dir->task) &&
+             !(dir->id0_task && model_installed(ctx, dir->id0_task))) {
+    /* no dialog that cannot work: the engine's message names the install command */
+    char *path = NULL;
+    (void)i2i_model_find(ctx, dir->task, &path);
+    err = g_strdup_printf("i2i: %s", i2i_ctx_errmsg(ctx));
+    i2i_free(ctx, path);
+    status = GIMP_PDB_EXECUTION_ERROR;
+    goto done;
+  }
+
+  double tg = i2i_ms_since_start();
+  /* Only GeglBuffers and babl are used here, no GEGL operations: not loading the operation
+   * modules saves about 0.2 s per call (gimp.md A4). I2I_GEGL_MODULES=1 keeps them. */
+  if (!g_getenv("I2I_GEGL_MODULES")) g_setenv("GEGL_PATH", "", TRUE);
+  gegl_init(NULL, NULL);
+  i2i_vlog("gegl_init: %.1f ms", i2i_ms_since_start() - tg);
+  double tr = i2i_ms_since_start();
+  if (!i2i_layer_read(drawable, &L, true, &err)) {
+    status = GIMP_PDB_EXECUTION_ERROR;
+    goto done;
+  }
+  i2i_vlog("read %dx%d %s%s layer: %.1f ms", L.width, L.height, L.is_rgb ? "RGB" : "gray",
+           L.has_alpha ? "A" : "", i2i_ms_since_start() - tr);
+
+  if (mode == GIMP_RUN_INTERACTIVE) {
+    if (!L.any) {
+      status = GIMP_PDB_EXECUTION_ERROR;
+      err = g_strdup("i2i: the selection does not touch the active layer: nothing to translate");
+      goto done;
+    }
+    if (!i2i_ui_init(I2I_PLUG_IN_BINARY, &err)) {
+      status = GIMP_PDB_EXECUTION_ERROR;
+      goto done;
+    }
+    status = i2i_dialog_run(name, dir, drawable, &L, &o, &model_name, &cached, &err);
+    if (status != GIMP_PDB_SUCCESS) goto done;
+    if (generic) label = o.model;
+  }
+
+  status = i2i_apply(drawable, &L, label, model_name, &o, cached, mode == GIMP_RUN_INTERACTIVE, &err);
+  cached = NULL;
+  if (status == GIMP_PDB_SUCCESS) i2i_last_values_set(name, &o, sizeof o);
+
+done:
+  i2i_vlog("run %s: done (%s)", name, status == GIMP_PDB_SUCCESS ? "success" : err ? err : "cancelled");
+  g_free(cached);
+  g_free(model_name);
+  i2i_layer_clear(&L);
+  i2i_directions_free(dirs, nd);
+  i2i_ctx_free(ctx);
+  values[0].data.d_status = status;
+  if (err && status != GIMP_PDB_SUCCESS && status != GIMP_PDB_CANCEL) {
+    *nreturn_vals = 2;
+    values[1].type = GIMP_PDB_STRING;
+    values[1].data.d_string = err; /* stays allocated: GIMP reads it after run() returns */
+  } else {
+    g_free(err);
+  }
+}
