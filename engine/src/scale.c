@@ -51,7 +51,8 @@ static bool area_build(i2i_ctx *ctx, area_map *a, int in, int out) {
 /* Downsamples RGB of an interleaved image (ch 3 or 4 floats per pixel) to w2 x h2 x ch (alpha
  * set to 1, unused). RGBA values are clamped to [0,1] first, as the model sees them. */
 static void downsample(const float *src, int w, int h, int ch, float *dst, int w2, int h2, const area_map *ax,
-                       const area_map *ay, float *tmp /* w2*h*ch */) {
+                       const area_map *ay, float *tmp /* w2*h*3 */, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
   for (int y = 0; y < h; y++)
     for (int o = 0; o < w2; o++) {
       float acc[3] = {0, 0, 0};
@@ -67,6 +68,7 @@ static void downsample(const float *src, int w, int h, int ch, float *dst, int w
       }
       for (int c = 0; c < 3; c++) tmp[((size_t)y * (size_t)w2 + (size_t)o) * 3 + (size_t)c] = acc[c];
     }
+#pragma omp parallel for num_threads(threads) schedule(static)
   for (int o = 0; o < h2; o++)
     for (int x = 0; x < w2; x++) {
       float acc[3] = {0, 0, 0};
@@ -108,7 +110,7 @@ i2i_status run_scaled(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp
       st = i2i_fail(ctx, I2I_E_NOMEM, "out of memory for the working resolution");
       goto done;
     }
-    downsample(inputs[i], width, height, ch, down[i], w2, h2, &ax, &ay, tmp);
+    downsample(inputs[i], width, height, ch, down[i], w2, h2, &ax, &ay, tmp, ctx->threads);
   }
   i2i_run_params p2 = *rp;
   p2.strength = 1.0f;
@@ -123,6 +125,7 @@ i2i_status run_scaled(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp
       for (int c = 0; c < 3; c++) d[k * (size_t)ch + (size_t)c] -= down[i][k * (size_t)ch + (size_t)c];
     const float *in = inputs[i];
     float *out = outputs[i];
+#pragma omp parallel for num_threads(ctx->threads) schedule(static)
     for (int y = 0; y < height; y++) {
       double fy = (y + 0.5) * sy - 0.5;
       if (fy < 0) fy = 0;
