@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "../common/check.h"
+#include "../common/files.h"
 #include "i2i.h"
 
 static const char *work_dir;
@@ -24,22 +25,6 @@ static const char *wpath(const char *name) {
   k = (k + 1) % 8;
   snprintf(buf[k], sizeof buf[k], "%s/%s", work_dir, name);
   return buf[k];
-}
-
-static unsigned char *read_all(const char *path, size_t *size) {
-  FILE *fp = fopen(path, "rb");
-  if (!fp) return NULL;
-  fseek(fp, 0, SEEK_END);
-  long n = ftell(fp);
-  fseek(fp, 0, SEEK_SET);
-  unsigned char *b = malloc(n > 0 ? (size_t)n : 1);
-  if (b && n > 0 && fread(b, 1, (size_t)n, fp) != (size_t)n) {
-    free(b);
-    b = NULL;
-  }
-  fclose(fp);
-  *size = n > 0 ? (size_t)n : 0;
-  return b;
 }
 
 /* ---- counting allocator with failure injection --------------------------------------------- */

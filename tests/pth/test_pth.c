@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "pth.h"
+#include "../common/files.h"
 
 extern char **environ;
 
@@ -42,22 +43,6 @@ static void run(const char *name, void (*fn)(void)) {
 
 /* ------------------------------------------------------------------------------------------- */
 /* Files */
-
-static unsigned char *read_all(const char *path, size_t *size) {
-  FILE *fp = fopen(path, "rb");
-  if (!fp) return NULL;
-  fseek(fp, 0, SEEK_END);
-  long n = ftell(fp);
-  fseek(fp, 0, SEEK_SET);
-  unsigned char *b = malloc(n > 0 ? (size_t)n : 1);
-  if (b && n > 0 && fread(b, 1, (size_t)n, fp) != (size_t)n) {
-    free(b);
-    b = NULL;
-  }
-  fclose(fp);
-  *size = n > 0 ? (size_t)n : 0;
-  return b;
-}
 
 static const char *fx(const char *name) {
   static char buf[8][1024];
