@@ -3,8 +3,9 @@
  * Declares the option set every procedure takes (table, defaults, range checks), the list of
  * procedures derived from the weights manifest, model lookup and loading for a procedure, the
  * engine runs, the strength blend and the preview worker. Nothing here includes libgimp or GTK:
- * the GIMP 2.10 glue (plugin_gimp2.c, ui_gtk2.c) and the later GIMP 3 glue are its clients, and
- * pixel I/O through GIMP lives in pixels.c behind gimp_compat.h. No ML here: the engine does it.
+ * the GIMP 2.10 glue (plugin_gimp2.c, ui_gtk2.c) and the GIMP 3 glue (plugin_gimp3.c,
+ * ui_gtk3.c) are its clients, and pixel I/O through GIMP lives in pixels.c behind gimp_compat.h.
+ * No ML here: the engine does it.
  */
 #ifndef I2I_PLUGIN_H
 #define I2I_PLUGIN_H
@@ -51,12 +52,14 @@ typedef struct {
 typedef enum { I2I_ARG_FLOAT, I2I_ARG_INT, I2I_ARG_STRING } i2i_arg_type;
 
 /* One PDB argument after the drawable. `min`/`max` bound FLOAT and INT values (INT32 limits
- * where the argument has no range); the description is what the procedure browser shows. */
+ * where the argument has no range); the description is what the procedure browser shows, the
+ * nick the label GIMP 3's generated dialogs give it (with a mnemonic). */
 typedef struct {
   const char *name;
   i2i_arg_type type;
   double min, max, def;
   const char *desc;
+  const char *nick;
 } i2i_arg_def;
 
 /* The argument table, in order: strength device variant seed pix2pix-mode scale memory-mb.
@@ -93,6 +96,14 @@ typedef struct {
  * freed with i2i_directions_free. 0 with *out NULL when the manifest is empty or unreadable. */
 size_t i2i_directions_load(i2i_ctx *ctx, i2i_direction **out);
 void i2i_directions_free(i2i_direction *d, size_t n);
+/* Builds one direction per installed model (i2i_model_list) that the manifest does not publish:
+ * fine-tuned and user-converted models. Its procedure is plug-in-i2i-<task> (PDB-canonical),
+ * its label the model's menu label, with " (<task>)" added where it equals a published or an
+ * earlier label; id0_task is NULL; family is "resnet", "unet" or "unknown". Models whose
+ * procedure name equals a published direction's, the generic procedure's or an earlier one's
+ * are left to the generic procedure. `published` (np entries) is i2i_directions_load's list.
+ * Returns the count; *out is freed with i2i_directions_free; 0 with *out NULL when none. */
+size_t i2i_directions_installed(i2i_ctx *ctx, const i2i_direction *published, size_t np, i2i_direction **out);
 /* The direction whose procedure name is `proc`, or NULL. */
 const i2i_direction *i2i_direction_find(const i2i_direction *d, size_t n, const char *proc);
 

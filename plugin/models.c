@@ -2,7 +2,9 @@
  * loaded, checked generator.
  *
  * The procedure list is the manifest's base directions (variant 0); a direction's id0 sibling is
- * the entry whose base_task is the direction and whose variant is 1. Model lookup and the
+ * the entry whose base_task is the direction and whose variant is 1. Installed models the
+ * manifest does not publish (fine-tuned ones) get directions of their own for GIMP 3, which
+ * registers them at every start. Model lookup and the
  * "install it with: i2i fetch <task>" message are the engine's (i2i_model_find); this file adds
  * the plug-in's refusal of models that are not image-to-image generators. No GIMP calls here.
  */
@@ -23,6 +25,7 @@ static char *canonical_proc(const char *task) {
 static const char *family_name(const char *family) {
   if (!strcmp(family, "resnet")) return "CycleGAN (ResNet generator)";
   if (!strcmp(family, "unet")) return "Pix2Pix (U-Net generator)";
+  if (!strcmp(family, "unknown")) return "image-to-image model";
   return family;
 }
 
@@ -92,6 +95,63 @@ void i2i_directions_free(i2i_direction *d, size_t n) {
     g_free(d[i].help);
   }
   g_free(d);
+}
+
+static const char *family_key(i2i_family f) {
+  return f == I2I_FAMILY_RESNET ? "resnet" : f == I2I_FAMILY_UNET ? "unet" : "unknown";
+}
+
+static bool label_taken(const i2i_direction *a, size_t na, const i2i_direction *b, size_t nb, const char *label) {
+  for (size_t i = 0; i < na; i++)
+    if (!strcmp(a[i].label, label)) return true;
+  for (size_t i = 0; i < nb; i++)
+    if (!strcmp(b[i].label, label)) return true;
+  return false;
+}
+
+size_t i2i_directions_installed(i2i_ctx *ctx, const i2i_direction *published, size_t np, i2i_direction **out) {
+  *out = NULL;
+  i2i_model_entry *m = NULL;
+  size_t nm = 0;
+  if (i2i_model_list(ctx, &m, &nm) != I2I_OK || nm == 0) {
+    i2i_model_list_free(ctx, m, nm);
+    return 0;
+  }
+  i2i_direction *d = g_new0(i2i_direction, nm);
+  size_t k = 0;
+  for (size_t i = 0; i < nm; i++) {
+    if (i2i_manifest_find(ctx, m[i].task)) continue; /* a published task: its direction covers it */
+    char *proc = canonical_proc(m[i].task);
+    bool clash = !strcmp(proc, I2I_PROC_GENERIC) || i2i_direction_find(published, np, proc) ||
+                 i2i_direction_find(d, k, proc);
+    if (clash) {
+      g_free(proc);
+      continue;
+    }
+    i2i_direction *r = &d[k++];
+    r->proc = proc;
+    r->task = g_strdup(m[i].task);
+    r->id0_task = NULL;
+    r->label = label_taken(published, np, d, k - 1, m[i].label) ? g_strdup_printf("%s (%s)", m[i].label, m[i].task)
+                                                                : g_strdup(m[i].label);
+    r->family = g_strdup(family_key(m[i].family));
+    r->blurb = g_strdup_printf("Translate the layer: %s (installed model %s)", r->label, m[i].task);
+    r->help = g_strdup_printf("Translates the active layer with the installed model %s (%s), found when GIMP "
+                              "started. The model sees the whole layer at the working resolution ('scale'); "
+                              "only selected pixels change, alpha is kept, and the result is one undo step. "
+                              "'variant' must be 0.%s",
+                              m[i].path, family_name(r->family),
+                              m[i].family == I2I_FAMILY_UNET
+                                  ? " 'seed' and 'pix2pix-mode' choose the Pix2Pix test-time behaviour."
+                                  : "");
+  }
+  i2i_model_list_free(ctx, m, nm);
+  if (!k) {
+    g_free(d);
+    return 0;
+  }
+  *out = d;
+  return k;
 }
 
 const i2i_direction *i2i_direction_find(const i2i_direction *d, size_t n, const char *proc) {

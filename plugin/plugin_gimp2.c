@@ -2,15 +2,14 @@
  *
  * query() installs one procedure per base direction of the weights manifest
  * (plug-in-i2i-<task>, Filters > Translate > <menu label>) and the generic plug-in-i2i-translate,
- * with the argument table of options.c. run() unpacks and range-checks the arguments, handles
- * the three run modes and returns errors the 2.10 way: a status plus a second STRING value
- * (gimp.md A4). The pixel work is pixels.c's, the dialog ui_gtk2.c's; no ML here.
+ * with the argument table of options.c. run() unpacks the arguments, keeps the last values
+ * (gimp_get_data) and returns errors the 2.10 way: a status plus a second STRING value
+ * (gimp.md A4). The run itself is run.c's (shared with GIMP 3), the dialog ui_gtk2.c's.
  */
 #include <gegl.h>
 #include <string.h>
 
-#include "pixels.h"
-#include "ui.h"
+#include "run.h"
 
 static void query(void);
 static void run(const gchar *name, gint nparams, const GimpParam *param, gint *nreturn_vals,
@@ -105,24 +104,11 @@ static bool unpack(const GimpParam *param, gint nparams, bool generic, i2i_opts 
   return true;
 }
 
-static bool model_installed(i2i_ctx *ctx, const char *task) {
-  char *path = NULL;
-  bool ok = i2i_model_find(ctx, task, &path) == I2I_OK;
-  i2i_free(ctx, path);
-  return ok;
-}
-
 static void run(const gchar *name, gint nparams, const GimpParam *param, gint *nreturn_vals,
                 GimpParam **return_vals) {
   static GimpParam values[2];
   GimpPDBStatusType status = GIMP_PDB_SUCCESS;
   char *err = NULL;
-  i2i_ctx *ctx = NULL;
-  i2i_direction *dirs = NULL;
-  size_t nd = 0;
-  i2i_layer L = {0};
-  char *model_name = NULL;
-  float *cached = NULL;
   bool generic = !strcmp(name, I2I_PROC_GENERIC);
   i2i_vlog("run %s: entered", name);
 
@@ -137,25 +123,10 @@ static void run(const gchar *name, gint nparams, const GimpParam *param, gint *n
   }
   GimpRunMode mode = (GimpRunMode)param[0].data.d_int32;
   i2i_gimp_drawable drawable = param[2].data.d_drawable;
-  if (i2i_ctx_create(NULL, &ctx) != I2I_OK) {
-    status = GIMP_PDB_EXECUTION_ERROR;
-    err = g_strdup("i2i: cannot create the engine context (out of memory)");
-    goto done;
-  }
-  nd = i2i_directions_load(ctx, &dirs);
-  const i2i_direction *dir = generic ? NULL : i2i_direction_find(dirs, nd, name);
-  if (!generic && !dir) {
-    status = GIMP_PDB_CALLING_ERROR;
-    err = g_strdup_printf("i2i: '%s' is not a direction of the installed manifest (reinstall the plug-in, or "
-                          "use plug-in-i2i-translate with a model name)", name);
-    goto done;
-  }
-  const char *label = dir ? dir->label : "Translate";
 
   i2i_opts o;
   i2i_opts_default(&o);
-  bool have_last = i2i_last_values_get(name, &o, sizeof o);
-  if (!have_last) i2i_opts_default(&o);
+  if (!i2i_last_values_get(name, &o, sizeof o)) i2i_opts_default(&o);
   o.model[sizeof o.model - 1] = 0;
   switch (mode) {
   case GIMP_RUN_NONINTERACTIVE:
@@ -176,67 +147,12 @@ static void run(const gchar *name, gint nparams, const GimpParam *param, gint *n
     err = g_strdup_printf("i2i: unknown run mode %d", (int)mode);
     goto done;
   }
-  if ((err = i2i_opts_check(&o))) {
-    status = GIMP_PDB_CALLING_ERROR;
-    goto done;
-  }
-  if (mode != GIMP_RUN_INTERACTIVE) {
-    model_name = i2i_model_name_for(ctx, dir, &o, &err);
-    if (!model_name) {
-      status = GIMP_PDB_CALLING_ERROR;
-      goto done;
-    }
-  } else if (dir && !model_installed(ctx, dir->task) &&
-             !(dir->id0_task && model_installed(ctx, dir->id0_task))) {
-    /* no dialog that cannot work: the engine's message names the install command */
-    char *path = NULL;
-    (void)i2i_model_find(ctx, dir->task, &path);
-    err = g_strdup_printf("i2i: %s", i2i_ctx_errmsg(ctx));
-    i2i_free(ctx, path);
-    status = GIMP_PDB_EXECUTION_ERROR;
-    goto done;
-  }
-
-  double tg = i2i_ms_since_start();
-  /* Only GeglBuffers and babl are used here, no GEGL operations: not loading the operation
-   * modules saves about 0.2 s per call (gimp.md A4). I2I_GEGL_MODULES=1 keeps them. */
-  if (!g_getenv("I2I_GEGL_MODULES")) g_setenv("GEGL_PATH", "", TRUE);
-  gegl_init(NULL, NULL);
-  i2i_vlog("gegl_init: %.1f ms", i2i_ms_since_start() - tg);
-  double tr = i2i_ms_since_start();
-  if (!i2i_layer_read(drawable, &L, true, &err)) {
-    status = GIMP_PDB_EXECUTION_ERROR;
-    goto done;
-  }
-  i2i_vlog("read %dx%d %s%s layer: %.1f ms", L.width, L.height, L.is_rgb ? "RGB" : "gray",
-           L.has_alpha ? "A" : "", i2i_ms_since_start() - tr);
-
-  if (mode == GIMP_RUN_INTERACTIVE) {
-    if (!L.any) {
-      status = GIMP_PDB_EXECUTION_ERROR;
-      err = g_strdup("i2i: the selection does not touch the active layer: nothing to translate");
-      goto done;
-    }
-    if (!i2i_ui_init(I2I_PLUG_IN_BINARY, &err)) {
-      status = GIMP_PDB_EXECUTION_ERROR;
-      goto done;
-    }
-    status = i2i_dialog_run(name, dir, drawable, &L, &o, &model_name, &cached, &err);
-    if (status != GIMP_PDB_SUCCESS) goto done;
-    if (generic) label = o.model;
-  }
-
-  status = i2i_apply(drawable, &L, label, model_name, &o, cached, mode == GIMP_RUN_INTERACTIVE, &err);
-  cached = NULL;
+  i2i_gimp_call call = {name};
+  status = i2i_run_procedure(&call, mode, drawable, &o, &err);
   if (status == GIMP_PDB_SUCCESS) i2i_last_values_set(name, &o, sizeof o);
 
 done:
   i2i_vlog("run %s: done (%s)", name, status == GIMP_PDB_SUCCESS ? "success" : err ? err : "cancelled");
-  g_free(cached);
-  g_free(model_name);
-  i2i_layer_clear(&L);
-  i2i_directions_free(dirs, nd);
-  i2i_ctx_free(ctx);
   values[0].data.d_status = status;
   if (err && status != GIMP_PDB_SUCCESS && status != GIMP_PDB_CANCEL) {
     *nreturn_vals = 2;

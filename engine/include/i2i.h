@@ -367,6 +367,171 @@ const i2i_manifest_entry *i2i_manifest_get(i2i_ctx *ctx, size_t i);
 /* The direction with this task name, NULL if none. */
 const i2i_manifest_entry *i2i_manifest_find(i2i_ctx *ctx, const char *task);
 
+/* ---------------------------------------------------------------------------------------------
+ * Training: fine-tuning CycleGAN and Pix2Pix models as mmagic trains them (design.md, Training;
+ * spec/mmagic.md section 7). A trainer owns copies of its networks, their gradients, Adam state,
+ * the image pools and one workspace planned at creation; a step allocates nothing.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct i2i_trainer i2i_trainer;
+
+typedef enum {
+  I2I_TRAIN_CYCLEGAN = 1, /* two generators, two discriminators (LSGAN, cycle, identity, pool) */
+  I2I_TRAIN_PIX2PIX       /* one generator, one conditional discriminator (vanilla GAN + L1) */
+} i2i_train_kind;
+
+/* The networks of a trainer, as indices for i2i_trainer_model / _read / _param_info. */
+enum {
+  I2I_NET_G = 0,     /* the A -> B generator (Pix2Pix: source -> target) */
+  I2I_NET_G_REV = 1, /* CycleGAN: the B -> A generator */
+  I2I_NET_D = 2,     /* judges domain B, the output of I2I_NET_G (Pix2Pix: [source, target] pairs) */
+  I2I_NET_D_REV = 3  /* CycleGAN: judges domain A */
+};
+
+typedef struct {
+  i2i_train_kind kind;
+  int batch;              /* images per step (default 1) */
+  int size;               /* training crop side in pixels (default 256); a multiple of the
+                           * generators' size multiple */
+  int load_size;          /* images are resized (bicubic) to load_size x load_size before the
+                           * random crop; 0 = size * 286 / 256 (286 for 256); equal to size:
+                           * resize only, no crop */
+  int flip;               /* random horizontal flips, p = 0.5 (default 1): CycleGAN flips A and B
+                           * independently, Pix2Pix flips a pair together */
+  int augment;            /* 0: images must come at size x size and are used as they are
+                           * (tests); default 1 */
+  int64_t iters;          /* total iterations, for the schedule (default 1000) */
+  float lr;               /* Adam learning rate (default 2e-4) */
+  float beta1, beta2, eps; /* default 0.5, 0.999, 1e-8 */
+  int lr_decay;           /* CycleGAN: lr constant to iters/2, then linear to 0 in 100 stages
+                           * (mmagic's LinearLrInterval scaled to iters; default 1 for CycleGAN,
+                           * 0 for Pix2Pix: constant) */
+  float lambda_cycle;     /* CycleGAN cycle L1 weight (default 10) */
+  float lambda_identity;  /* CycleGAN identity L1 weight (default 0.5; 0 skips the term) */
+  float lambda_l1;        /* Pix2Pix L1 weight (default 100) */
+  int pool_size;          /* CycleGAN image pool per domain (default 50; 0: no pool) */
+  uint64_t seed;          /* dropout masks, pool choices, augmentation, new discriminators */
+  int d_channels;         /* base channels of a discriminator built here; 0 = the generator's */
+  int d_layers;           /* its stride-2 layers (default 3) */
+} i2i_train_params;
+
+/* Fills `p` with mmagic's settings for `kind`. */
+void i2i_train_default_params(i2i_train_params *p, i2i_train_kind kind);
+
+/* The networks to train. Models are only read during i2i_trainer_create (the trainer copies
+ * them). g: required (A -> B; Pix2Pix source -> target). g_rev: CycleGAN's B -> A generator,
+ * required for CycleGAN. d / d_rev: the discriminators judging B / A; NULL builds a PatchGAN
+ * (d_layers, d_channels; InstanceNorm for CycleGAN, BatchNorm with 6 input channels for
+ * Pix2Pix) with mmagic's N(0, 0.02) initialisation from the seed. */
+typedef struct {
+  const i2i_model *g, *g_rev, *d, *d_rev;
+} i2i_train_models;
+
+/* Creates a trainer on the context's backend (CPU; I2I_E_UNSUPPORTED when CUDA is forced and
+ * the CUDA training backend is not available, I2I_E_UNSUPPORTED for a network that is not a
+ * generator / PatchGAN of the kind, or that shares a trained tensor between nodes).
+ * Allocates everything the steps need (I2I_E_NOMEM with the figure when it does not fit). */
+i2i_status i2i_trainer_create(i2i_ctx *ctx, const i2i_train_params *p, const i2i_train_models *models,
+                              i2i_trainer **out);
+/* Frees a trainer. NULL is accepted. */
+void i2i_trainer_free(i2i_trainer *tr);
+
+/* The parameters in use (after defaults were resolved). */
+void i2i_trainer_params(const i2i_trainer *tr, i2i_train_params *p);
+
+/* Sets image `index` (0 .. batch-1) of the next step: `a` from domain A (Pix2Pix: the source),
+ * `b` from domain B (Pix2Pix: its target), interleaved float RGBA in [0,1] (alpha ignored), any
+ * size of at least 8x8 pixels. Augmentation follows the parameters with random choices drawn
+ * from (seed, iteration, index), so a resumed run repeats them. The buffers are only read
+ * during the call. Every index must be set before each step. */
+i2i_status i2i_trainer_set_images(i2i_trainer *tr, int index, const float *a, int a_width, int a_height,
+                                  const float *b, int b_width, int b_height);
+
+typedef struct {
+  int64_t iteration;      /* the iteration this step was (0-based) */
+  double lr;              /* the learning rate it used */
+  double loss_d;          /* the discriminators' total loss */
+  double loss_g;          /* the generators' total loss */
+  /* CycleGAN: per domain (a = images of A, b = images of B) */
+  double loss_d_a, loss_d_b;         /* 0.5 (fake + real) MSE of D_A, D_B */
+  double loss_gan_a, loss_gan_b;     /* generator LSGAN terms (D_A on fake A, D_B on fake B) */
+  double loss_cycle_a, loss_cycle_b; /* weighted cycle L1 (reconstructed A, reconstructed B) */
+  double loss_id_a, loss_id_b;       /* weighted identity L1 (G_rev(A) vs A, G(B) vs B) */
+  /* Pix2Pix */
+  double loss_d_fake, loss_d_real;   /* BCE terms before the 0.5 */
+  double loss_gan, loss_l1;          /* generator BCE term and the weighted L1 */
+  double seconds;
+} i2i_train_report;
+
+/* One training iteration in mmagic's order: generators forward, the discriminators' update,
+ * then the generators' update against the just-updated (frozen) discriminators. `report` may
+ * be NULL. I2I_E_LIMIT: a loss or gradient was not finite; the trainer is left exactly as it
+ * was before the step (parameters, Adam state, running statistics, pools, iteration). */
+i2i_status i2i_trainer_step(i2i_trainer *tr, i2i_train_report *report);
+
+/* Iterations done so far (the next step's iteration). */
+int64_t i2i_trainer_iteration(const i2i_trainer *tr);
+/* The learning rate of iteration `it` under the trainer's schedule. */
+double i2i_trainer_lr(const i2i_trainer *tr, int64_t it);
+
+/* The current network `net` (I2I_NET_*) as a model: its weights are the trained ones at the
+ * time of the call. Owned by the trainer, valid until the next step or the trainer's end; can
+ * be run with i2i_run (samples) or written with i2i_model_save. NULL when absent. */
+const i2i_model *i2i_trainer_model(i2i_trainer *tr, int net);
+
+/* Writes network `net` as ONNX (atomically) with its metadata. `meta` is NULL or a NULL-ended
+ * list of key, value pairs that replace or add entries (e.g. "i2i.task", "i2i.menu_label");
+ * i2i.finetuned_from (the original task) and i2i.finetune_iterations are added. The trainer's
+ * own copy keeps its metadata. */
+i2i_status i2i_trainer_export(i2i_trainer *tr, int net, const char *const *meta, const char *path);
+
+/* The training-state file: every network (as ONNX, with running statistics), Adam's moments
+ * and step, the pools, the iteration, the parameters (seed included: every random choice is a
+ * function of the seed and the iteration) and the caller's key/values. Written through a
+ * temporary file and a rename, so `path` is either the old state or the complete new one. */
+i2i_status i2i_trainer_save_state(i2i_trainer *tr, const char *path);
+/* Recreates a trainer from a state file; the next step continues bit for bit as the original
+ * run would have (same thread count). I2I_E_FORMAT for a damaged file (checksum). */
+i2i_status i2i_trainer_load_state(i2i_ctx *ctx, const char *path, i2i_trainer **out);
+
+/* Caller key/values kept in the state file (data folders, output name ...). `value` NULL
+ * removes the key; i2i_trainer_get_meta returns NULL when absent (valid until the next set). */
+i2i_status i2i_trainer_set_meta(i2i_trainer *tr, const char *key, const char *value);
+const char *i2i_trainer_get_meta(const i2i_trainer *tr, const char *key);
+/* Changes the total iterations (the schedule follows). */
+i2i_status i2i_trainer_set_iters(i2i_trainer *tr, int64_t iters);
+
+/* Test hook for the pool: called once the pool of `domain` (0: fake A images, 1: fake B) is full,
+ * for each image of the batch; returns -1 to use the current image, or 0 .. pool_size-1 to
+ * return that stored image and store the current one in its place. NULL restores the seeded
+ * random choice (probability 0.5, then a uniform slot). */
+typedef int (*i2i_pool_choice_fn)(void *user, int domain, int64_t iteration, int image);
+void i2i_trainer_set_pool_hook(i2i_trainer *tr, i2i_pool_choice_fn fn, void *user);
+
+/* Inspection (tests): the tensors of network `net` that training changes: trained parameters
+ * (trainable = 1) and running statistics (0), by index. */
+typedef enum { I2I_TENSOR_VALUE = 0, I2I_TENSOR_GRAD, I2I_TENSOR_ADAM_M, I2I_TENSOR_ADAM_V } i2i_train_tensor;
+size_t i2i_trainer_tensor_count(const i2i_trainer *tr, int net);
+/* The name (valid while the trainer lives), element count and whether it is trained. */
+i2i_status i2i_trainer_tensor_info(const i2i_trainer *tr, int net, size_t i, const char **name, size_t *numel,
+                                   int *trainable);
+/* Copies `what` of tensor `name` into dst (numel floats). The gradients are those of the last
+ * step (the discriminators' from their update, the generators' from theirs). */
+i2i_status i2i_trainer_read(i2i_trainer *tr, int net, const char *name, i2i_train_tensor what, float *dst,
+                            size_t numel);
+
+/* Bicubic resize (OpenCV's INTER_CUBIC: a = -0.75, pixel centres, replicated border) of
+ * interleaved `channels`-channel float images. Returns I2I_E_ARG for sizes below 1. */
+i2i_status i2i_train_resize(const float *src, int src_width, int src_height, int channels, float *dst,
+                            int dst_width, int dst_height);
+
+/* A PatchGAN discriminator as mmagic builds it (3 stride-2 layers for n_layers 3, then a
+ * stride-1 layer and the 1-channel output; LeakyReLU 0.2; InstanceNorm, or BatchNorm written as
+ * i2i.batchnorm InstanceNormalization nodes) with N(0, 0.02) weights, zero biases and BatchNorm
+ * weights N(1, 0.02) from `seed`. */
+i2i_status i2i_patchgan_new(i2i_ctx *ctx, int in_channels, int base_channels, int n_layers, int batchnorm,
+                            uint64_t seed, i2i_model **out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -318,4 +318,101 @@ bool dropout_keep(uint64_t seed, uint32_t x, uint32_t y, uint32_t channel, uint3
 /* manifest.c */
 void manifest_free(i2i_ctx *ctx);
 
+/* ---- training (engine/src/train/; kernels in cpu/) ------------------------------------------ */
+
+enum { LOSS_MSE = 0, LOSS_BCE, LOSS_L1 };
+
+/* One step of a training plan: a compute node, with a Pad fused into a Conv's input and a
+ * ReLU / LeakyReLU fused after a norm (as the inference plan does), the parameters it reads as
+ * offsets into its network's flat buffer, and how its backward writes its inputs' gradients. */
+typedef struct {
+  int node;
+  i2i_op op;
+  int pad_node;          /* fused Pad, or -1 */
+  int pads[4];           /* effective input padding (top, left, bottom, right) */
+  int pad_mode;
+  int act;               /* ACT_* fused after a norm */
+  float act_alpha;
+  int in[8];             /* runtime input values */
+  int n_in;
+  int out;               /* runtime output value (after a fused activation) */
+  size_t w_off, b_off;   /* Conv W / B, norm scale / bias (floats into the buffer; SIZE_MAX: none) */
+  bool w_train, b_train; /* those are trained */
+  size_t rm_off, rv_off; /* BatchNorm running mean / variance, or SIZE_MAX */
+  bool batch_stats;      /* a BatchNorm: statistics over (N, H, W); else per image */
+  float momentum;        /* running-statistics momentum, PyTorch's convention (0.1) */
+  size_t stat_off;       /* a norm's mean and rstd in the slot arena (2 x groups floats) */
+  bool acc_dx[8];        /* the backward adds into input i's gradient (a later reader wrote it) */
+} i2i_tstep;
+
+/* A network's training plan for N x H x W: every value's place in a forward slot (activations
+ * the backward needs stay until the end; others share memory by lifetime) and in the gradient
+ * arena (lifetimes in reverse order), and the convolution scratch. */
+typedef struct {
+  int n, h, w;
+  shape4 *shape;           /* per value */
+  i2i_tstep *steps;
+  int n_steps;
+  size_t *act_off;         /* per value: float offset in a slot arena, SIZE_MAX if none */
+  size_t act_floats;       /* one slot's arena, statistics included */
+  size_t *grad_off;        /* per value: float offset in the gradient arena, SIZE_MAX if none */
+  size_t grad_floats;
+  size_t scratch_floats;   /* convolution scratch (forward and backward) */
+  int input, output;
+} i2i_tplan;
+
+typedef struct {
+  size_t off, n;
+} i2i_trange;
+
+/* One network being trained: its own model copy, whose flat weight buffer is the parameter
+ * buffer, and the buffers the optimiser keeps, in the backend's memory. */
+typedef struct {
+  i2i_model *m;            /* owned; m->weights holds parameters and running statistics (host) */
+  i2i_tplan plan;
+  size_t n_floats;         /* m->n_weights */
+  float *param;            /* backend memory (m->weights itself on the CPU) */
+  float *grad, *adam_m, *adam_v;
+  i2i_trange *train;       /* trained ranges of the buffer */
+  int n_train;
+  i2i_trange *stats;       /* running-statistics ranges */
+  int n_stats;
+  uint64_t adam_t;         /* Adam steps taken */
+} i2i_tnet;
+
+/* A training backend: memory and the passes the step logic (train/trainer.c) is written in.
+ * Pointers given to these functions are the backend's memory; every call takes its context for
+ * threads and messages. The CPU backend is train/cpu_backend.c. */
+typedef struct i2i_train_backend_ops {
+  const char *name;
+  float *(*alloc)(void *self, i2i_ctx *ctx, size_t floats);       /* zeroed; NULL when out of memory */
+  void (*free)(void *self, i2i_ctx *ctx, float *p);
+  i2i_status (*upload)(void *self, i2i_ctx *ctx, float *dst, const float *host, size_t n);
+  i2i_status (*download)(void *self, i2i_ctx *ctx, float *host, const float *src, size_t n);
+  i2i_status (*copy)(void *self, i2i_ctx *ctx, float *dst, const float *src, size_t n);
+  i2i_status (*fill)(void *self, i2i_ctx *ctx, float *dst, float v, size_t n);
+  /* dst[i][dst_c0 + k] (+)= src[i][src_c0 + k] for k < nc, images i < n of hw pixels */
+  i2i_status (*copy_channels)(void *self, i2i_ctx *ctx, float *dst, int dst_c, int dst_c0, const float *src,
+                              int src_c, int src_c0, int nc, int n, size_t hw, bool accumulate);
+  /* Runs net's plan on the input in `arena` (a slot), keeping what the backward needs there;
+   * updates BatchNorm running statistics; dropout masks from (seed, step). */
+  i2i_status (*forward)(void *self, i2i_ctx *ctx, const i2i_tnet *net, float *arena, float *scratch, uint64_t seed,
+                        uint64_t step);
+  /* From the output's gradient in `grads` back through the slot: parameter gradients added to
+   * net->grad when param_grads, the input's gradient written when want_dx. */
+  i2i_status (*backward)(void *self, i2i_ctx *ctx, const i2i_tnet *net, float *arena, float *grads, float *scratch,
+                         bool want_dx, bool param_grads, uint64_t seed, uint64_t step);
+  i2i_status (*loss)(void *self, i2i_ctx *ctx, int kind, const float *x, const float *target, float label, size_t n,
+                     float weight, float *grad, bool accumulate, double *value);
+  i2i_status (*adam)(void *self, i2i_ctx *ctx, i2i_tnet *net, float lr, float beta1, float beta2, float eps);
+  i2i_status (*all_finite)(void *self, i2i_ctx *ctx, const float *x, size_t n, bool *ok);
+  void (*destroy)(void *self);
+} i2i_train_backend_ops;
+
+/* train/tplan.c */
+i2i_status tplan_build(i2i_ctx *ctx, const i2i_model *m, int n, int h, int w, i2i_tplan *plan);
+void tplan_free(i2i_ctx *ctx, i2i_tplan *plan);
+/* train/cpu_backend.c */
+extern const i2i_train_backend_ops i2i_cpu_train_backend;
+
 #endif

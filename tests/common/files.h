@@ -9,6 +9,7 @@
 
 /* The file's bytes (caller frees) and their count; NULL when it cannot be read. */
 static inline unsigned char *read_all(const char *path, size_t *size) {
+  *size = 0;
   FILE *fp = fopen(path, "rb");
   if (!fp) return NULL;
   fseek(fp, 0, SEEK_END);

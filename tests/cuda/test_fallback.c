@@ -215,7 +215,7 @@ static int cmd_lib(const char *fake, const char *real, const char *workdir) {
     float **out = alloc_images(t->n, t->floats);
     i2i_run_report rep;
     i2i_status st = run_case(cpu, t, out, &rep);
-    char what[256], detail[512];
+    char what[256], detail[1024];
     snprintf(what, sizeof what, "%s: I2I_BACKEND=cpu runs on the CPU without a message", t->name);
     snprintf(detail, sizeof detail, "status %s, message \"%s\"", i2i_status_name(st), rep.message);
     check(st == I2I_OK && rep.backend == I2I_BACKEND_CPU && !rep.message[0] && max_diff(t, out, t->ref) == 0.0, what,

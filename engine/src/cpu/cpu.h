@@ -66,4 +66,60 @@ void cpu_add_forward(const float *a, const float *b, float *y, size_t n, int act
 void cpu_dropout_forward(const float *x, float *y, int c, int h, int w, float ratio, uint64_t seed,
                          uint32_t ordinal, uint32_t batch_index, uint64_t step, int threads);
 
+/* ---- training: the backward halves (conv.c, norm.c, pointwise.c), losses (loss.c) and Adam
+ * (adam.c). `accumulate` adds into dx instead of writing it (another reader of x contributed
+ * first). Weight and bias gradients always add into their buffers. */
+
+/* Conv: dx[c][h][w] from dy[m][oh][ow] through the padding of g (reflected or replicated
+ * halo positions fold back onto their pixels; zeros are dropped). */
+void cpu_conv_backward_data(const conv_geom *g, const float *dy, const float *w, float *dx, bool accumulate,
+                            float *scratch, size_t scratch_floats, int threads);
+/* Conv: dw[m][c][kh][kw] += dy . im2col(x)^T; db[m] += sum(dy[m]) when db is not NULL. */
+void cpu_conv_backward_weights(const conv_geom *g, const float *x, const float *dy, float *dw, float *db,
+                               float *scratch, size_t scratch_floats, int threads);
+/* ConvTranspose (weights w[c][m][kh][kw]): dx[c][h][w] and dw, db as above. */
+void cpu_convt_backward_data(const conv_geom *g, const float *dy, const float *w, float *dx, bool accumulate,
+                             float *scratch, size_t scratch_floats, int threads);
+void cpu_convt_backward_weights(const conv_geom *g, const float *x, const float *dy, float *dw, float *db,
+                                float *scratch, size_t scratch_floats, int threads);
+/* Scratch floats the backward of one image wants to run in one chunk (less is chunked; at
+ * least one pixel's column is needed). */
+size_t cpu_conv_backward_scratch(const conv_geom *g, bool transpose);
+
+/* Training normalisation over n images x[n][c][hw]: batch statistics (per channel over N, H, W)
+ * or instance statistics (per image and channel). Writes mean and rstd (c or n*c floats), then
+ * y = act(scale * (x - mean) * rstd + bias); with run_mean / run_var updates them with
+ * `momentum` (PyTorch's convention) and the unbiased variance. */
+void cpu_norm_train_forward(const float *x, float *y, int n, int c, size_t hw, bool batch, const float *scale,
+                            const float *bias, float eps, int act, float alpha, float *mean, float *rstd, float *run_mean,
+                            float *run_var, float momentum, int threads);
+/* Its backward from x, the stored statistics and dy (the gradient of the activation's output);
+ * dscale / dbias (may be NULL) are added to; dx may be NULL (parameter gradients only). */
+void cpu_norm_backward(const float *x, const float *dy, float *dx, bool accumulate, int n, int c, size_t hw, bool batch,
+                       const float *scale, const float *bias, const float *mean, const float *rstd, int act, float alpha,
+                       float *dscale, float *dbias, int threads);
+
+/* dst = src (or dst += src). */
+void cpu_grad_copy(const float *src, float *dst, size_t n, bool accumulate, int threads);
+/* ReLU / LeakyReLU from their output y; Tanh from its output. */
+void cpu_act_backward(const float *y, const float *dy, float *dx, size_t n, int act, float alpha, bool accumulate,
+                      int threads);
+void cpu_tanh_backward(const float *y, const float *dy, float *dx, size_t n, bool accumulate, int threads);
+void cpu_dropout_backward(const float *dy, float *dx, int c, int h, int w, float ratio, uint64_t seed, uint32_t ordinal,
+                          uint32_t batch_index, uint64_t step, bool accumulate, int threads);
+/* Pad: dx[c][h][w] from dy of the padded shape (reflect, edge or constant). */
+void cpu_pad_backward(const float *dy, float *dx, int c, int h, int w, const int pads[4], int mode, bool accumulate,
+                      int threads);
+
+/* Mean losses over n elements, times `weight` (loss.c). `target` NULL means every target is
+ * `label`. Returns the loss; writes (or adds) its gradient into grad when not NULL. Sums run in
+ * double in a fixed order. */
+double cpu_loss(int kind, const float *x, const float *target, float label, size_t n, float weight, float *grad,
+                bool accumulate, int threads);
+/* PyTorch's Adam (no weight decay, no amsgrad) on n parameters at step t (1-based). */
+void cpu_adam(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps,
+              uint64_t t, int threads);
+/* True when the n floats are all finite. */
+bool cpu_all_finite(const float *x, size_t n, int threads);
+
 #endif

@@ -46,3 +46,121 @@ void cpu_norm_forward(const float *x, float *y, int c, size_t hw, const float *s
     }
   }
 }
+
+/* ---- training ------------------------------------------------------------------------------
+ * The training forward takes statistics over a whole batch of n images per channel (BatchNorm
+ * in training: batch statistics over N, H, W) or per image and channel (InstanceNorm), keeps the
+ * mean and 1/sqrt(var + eps) for the backward, and updates running statistics as PyTorch does
+ * (momentum, unbiased variance, double arithmetic). The backward recomputes the normalised input
+ * and the pre-activation from x and those statistics (so only x is kept), applies the fused
+ * activation's derivative and returns dx, dscale and dbias. */
+
+typedef struct {
+  int n, c;
+  size_t hw;
+  bool batch;
+} norm_shape;
+
+/* The k-th of the `count` planes of group (image i, channel ci) or, with batch statistics,
+ * channel ci over the batch. */
+static inline size_t plane_off(const norm_shape *s, int i, int ci) { return ((size_t)i * (size_t)s->c + (size_t)ci) * s->hw; }
+
+/* The affine map the forward applies: z = x * a + b, from the stored float statistics. */
+static inline void norm_affine(const float *scale, const float *bias, float mean, float rstd, int ci, float *a, float *b) {
+  *a = scale[ci] * rstd;
+  *b = bias[ci] - mean * *a;
+}
+
+static inline float act_apply(float t, int act, float alpha) {
+  if (act == ACT_RELU) return t > 0 ? t : 0.0f;
+  if (act == ACT_LRELU) return t > 0 ? t : t * alpha;
+  return t;
+}
+
+void cpu_norm_train_forward(const float *x, float *y, int n, int c, size_t hw, bool batch, const float *scale,
+                            const float *bias, float eps, int act, float alpha, float *mean, float *rstd, float *run_mean,
+                            float *run_var, float momentum, int threads) {
+  norm_shape s = {n, c, hw, batch};
+  int groups = batch ? c : n * c;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int gi = 0; gi < groups; gi++) {
+    int ci = batch ? gi : gi % c, i0 = batch ? 0 : gi / c, i1 = batch ? n : gi / c + 1;
+    double sum = 0, cnt = (double)(i1 - i0) * (double)hw;
+    for (int i = i0; i < i1; i++) {
+      const float *xc = x + plane_off(&s, i, ci);
+      for (size_t k = 0; k < hw; k++) sum += xc[k];
+    }
+    double mu = sum / cnt, q = 0;
+    for (int i = i0; i < i1; i++) {
+      const float *xc = x + plane_off(&s, i, ci);
+      for (size_t k = 0; k < hw; k++) {
+        double d = xc[k] - mu;
+        q += d * d;
+      }
+    }
+    double var = q / cnt;
+    float mf = (float)mu, rf = (float)(1.0 / sqrt(var + (double)eps));
+    mean[gi] = mf;
+    rstd[gi] = rf;
+    if (run_mean && run_var) {
+      double m = momentum, unb = cnt > 1 ? var * cnt / (cnt - 1) : var;
+      run_mean[ci] = (float)(m * mu + (1.0 - m) * (double)run_mean[ci]);
+      run_var[ci] = (float)(m * unb + (1.0 - m) * (double)run_var[ci]);
+    }
+    float a, b;
+    norm_affine(scale, bias, mf, rf, ci, &a, &b);
+    for (int i = i0; i < i1; i++) {
+      const float *xc = x + plane_off(&s, i, ci);
+      float *yc = y + plane_off(&s, i, ci);
+      for (size_t k = 0; k < hw; k++) yc[k] = act_apply(xc[k] * a + b, act, alpha);
+    }
+  }
+}
+
+void cpu_norm_backward(const float *x, const float *dy, float *dx, bool accumulate, int n, int c, size_t hw, bool batch,
+                       const float *scale, const float *bias, const float *mean, const float *rstd, int act, float alpha,
+                       float *dscale, float *dbias, int threads) {
+  norm_shape s = {n, c, hw, batch};
+  /* one thread per channel; with instance statistics it walks the images of that channel, so
+   * the per-channel dscale / dbias sums need no atomics and keep a fixed order */
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int ci = 0; ci < c; ci++) {
+    double ds_total = 0, db_total = 0;
+    int ngroups = batch ? 1 : n;
+    for (int gq = 0; gq < ngroups; gq++) {
+      int gi = batch ? ci : gq * c + ci, i0 = batch ? 0 : gq, i1 = batch ? n : gq + 1;
+      float mf = mean[gi], rf = rstd[gi], a, b;
+      norm_affine(scale, bias, mf, rf, ci, &a, &b);
+      double sdz = 0, sdzx = 0, cnt = (double)(i1 - i0) * (double)hw;
+      for (int i = i0; i < i1; i++) {
+        const float *xc = x + plane_off(&s, i, ci), *gc = dy + plane_off(&s, i, ci);
+        for (size_t k = 0; k < hw; k++) {
+          float z = xc[k] * a + b, g = gc[k];
+          if (act == ACT_RELU) g = z > 0 ? g : 0.0f;
+          else if (act == ACT_LRELU) g = z > 0 ? g : g * alpha;
+          double xh = ((double)xc[k] - (double)mf) * (double)rf;
+          sdz += g;
+          sdzx += g * xh;
+        }
+      }
+      ds_total += sdzx;
+      db_total += sdz;
+      if (!dx) continue;
+      double k1 = sdz / cnt, k2 = sdzx / cnt, gr = (double)scale[ci] * (double)rf;
+      for (int i = i0; i < i1; i++) {
+        const float *xc = x + plane_off(&s, i, ci), *gc = dy + plane_off(&s, i, ci);
+        float *dc = dx + plane_off(&s, i, ci);
+        for (size_t k = 0; k < hw; k++) {
+          float z = xc[k] * a + b, g = gc[k];
+          if (act == ACT_RELU) g = z > 0 ? g : 0.0f;
+          else if (act == ACT_LRELU) g = z > 0 ? g : g * alpha;
+          double xh = ((double)xc[k] - (double)mf) * (double)rf;
+          float v = (float)(gr * ((double)g - k1 - xh * k2));
+          dc[k] = accumulate ? dc[k] + v : v;
+        }
+      }
+    }
+    if (dscale) dscale[ci] += (float)ds_total;
+    if (dbias) dbias[ci] += (float)db_total;
+  }
+}

@@ -77,3 +77,75 @@ void cpu_dropout_forward(const float *x, float *y, int c, int h, int w, float ra
       }
     }
 }
+
+/* ---- backward (training) ------------------------------------------------------------------
+ * Each writes dx (or adds into it with `accumulate`, when another reader of x contributed
+ * first). The activations and Tanh use their output y, which PyTorch's in-place ReLU and
+ * LeakyReLU also keep; Dropout recomputes its mask from the counter; Pad scatters each padded
+ * position back onto the pixel it copied. */
+
+void cpu_grad_copy(const float *src, float *dst, size_t n, bool accumulate, int threads) {
+  if (!accumulate) {
+    if (src != dst) memcpy(dst, src, n * sizeof(float));
+    return;
+  }
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (size_t i = 0; i < n; i++) dst[i] += src[i];
+}
+
+void cpu_act_backward(const float *y, const float *dy, float *dx, size_t n, int act, float alpha, bool accumulate,
+                      int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (size_t i = 0; i < n; i++) {
+    float g = dy[i];
+    if (act == ACT_RELU) g = y[i] > 0 ? g : 0.0f;
+    else if (act == ACT_LRELU) g = y[i] > 0 ? g : g * alpha;
+    dx[i] = accumulate ? dx[i] + g : g;
+  }
+}
+
+void cpu_tanh_backward(const float *y, const float *dy, float *dx, size_t n, bool accumulate, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (size_t i = 0; i < n; i++) {
+    float g = dy[i] * (1.0f - y[i] * y[i]);
+    dx[i] = accumulate ? dx[i] + g : g;
+  }
+}
+
+void cpu_dropout_backward(const float *dy, float *dx, int c, int h, int w, float ratio, uint64_t seed, uint32_t ordinal,
+                          uint32_t batch_index, uint64_t step, bool accumulate, int threads) {
+  double th = floor((double)ratio * 4294967296.0);
+  uint32_t threshold = th >= 4294967295.0 ? 0xffffffffu : (uint32_t)th;
+  float scale = 1.0f / (1.0f - ratio);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int ci = 0; ci < c; ci++)
+    for (int yy = 0; yy < h; yy++) {
+      size_t base = ((size_t)ci * (size_t)h + (size_t)yy) * (size_t)w;
+      for (int xx = 0; xx < w; xx++) {
+        bool keep = dropout_keep(seed, (uint32_t)xx, (uint32_t)yy, (uint32_t)ci, batch_index, ordinal, step, threshold);
+        float g = keep ? dy[base + (size_t)xx] * scale : 0.0f;
+        dx[base + (size_t)xx] = accumulate ? dx[base + (size_t)xx] + g : g;
+      }
+    }
+}
+
+void cpu_pad_backward(const float *dy, float *dx, int c, int h, int w, const int pads[4], int mode, bool accumulate,
+                      int threads) {
+  int oh = h + pads[0] + pads[2], ow = w + pads[1] + pads[3];
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int ci = 0; ci < c; ci++) {
+    float *xc = dx + (size_t)ci * (size_t)h * (size_t)w;
+    const float *yc = dy + (size_t)ci * (size_t)oh * (size_t)ow;
+    if (!accumulate) memset(xc, 0, sizeof(float) * (size_t)h * (size_t)w);
+    for (int oy = 0; oy < oh; oy++) {
+      int iy = pad_index(oy - pads[0], h, mode);
+      if (iy < 0) continue;
+      const float *yr = yc + (size_t)oy * (size_t)ow;
+      float *xr = xc + (size_t)iy * (size_t)w;
+      for (int ox = 0; ox < ow; ox++) {
+        int ix = pad_index(ox - pads[1], w, mode);
+        if (ix >= 0) xr[ix] += yr[ox];
+      }
+    }
+  }
+}

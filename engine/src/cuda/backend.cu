@@ -123,14 +123,10 @@ static int plan_get(cu_backend *B, i2i_ctx *ctx, const i2i_model *m, const i2i_p
 
 /* ---- runs ------------------------------------------------------------------------------------- */
 
-__global__ void fault_kernel(float *p) { p[threadIdx.x] = 1.0f; }
-
 /* The injected sticky fault is a real one: a kernel writes through a wild pointer. */
 static int inject_sticky(cu_backend *B) {
   B->fault_armed = 0;
-  fault_kernel<<<1, 32, 0, B->stream>>>((float *)(uintptr_t)0x10);
-  cudaError_t e = cudaGetLastError();
-  if (e == cudaSuccess) e = cudaStreamSynchronize(B->stream);
+  cudaError_t e = k_fault(B->stream);
   if (e == cudaSuccess) return cu_fail(B, CE_STICKY, "injected sticky fault did not fault (I2I_CUDA_FAULT=sticky)");
   return cu_fail_cuda(B, e, "a kernel (injected by I2I_CUDA_FAULT=sticky)");
 }
@@ -156,11 +152,11 @@ static int run_once(cu_backend *B, i2i_ctx *ctx, const i2i_model *m, const i2i_p
     CU_OK(cplan_run(B, ctx, cp, st, 1, B->use_graphs));
     CU_OK(cplan_download_images(B, cp, rq->im));
   } else if (rq->kind == RUN_ARENA) {
-    CU_OK(cplan_upload(B, cp, st));
+    CU_OK(cplan_upload(B, cp, plan, st));
     CU_OK(cplan_run(B, ctx, cp, st, 1, B->use_graphs));
-    CU_OK(cplan_download(B, cp, st));
+    CU_OK(cplan_download(B, cp, plan, st));
   } else {
-    CU_OK(cplan_upload(B, cp, st));
+    CU_OK(cplan_upload(B, cp, plan, st));
     for (int i = 0; i < rq->warmup; i++) CU_OK(cplan_run(B, NULL, cp, st, 0, rq->graph));
     cudaEvent_t e0 = NULL, e1 = NULL;
     int rc = cu_fail_cuda(B, cudaEventCreate(&e0), "cudaEventCreate");
@@ -177,7 +173,7 @@ static int run_once(cu_backend *B, i2i_ctx *ctx, const i2i_model *m, const i2i_p
     if (e0) cudaEventDestroy(e0);
     if (e1) cudaEventDestroy(e1);
     if (rc) return rc;
-    CU_OK(cplan_download(B, cp, st));
+    CU_OK(cplan_download(B, cp, plan, st));
   }
   B->stats.runs++;
   return CE_OK;
@@ -303,9 +299,9 @@ static i2i_status ext_run_steps(void *self, i2i_ctx *ctx, const i2i_model *m, co
   int k = weights_get(B, m, B->precision == I2I_CUDA_FP16, &W);
   struct cplan *cp = NULL;
   if (!k) k = cplan_build(B, ctx, m, plan, W, st->mode, first, last, 1, &cp);
-  if (!k) k = cplan_upload(B, cp, st);
+  if (!k) k = cplan_upload(B, cp, plan, st);
   if (!k) k = cplan_run(B, ctx, cp, st, 0, 0);
-  if (!k) k = cplan_download(B, cp, st);
+  if (!k) k = cplan_download(B, cp, plan, st);
   k = probe_sticky(B, k);
   if (cp && k != CE_STICKY) cplan_free(B, cp);
   return to_status(B, ctx, k);

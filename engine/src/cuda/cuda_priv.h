@@ -124,9 +124,9 @@ __host__ __device__ static inline int kv_map(int i, int n, int mode) {
 /* Kernel launchers. Each enqueues on `s` and returns cudaGetLastError(). Every kernel writes the
  * padding channels of its output as zeros. */
 void k_set_grid_cap(int max_blocks);
-/* Fills the halo of `v` (bottom and right extents pb, pr) from its interior (reflect / edge) or
- * with zeros (PAD_CONSTANT). */
-cudaError_t k_fill_halo(cudaStream_t s, const kview &v, int pb, int pr, int mode);
+/* Fills the halo of `v` (pr: its right extent; the others are in the view) from its interior
+ * (reflect / edge) or with zeros (PAD_CONSTANT). */
+cudaError_t k_fill_halo(cudaStream_t s, const kview &v, int pr, int mode);
 /* dst (packed, dst.h = src.h + pt + pb...) = src padded by pt/pl at the top/left. */
 cudaError_t k_pad(cudaStream_t s, const kview &src, const kview &dst, int pt, int pl, int mode, float value);
 /* Blocks per (image, channel) for the statistics of `x`; the partial buffer holds
@@ -165,6 +165,9 @@ cudaError_t k_image_out(cudaStream_t s, const kview &src, int n, const float *in
 cudaError_t k_filter_krsc(cudaStream_t s, const float *w, __half *o, int d0, int d1, int R, int S, int K, int C);
 /* A kernel whose attributes tell whether this build has code for the device. */
 cudaError_t k_probe_image(void);
+/* Launches a kernel that writes through a wild pointer and waits for it: a real sticky fault
+ * (I2I_CUDA_FAULT=sticky). Returns the error it raised. */
+cudaError_t k_fault(cudaStream_t s);
 
 /* ---- cuDNN (dnn.cu, the only file that calls cuDNN) ----------------------------------------- */
 
@@ -223,15 +226,16 @@ int cplan_matches(const struct cplan *cp, const i2i_model *m, const i2i_plan *pl
 void cplan_touch(struct cplan *cp, uint64_t clock);
 uint64_t cplan_last_use(const struct cplan *cp);
 size_t cplan_device_bytes(const struct cplan *cp);
-/* Uploads the external inputs from the host arena (st->arena + plan->offset). */
-int cplan_upload(cu_backend *B, struct cplan *cp, const i2i_run_state *st);
+/* Uploads the external inputs from the host arena (st->arena + plan->offset of this run's
+ * engine plan, which must have the cplan's shape). */
+int cplan_upload(cu_backend *B, struct cplan *cp, const i2i_plan *plan, const i2i_run_state *st);
 /* Uploads the caller's images into the plan's input value. */
 int cplan_upload_images(cu_backend *B, struct cplan *cp, const i2i_cuda_images *im);
 /* Enqueues every step (or replays the captured graph). progress: report through the host (and
  * stop on cancel) at most every 10% of the FLOPs, synchronising the stream for it. */
 int cplan_run(cu_backend *B, i2i_ctx *ctx, struct cplan *cp, i2i_run_state *st, int progress, int graph);
 /* Downloads the values marked for download into the host arena. */
-int cplan_download(cu_backend *B, struct cplan *cp, i2i_run_state *st);
+int cplan_download(cu_backend *B, struct cplan *cp, const i2i_plan *plan, i2i_run_state *st);
 int cplan_download_images(cu_backend *B, struct cplan *cp, const i2i_cuda_images *im);
 
 /* Device weights of model m (cached per serial); builds the fp16 filters when `half`. */

@@ -18,6 +18,7 @@
  * epilogue (cuDNN's ConvBNfprop / genstats), Concat by writing producers into the joined
  * buffer, CUDA graphs by default (available through I2I_CUDA_GRAPH=1).
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,7 +73,6 @@ typedef struct {
   int first_read, last;      /* step indices of the first and last read */
   int external, download;
   int alias;                 /* root value whose buffer this one reuses, or -1 */
-  size_t host_off;           /* plan->offset[v] for uploads and downloads */
   size_t off, bytes;
   int demand;
   int dpads[4], dmode;
@@ -513,7 +513,6 @@ static int layouts(cu_backend *B, struct cplan *cp, const i2i_plan *plan) {
     x->w = (int)s.w;
     x->cs = cp->half ? round8(x->c) : x->c;
     x->alias = -1;
-    x->host_off = plan->offset[v];
   }
   /* halos: every convolution reader states what it needs of its input */
   for (int i = 0; i < cp->ns; i++) {
@@ -965,7 +964,7 @@ static int step_run(cu_backend *B, struct cplan *cp, int i, const i2i_run_state 
   if (e != cudaSuccess) return cu_fail_cuda(B, e, "kernel launch");
   const cval *o = &cp->vals[s->out];
   if (has_halo(o)) {
-    e = k_fill_halo(q, y, o->pb, o->pr, o->halo_mode);
+    e = k_fill_halo(q, y, o->pr, o->halo_mode);
     if (e != cudaSuccess) return cu_fail_cuda(B, e, "halo kernel");
   }
   return CE_OK;
@@ -1017,27 +1016,43 @@ int cplan_run(cu_backend *B, i2i_ctx *ctx, struct cplan *cp, i2i_run_state *st, 
 
 /* ---- transfers ----------------------------------------------------------------------------------- */
 
-int cplan_upload(cu_backend *B, struct cplan *cp, const i2i_run_state *st) {
+/* Host offsets come from the engine plan of this run (another plan of the same shape may have
+ * placed its values elsewhere). */
+static int host_ptr(cu_backend *B, const struct cplan *cp, const i2i_plan *plan, const i2i_run_state *st, int v,
+                    float **p) {
+  const cval *x = &cp->vals[v];
+  shape4 s = plan->shape[v];
+  if (!st->arena || plan->offset[v] == SIZE_MAX || s.n != x->n || s.c != x->c || s.h != x->h || s.w != x->w)
+    return cu_fail(B, CE_INTERNAL, "value %d has no host buffer of its shape in this run", v);
+  *p = st->arena + plan->offset[v];
+  return CE_OK;
+}
+
+int cplan_upload(cu_backend *B, struct cplan *cp, const i2i_plan *plan, const i2i_run_state *st) {
   for (int v = 0; v < cp->nv; v++) {
     const cval *x = &cp->vals[v];
     if (!x->live || !x->external) continue;
     size_t bytes = (size_t)x->n * (size_t)x->c * (size_t)x->h * (size_t)x->w * sizeof(float);
-    CU_TRY(B, cudaMemcpyAsync(cp->io, st->arena + x->host_off, bytes, cudaMemcpyHostToDevice, B->stream),
+    float *src = NULL;
+    CU_OK(host_ptr(B, cp, plan, st, v, &src));
+    CU_TRY(B, cudaMemcpyAsync(cp->io, src, bytes, cudaMemcpyHostToDevice, B->stream),
            "input upload");
     kview k = view_of(cp, v);
     CU_TRY(B, k_upload(B->stream, (const float *)cp->io, k), "input conversion kernel");
-    if (has_halo(x)) CU_TRY(B, k_fill_halo(B->stream, k, x->pb, x->pr, x->halo_mode), "halo kernel");
+    if (has_halo(x)) CU_TRY(B, k_fill_halo(B->stream, k, x->pr, x->halo_mode), "halo kernel");
   }
   return CE_OK;
 }
 
-int cplan_download(cu_backend *B, struct cplan *cp, i2i_run_state *st) {
+int cplan_download(cu_backend *B, struct cplan *cp, const i2i_plan *plan, i2i_run_state *st) {
   for (int v = 0; v < cp->nv; v++) {
     const cval *x = &cp->vals[v];
     if (!x->live || !x->download) continue;
     size_t bytes = (size_t)x->n * (size_t)x->c * (size_t)x->h * (size_t)x->w * sizeof(float);
+    float *dst = NULL;
+    CU_OK(host_ptr(B, cp, plan, st, v, &dst));
     CU_TRY(B, k_download(B->stream, view_of(cp, v), (float *)cp->io), "output conversion kernel");
-    CU_TRY(B, cudaMemcpyAsync(st->arena + x->host_off, cp->io, bytes, cudaMemcpyDeviceToHost, B->stream),
+    CU_TRY(B, cudaMemcpyAsync(dst, cp->io, bytes, cudaMemcpyDeviceToHost, B->stream),
            "output download");
   }
   CU_TRY(B, cudaStreamSynchronize(B->stream), "cudaStreamSynchronize");
@@ -1058,7 +1073,7 @@ int cplan_upload_images(cu_backend *B, struct cplan *cp, const i2i_cuda_images *
     CU_TRY(B, cudaMemcpyAsync(dev, im->in[i], bytes, cudaMemcpyHostToDevice, B->stream), "image upload");
     CU_TRY(B, k_image_in(B->stream, dev, im->width, im->height, ch, k, i), "image conversion kernel");
   }
-  if (has_halo(x)) CU_TRY(B, k_fill_halo(B->stream, k, x->pb, x->pr, x->halo_mode), "halo kernel");
+  if (has_halo(x)) CU_TRY(B, k_fill_halo(B->stream, k, x->pr, x->halo_mode), "halo kernel");
   return CE_OK;
 }
 
