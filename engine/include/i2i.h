@@ -62,6 +62,13 @@ typedef enum {
 
 typedef enum { I2I_LOG_ERROR = 0, I2I_LOG_WARNING, I2I_LOG_INFO, I2I_LOG_DEBUG } i2i_log_level;
 
+/* Arithmetic on the GPU (the CPU always computes in float32). */
+typedef enum {
+  I2I_PRECISION_AUTO = 0, /* fp16 on tensor cores with float32 accumulation and statistics */
+  I2I_PRECISION_FP32,     /* float32 without TF32: matches the CPU to ~1e-5 */
+  I2I_PRECISION_FP16
+} i2i_precision;
+
 /* Called for log lines; `msg` is valid only during the call. May be called from the thread that
  * called into the engine only. */
 typedef void (*i2i_log_fn)(void *user, i2i_log_level level, const char *msg);
@@ -97,6 +104,8 @@ typedef struct {
   i2i_log_level log_level; /* lines above this level are dropped (default I2I_LOG_WARNING) */
   i2i_allocator allocator; /* all NULL: malloc and free */
   i2i_limits limits;
+  i2i_precision precision; /* I2I_PRECISION_AUTO by default; the environment variable
+                            * I2I_PRECISION (fp32|fp16) overrides AUTO only */
 } i2i_ctx_params;
 
 /* Fills `p` with the defaults. Always succeeds. */

@@ -48,7 +48,8 @@ const i2i_backend_ops *cuda_backend(i2i_ctx *ctx, void **self) {
              nc ? cands[nc - 1] : "libi2i-cuda.so");
     goto out;
   }
-  GModule *mod = g_module_open(path, G_MODULE_BIND_LAZY | G_MODULE_BIND_LOCAL);
+  /* no lazy binding: a libcudnn or libcudart lacking a symbol must fail here, not abort later */
+  GModule *mod = g_module_open(path, G_MODULE_BIND_LOCAL);
   if (!mod) {
     const char *e = g_module_error();
     snprintf(ctx->cuda_why, sizeof ctx->cuda_why, "the CUDA backend cannot load: %s", e ? e : "unknown error");
@@ -72,6 +73,18 @@ const i2i_backend_ops *cuda_backend(i2i_ctx *ctx, void **self) {
   ctx->cuda_module = mod;
   ctx->cuda_ops = ops;
   ctx->cuda_self = s;
+  gpointer esym = NULL;
+  if (g_module_symbol(mod, "i2i_cuda_get_ext", &esym) && esym) {
+    const i2i_cuda_ext *ext = ((i2i_cuda_get_ext_fn)esym)();
+    if (ext && ext->version == I2I_CUDA_EXT_VERSION) {
+      ctx->cuda_ext = ext;
+      i2i_precision pr = ctx->p.precision;
+      const char *pe = getenv("I2I_PRECISION");
+      if (pr == I2I_PRECISION_AUTO && pe && !strcmp(pe, "fp32")) pr = I2I_PRECISION_FP32;
+      if (pr == I2I_PRECISION_AUTO && pe && !strcmp(pe, "fp16")) pr = I2I_PRECISION_FP16;
+      if (pr != I2I_PRECISION_AUTO) ext->set_precision(s, pr == I2I_PRECISION_FP32 ? I2I_CUDA_FP32 : I2I_CUDA_FP16);
+    }
+  }
 out:
   for (int i = 0; i < nc; i++) g_free(cands[i]);
   *self = ctx->cuda_self;
@@ -83,6 +96,7 @@ void cuda_backend_disable(i2i_ctx *ctx, const char *why) {
   if (ctx->cuda_ops && ctx->cuda_ops->destroy) ctx->cuda_ops->destroy(ctx->cuda_self);
   ctx->cuda_ops = NULL;
   ctx->cuda_self = NULL;
+  ctx->cuda_ext = NULL;
   snprintf(ctx->cuda_why, sizeof ctx->cuda_why, "%s", why);
 }
 
@@ -90,6 +104,7 @@ void i2i_cuda_unload(i2i_ctx *ctx) {
   if (ctx->cuda_ops && ctx->cuda_ops->destroy) ctx->cuda_ops->destroy(ctx->cuda_self);
   ctx->cuda_ops = NULL;
   ctx->cuda_self = NULL;
+  ctx->cuda_ext = NULL;
   if (ctx->cuda_module) g_module_close(ctx->cuda_module);
   ctx->cuda_module = NULL;
 }

@@ -58,6 +58,7 @@ struct i2i_ctx {
   void *cuda_self;
   char cuda_why[512];          /* why CUDA is not used, when it is not */
   void *cuda_module;           /* GModule* */
+  const void *cuda_ext;        /* the module's i2i_cuda_ext table (cuda/cuda_api.h), or NULL */
   /* manifest, parsed on first use */
   struct i2i_manifest *manifest;
   /* one cached execution plan */
@@ -414,5 +415,7 @@ i2i_status tplan_build(i2i_ctx *ctx, const i2i_model *m, int n, int h, int w, i2
 void tplan_free(i2i_ctx *ctx, i2i_tplan *plan);
 /* train/cpu_backend.c */
 extern const i2i_train_backend_ops i2i_cpu_train_backend;
+/* Logs the per-op time table when I2I_PROFILE is set. */
+void cpu_train_profile_report(i2i_ctx *ctx);
 
 #endif

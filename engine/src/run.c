@@ -3,13 +3,15 @@
  * Maps RGBA [0,1] (or RGB [-1,1]) to the model's NCHW [-1,1] input, reflect-pads at the bottom
  * and right to the size multiple (numpy.pad 'reflect' semantics), picks a backend, runs the
  * plan, crops the top-left HxW back, blends by strength and passes alpha through. The working
- * resolution (`scale`) is scale.c's; kernels live in cpu/ and cuda/.
+ * resolution (`scale`) is scale.c's; kernels live in cpu/ and cuda/. On the GPU the CUDA
+ * module's image path does the conversions on the device and no host arena is made.
  */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
+#include "cuda/cuda_api.h"
 #include "internal.h"
 
 void i2i_run_default_params(i2i_run_params *p) {
@@ -84,42 +86,12 @@ static void padded_size(const i2i_model *m, int h, int w, int *ph, int *pw) {
   *pw = (int)(W < mn ? mn : W);
 }
 
-i2i_status run_native(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp, int nimg, int width, int height,
-                      const float *const *inputs, float *const *outputs, i2i_run_report *rep, double pbase, double pspan) {
-  int ch = rp->layout == I2I_PIXELS_RGBA ? 4 : 3;
-  int ph, pw;
-  padded_size(m, height, width, &ph, &pw);
-  i2i_plan *plan;
-  i2i_status st = get_plan(ctx, m, nimg, ph, pw, &plan);
-  if (st) return st;
-  size_t arena_bytes, scratch_bytes, total;
-  if (!i2i_mul_ok(plan->arena_floats, sizeof(float), &arena_bytes) ||
-      !i2i_mul_ok(plan->scratch_floats, sizeof(float), &scratch_bytes) || !i2i_add_ok(arena_bytes, scratch_bytes, &total))
-    return i2i_fail(ctx, I2I_E_LIMIT, "the run needs more memory than can be addressed");
-  uint64_t avail = mem_available();
-  if ((uint64_t)total > avail)
-    return i2i_fail(ctx, I2I_E_NOMEM,
-                    "a %dx%d run needs %.1f GiB of working memory (%d whole-image intermediates), %.1f GiB is available; "
-                    "use a smaller working resolution (--scale, e.g. 1024)",
-                    width, height, total / 1073741824.0, plan->peak_live, avail / 1073741824.0);
-  i2i_run_state rs = {0};
-  rs.arena = i2i_alloc_aligned(ctx, arena_bytes);
-  rs.scratch = i2i_alloc_aligned(ctx, scratch_bytes ? scratch_bytes : 64);
-  if (!rs.arena || !rs.scratch) {
-    i2i_free_aligned(ctx, rs.arena);
-    i2i_free_aligned(ctx, rs.scratch);
-    return i2i_fail(ctx, I2I_E_NOMEM, "out of memory: the run needs %.1f MiB of working memory", total / 1048576.0);
-  }
-  rs.threads = ctx->threads;
-  rs.mode = rp->pix2pix_mode;
-  rs.seed = rp->seed;
-  rs.progress = rp->progress;
-  rs.progress_user = rp->progress_user;
-  rs.progress_base = pbase;
-  rs.progress_span = pspan;
-  /* input: [0,1] RGBA or [-1,1] RGB -> [-1,1] NCHW, padded at the bottom and right */
-  const i2i_graph *g = &m->g;
-  float *xin = rs.arena + plan->offset[g->input];
+/* Writes the caller's images into the plan's input tensor: [0,1] RGBA or [-1,1] RGB to [-1,1]
+ * NCHW, padded at the bottom and right. */
+static void fill_input(const i2i_model *m, const i2i_plan *plan, float *arena, int nimg, int width, int height, int ch,
+                       const float *const *inputs) {
+  int ph = plan->h, pw = plan->w;
+  float *xin = arena + plan->offset[m->g.input];
   size_t plane = (size_t)ph * (size_t)pw;
   for (int i = 0; i < nimg; i++) {
     const float *src = inputs[i];
@@ -143,65 +115,143 @@ i2i_status run_native(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp
       }
     }
   }
+}
+
+/* Crops the output tensor into the caller's images, blends by strength, copies alpha. */
+static void read_output(const i2i_model *m, const i2i_plan *plan, const float *arena, int nimg, int width, int height,
+                        int ch, float s, const float *const *inputs, float *const *outputs) {
+  int pw = plan->w;
+  size_t plane = (size_t)plan->h * (size_t)pw;
+  const float *yout = arena + plan->offset[m->g.output];
+  for (int i = 0; i < nimg; i++) {
+    const float *src = yout + (size_t)i * 3 * plane;
+    const float *in = inputs[i];
+    float *out = outputs[i];
+    for (int y = 0; y < height; y++)
+      for (int x = 0; x < width; x++) {
+        size_t pi = (size_t)y * (size_t)width + (size_t)x, q = (size_t)y * (size_t)pw + (size_t)x;
+        for (int c = 0; c < 3; c++) {
+          float r = src[(size_t)c * plane + q];
+          float o = in[pi * (size_t)ch + (size_t)c];
+          if (ch == 4) {
+            r = (r + 1.0f) * 0.5f;
+            if (!(o >= 0)) o = 0;
+            if (o > 1) o = 1;
+          }
+          out[pi * (size_t)ch + (size_t)c] = s == 1.0f ? r : o + s * (r - o);
+        }
+        if (ch == 4) out[pi * 4 + 3] = in[pi * 4 + 3];
+      }
+  }
+}
+
+static bool device_failure(i2i_status st) { return st == I2I_E_DEVICE || st == I2I_E_DEVICE_NOMEM; }
+
+/* After a GPU failure: a dead module (sticky error) is dropped from the context so later runs
+ * go straight to the CPU with the reason. */
+static void after_device_failure(i2i_ctx *ctx, const i2i_cuda_ext *ext, void *self, char *why, size_t whylen) {
+  snprintf(why, whylen, "the GPU failed (%.400s); finished on the CPU", ctx->err);
+  if (ext && ext->get_stats) {
+    i2i_cuda_stats s;
+    ext->get_stats(self, &s);
+    if (s.dead) {
+      char reason[I2I_ERRLEN];
+      snprintf(reason, sizeof reason, "the GPU was disabled after an error (%.400s)", ctx->err);
+      cuda_backend_disable(ctx, reason);
+    }
+  }
+  i2i_clear_err(ctx);
+}
+
+i2i_status run_native(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp, int nimg, int width, int height,
+                      const float *const *inputs, float *const *outputs, i2i_run_report *rep, double pbase, double pspan) {
+  int ch = rp->layout == I2I_PIXELS_RGBA ? 4 : 3;
+  int ph, pw;
+  padded_size(m, height, width, &ph, &pw);
+  i2i_plan *plan;
+  i2i_status st = get_plan(ctx, m, nimg, ph, pw, &plan);
+  if (st) return st;
+  size_t arena_bytes, scratch_bytes, total;
+  if (!i2i_mul_ok(plan->arena_floats, sizeof(float), &arena_bytes) ||
+      !i2i_mul_ok(plan->scratch_floats, sizeof(float), &scratch_bytes) || !i2i_add_ok(arena_bytes, scratch_bytes, &total))
+    return i2i_fail(ctx, I2I_E_LIMIT, "the run needs more memory than can be addressed");
+  /* the backend first: the GPU's image path needs no host arena */
   const i2i_backend_ops *be = &i2i_cpu_backend;
+  const i2i_cuda_ext *ext = NULL;
   void *self = NULL;
   char why[512] = "";
   if (ctx->forced != I2I_BACKEND_CPU) {
     const i2i_backend_ops *cu = cuda_backend(ctx, &self);
     if (cu) {
       be = cu;
+      ext = ctx->cuda_ext;
     } else if (ctx->forced == I2I_BACKEND_CUDA) {
-      st = i2i_fail(ctx, I2I_E_DEVICE, "the CUDA backend was requested but cannot run: %s", ctx->cuda_why);
-      goto out;
+      return i2i_fail(ctx, I2I_E_DEVICE, "the CUDA backend was requested but cannot run: %s", ctx->cuda_why);
     } else {
       snprintf(why, sizeof why, "no usable NVIDIA GPU (%.400s); running on the CPU", ctx->cuda_why);
     }
   }
+  i2i_run_state rs = {0};
+  rs.threads = ctx->threads;
+  rs.mode = rp->pix2pix_mode;
+  rs.seed = rp->seed;
+  rs.progress = rp->progress;
+  rs.progress_user = rp->progress_user;
+  rs.progress_base = pbase;
+  rs.progress_span = pspan;
   double t0 = now_s();
-  st = be->execute(self, ctx, m, plan, &rs);
-  if ((st == I2I_E_DEVICE || st == I2I_E_DEVICE_NOMEM) && be != &i2i_cpu_backend && ctx->forced != I2I_BACKEND_CUDA) {
-    snprintf(why, sizeof why, "the GPU failed (%.400s); finished on the CPU", ctx->err);
-    be = &i2i_cpu_backend;
-    i2i_clear_err(ctx);
-    st = be->execute(NULL, ctx, m, plan, &rs);
-  }
-  double t1 = now_s();
-  if (!st) {
-    const float *yout = rs.arena + plan->offset[g->output];
-    float s = rp->strength;
-    for (int i = 0; i < nimg; i++) {
-      const float *src = yout + (size_t)i * 3 * plane;
-      const float *in = inputs[i];
-      float *out = outputs[i];
-      for (int y = 0; y < height; y++)
-        for (int x = 0; x < width; x++) {
-          size_t pi = (size_t)y * (size_t)width + (size_t)x, q = (size_t)y * (size_t)pw + (size_t)x;
-          for (int c = 0; c < 3; c++) {
-            float r = src[(size_t)c * plane + q];
-            float o = in[pi * (size_t)ch + (size_t)c];
-            if (ch == 4) {
-              r = (r + 1.0f) * 0.5f;
-              if (!(o >= 0)) o = 0;
-              if (o > 1) o = 1;
-            }
-            out[pi * (size_t)ch + (size_t)c] = s == 1.0f ? r : o + s * (r - o);
-          }
-          if (ch == 4) out[pi * 4 + 3] = in[pi * 4 + 3];
-        }
+  bool done = false;
+  if (ext && ext->execute_images) {
+    i2i_cuda_images im = {nimg, width, height, (int)rp->layout, rp->strength, inputs, outputs};
+    st = ext->execute_images(self, ctx, m, plan, &rs, &im);
+    done = st == I2I_OK || !device_failure(st) || ctx->forced == I2I_BACKEND_CUDA;
+    if (!done) {
+      after_device_failure(ctx, ext, self, why, sizeof why);
+      be = &i2i_cpu_backend;
     }
   }
+  if (!done) {
+    uint64_t avail = mem_available();
+    if ((uint64_t)total > avail)
+      return i2i_fail(ctx, I2I_E_NOMEM,
+                      "a %dx%d run needs %.1f GiB of working memory (%d whole-image intermediates), %.1f GiB is "
+                      "available; use a smaller working resolution (--scale, e.g. 1024)",
+                      width, height, total / 1073741824.0, plan->peak_live, avail / 1073741824.0);
+    rs.arena = i2i_alloc_aligned(ctx, arena_bytes);
+    rs.scratch = i2i_alloc_aligned(ctx, scratch_bytes ? scratch_bytes : 64);
+    if (!rs.arena || !rs.scratch) {
+      i2i_free_aligned(ctx, rs.arena);
+      i2i_free_aligned(ctx, rs.scratch);
+      return i2i_fail(ctx, I2I_E_NOMEM, "out of memory: the run needs %.1f MiB of working memory", total / 1048576.0);
+    }
+    fill_input(m, plan, rs.arena, nimg, width, height, ch, inputs);
+    st = be->execute(be == &i2i_cpu_backend ? NULL : self, ctx, m, plan, &rs);
+    if (device_failure(st) && be != &i2i_cpu_backend && ctx->forced != I2I_BACKEND_CUDA) {
+      after_device_failure(ctx, ext, self, why, sizeof why);
+      be = &i2i_cpu_backend;
+      fill_input(m, plan, rs.arena, nimg, width, height, ch, inputs); /* the failed run may have written it */
+      st = be->execute(NULL, ctx, m, plan, &rs);
+    }
+    if (!st) read_output(m, plan, rs.arena, nimg, width, height, ch, rp->strength, inputs, outputs);
+  }
+  double t1 = now_s();
   if (rep) {
-    rep->backend = be == &i2i_cpu_backend ? I2I_BACKEND_CPU : I2I_BACKEND_CUDA;
+    bool gpu = be != &i2i_cpu_backend;
+    rep->backend = gpu ? I2I_BACKEND_CUDA : I2I_BACKEND_CPU;
     snprintf(rep->message, sizeof rep->message, "%s", why);
     rep->tiles = rs.tiles > 0 ? rs.tiles : 1;
     rep->whole_intermediates = plan->peak_live;
     rep->intermediate_bytes = arena_bytes;
     rep->workspace_bytes = scratch_bytes;
+    if (gpu && ext && ext->get_stats) {
+      i2i_cuda_stats s;
+      ext->get_stats(self, &s);
+      rep->peak_device_bytes = s.peak_device_bytes;
+    }
     rep->run_width = pw;
     rep->run_height = ph;
     rep->seconds += t1 - t0;
   }
-out:
   i2i_free_aligned(ctx, rs.arena);
   i2i_free_aligned(ctx, rs.scratch);
   return st;

@@ -1,13 +1,8 @@
-/* tests/cuda/fake_module.c: a stand-in CUDA backend module for the fallback tests on machines
- * without a GPU. Built from the same contract (engine/src/cuda/cuda_api.h) as the real module.
- *
- * I2I_FAKE_CUDA picks its behaviour: "open-fail" (i2i_cuda_open refuses with a reason), "oom"
- * (every run reports out-of-device-memory, as the real module does after its retry), "sticky"
- * (the first run reports an illegal address, later ones report the dead GPU). With
- * I2I_FAKE_CUDA_SCRIBBLE=1 a run first writes NaN over the output tensor in the host arena, as a
- * download cut short would (the arena may place the output over the input: run.c must then
- * refill the input before its CPU rerun; tests/cuda/proposed/engine.patch). It never computes.
- */
+/* tests/cuda/fake_module.c: a stand-in CUDA module (same contract, cuda_api.h) for the fallback
+ * tests without a GPU. I2I_FAKE_CUDA: open-fail (refuses with a reason), oom (every run reports
+ * device out-of-memory), sticky (an illegal address, then a dead GPU). I2I_FAKE_CUDA_SCRIBBLE=1
+ * first writes NaN over the output tensor in the host arena, as a cut-short download would
+ * (the arena may put the output over the input). It never computes anything. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

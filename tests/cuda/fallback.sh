@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
-# tests/cuda/fallback.sh: the CUDA fallback paths end to end through `i2i translate`, and the
-# link hygiene of the tool and the plug-in. Runs without a GPU.
+# tests/cuda/fallback.sh: the CUDA fallbacks end to end through `i2i translate`, and ldd of the
+# tool and the plug-in (no CUDA library). Module missing / refusing to open / out of memory /
+# sticky (fake module) / real module with a broken libcudnn or libcudart first on the library
+# path: AUTO ends on the CPU with the reason and the CPU's output, forced CUDA exits 1 with it.
 # Usage: fallback.sh I2I_TOOL TEST_FALLBACK FAKE_MODULE REAL_MODULE|- PLUGIN|- WORKDIR
-# Checks: module missing / not loadable (a libcudnn or libcudart that is broken, found first on
-# LD_LIBRARY_PATH) / refusing to open / device out of memory / sticky error: AUTO finishes on the
-# CPU with the reason and writes what the CPU writes, forced CUDA exits 1 with the reason; `ldd`
-# of the tool and the plug-in shows no CUDA library. Ends with "N passed, N failed".
 set -u
 tool=$1 tf=$2 fake=$3 real=$4 plugin=$5 work=$6
 pass=0 fail=0

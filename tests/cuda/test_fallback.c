@@ -1,13 +1,8 @@
-/* tests/cuda/test_fallback.c: the engine's CUDA fallback paths, checked without a GPU.
- *
- * `test_fallback lib FAKE_MODULE REAL_MODULE|-` runs small ResNet and U-Net models through
- * i2i_run with the CUDA module missing, not a module, refusing to open, reporting device
- * out-of-memory and a sticky error (the fake module), and the real module (which cannot open
- * without a driver; with a GPU it runs and is compared at fp16 tolerance): AUTO must finish on
- * the CPU with the reason in the report and a result equal to the CPU run, forced CUDA must fail
- * with the reason. `fixtures DIR` writes tiny.onnx and in.npy for fallback.sh; `compare A B TOL`
- * compares two .npy files. Ends with "N passed, N failed".
- */
+/* tests/cuda/test_fallback.c: the engine's CUDA fallback paths through i2i_run, without a GPU.
+ * `lib FAKE REAL|- DIR`: module missing, not a module, refusing to open, device out of memory,
+ * sticky error (fake module) and the real module: AUTO ends on the CPU with the reason and the
+ * CPU's result, forced CUDA fails with it. `fixtures DIR` and `compare A B TOL` serve
+ * fallback.sh. Ends with "N passed, N failed". */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,11 +1,7 @@
-/* tests/gpu/models.h: generator graphs with seeded random weights, built through the public
- * graph builder, for the CUDA tests (tests/gpu parity, tests/cuda fallback) without Python.
- *
- * The graphs have the converter's structure (converter/convert.c): the ResNet generator with
- * reflect Pads, InstanceNorms, residual Adds and ConvTransposes; the U-Net with LeakyReLU skips,
- * BatchNorms written as InstanceNormalization plus running statistics (metadata
- * i2i.batchnorm), Dropout in the inner decoder levels and Concat. Not PyTorch's exporter output.
- */
+/* tests/gpu/models.h: ResNet and U-Net generator graphs with seeded random weights, built with
+ * the public graph builder in the converter's structure (reflect Pads, InstanceNorms, Adds,
+ * ConvTransposes; LeakyReLU skips, BatchNorm as InstanceNormalization plus running statistics,
+ * Dropout, Concat), for the CUDA tests without Python. Not PyTorch's exporter output. */
 #ifndef I2I_TEST_MODELS_H
 #define I2I_TEST_MODELS_H
 

@@ -21,7 +21,6 @@ typedef struct {
   char *key;
   int algo, math;
   size_t ws;
-  int dirty;
 } entry;
 
 struct algo_cache {
@@ -37,13 +36,12 @@ static int find(const algo_cache *c, const char *key) {
   return -1;
 }
 
-static int add(algo_cache *c, const char *key, int algo, int math, size_t ws, int dirty) {
+static int add(algo_cache *c, const char *key, int algo, int math, size_t ws) {
   int i = find(c, key);
   if (i >= 0) {
     c->e[i].algo = algo;
     c->e[i].math = math;
     c->e[i].ws = ws;
-    c->e[i].dirty |= dirty;
     return 0;
   }
   if (c->n >= MAX_ENTRIES) return 0;
@@ -58,7 +56,7 @@ static int add(algo_cache *c, const char *key, int algo, int math, size_t ws, in
   char *k = malloc(kl);
   if (!k) return -1;
   memcpy(k, key, kl);
-  c->e[c->n++] = (entry){k, algo, math, ws, dirty};
+  c->e[c->n++] = (entry){k, algo, math, ws};
   return 0;
 }
 
@@ -90,7 +88,7 @@ static int load(algo_cache *c, int keep_existing) {
     unsigned long long ws = strtoull(end + 1, &end, 10);
     if (*end || errno) continue;
     if (keep_existing && find(c, line) >= 0) continue;
-    if (add(c, line, (int)algo, (int)math, (size_t)ws, 0)) {
+    if (add(c, line, (int)algo, (int)math, (size_t)ws)) {
       rc = -1;
       break;
     }
@@ -159,7 +157,7 @@ int algo_cache_get(const algo_cache *c, const char *key, int *algo, int *math, s
 
 int algo_cache_put(algo_cache *c, const char *key, int algo, int math, size_t ws) {
   if (!c || strlen(key) >= 512 || strpbrk(key, "\t\n")) return 0;
-  if (add(c, key, algo, math, ws, 1)) return -1;
+  if (add(c, key, algo, math, ws)) return -1;
   c->dirty = 1;
   return 0;
 }
@@ -188,6 +186,5 @@ int algo_cache_flush(algo_cache *c) {
     unlink(tmp);
     return -1;
   }
-  for (size_t i = 0; i < c->n; i++) c->e[i].dirty = 0;
   return 0;
 }

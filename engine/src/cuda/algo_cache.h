@@ -1,10 +1,7 @@
-/* cuda/algo_cache.h: the on-disk cache of cuDNN algorithm choices (plain C, no CUDA).
- *
- * One text file, $I2I_CUDA_ALGO_CACHE or $XDG_CACHE_HOME/i2i/cudnn-algos.txt (else
- * ~/.cache/i2i/cudnn-algos.txt); I2I_CUDA_ALGO_CACHE=off disables it. A line is
- * "key<TAB>algo<TAB>math<TAB>workspace"; the key names the GPU model, compute capability,
- * cuDNN and CUDA versions, direction, precision and shape, so a second process does no search.
- */
+/* cuda/algo_cache.h: the on-disk cache of cuDNN algorithm choices (plain C, no CUDA), so a
+ * second process does no search. File: $I2I_CUDA_ALGO_CACHE, else $XDG_CACHE_HOME/i2i/ (else
+ * ~/.cache/i2i/) cudnn-algos.txt; "off" disables it. Lines are "key TAB algo TAB math TAB
+ * workspace"; keys name the GPU model, compute capability, cuDNN / CUDA versions and shape. */
 #ifndef I2I_ALGO_CACHE_H
 #define I2I_ALGO_CACHE_H
 

@@ -1,12 +1,7 @@
 /* cuda/backend.cu: the CUDA module's entry points: i2i_cuda_open (driver, device and cuDNN
  * checks with a one-line reason), the backend table (execute, destroy) and the extension table
- * (device image path, statistics, precision, test and benchmark hooks).
- *
- * Failure policy: every CUDA and cuDNN status becomes a cu_err. Out of device memory frees the
- * cached plans and weights and retries once, then returns I2I_E_DEVICE_NOMEM; a sticky error
- * marks the backend dead (later runs fail at once with the first reason); anything else is
- * I2I_E_DEVICE with the library's text. run.c falls back to the CPU on both unless CUDA was
- * forced. I2I_CUDA_FAULT=oom|oom-once|sticky injects those faults for tests.
+ * (device image path, statistics, precision, test and benchmark hooks). The failure policy is
+ * described above run_common(). I2I_CUDA_FAULT=oom|oom-once|sticky injects faults for tests.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -210,6 +205,11 @@ static i2i_status to_status(cu_backend *B, i2i_ctx *ctx, int kind) {
   }
 }
 
+/* Failure policy: every CUDA and cuDNN status becomes a cu_err. Out of device memory frees the
+ * cached plans and weights and retries once, then returns I2I_E_DEVICE_NOMEM; a sticky error
+ * marks the backend dead (later runs fail at once with the first reason); anything else is
+ * I2I_E_DEVICE with the library's text. run.c falls back to the CPU on both unless CUDA was
+ * forced. */
 static i2i_status run_common(cu_backend *B, i2i_ctx *ctx, const i2i_model *m, const i2i_plan *plan, i2i_run_state *st,
                              const run_req *rq) {
   if (B->dead) return B->host->fail(ctx, I2I_E_DEVICE, "cuda: the GPU is unusable in this process after an earlier error (%s)", B->dead_why);

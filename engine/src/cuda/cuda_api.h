@@ -1,11 +1,8 @@
 /* cuda/cuda_api.h: the contract between libi2i and its run-time loaded CUDA module.
  *
- * The module (libi2i-cuda.so) is built from engine/src/cuda/ and opened with GModule; it
- * exports i2i_cuda_open and i2i_cuda_get_ext, and reaches the engine only through the host
- * table below, so neither the tool nor the plug-in links any CUDA library. The extension table
- * (i2i_cuda_ext) is optional for the engine: the device image path, statistics, the precision
- * switch and the test and benchmark entry points that tests/gpu and bench/gpu use.
- */
+ * The module (libi2i-cuda.so) exports i2i_cuda_open and i2i_cuda_get_ext and reaches the engine
+ * only through the host table, so neither the tool nor the plug-in links CUDA. The extension
+ * table is optional: device image path, statistics, precision, test and benchmark hooks. */
 #ifndef I2I_CUDA_API_H
 #define I2I_CUDA_API_H
 
@@ -53,6 +50,8 @@ typedef struct {
   uint64_t plans_built;         /* device plans built (per shape, precision and mode) */
   uint64_t runs;
   uint64_t oom_retries;         /* runs retried after freeing the caches */
+  uint64_t graphs_captured;     /* CUDA graphs captured (I2I_CUDA_GRAPH=1 or the bench hook) */
+  uint64_t graph_failures;      /* captures that failed (those plans run eagerly) */
   uint64_t device_bytes;        /* device memory the backend holds now */
   uint64_t peak_device_bytes;   /* the most it held at once */
   int precision;                /* I2I_CUDA_FP32 / I2I_CUDA_FP16 */

@@ -1,10 +1,7 @@
-/* cuda/cuda_priv.h: declarations shared by the CUDA module's files (CUDA C++ host side).
- *
- * The backend state (cu_backend), the error record every CUDA and cuDNN status is turned into,
- * the device view of a tensor (kview) and the launchers of kernels.cu, the cuDNN wrapper of
- * dnn.cu (the only file that calls cuDNN) and the on-disk algorithm cache of algo_cache.c.
- * Nothing here is seen by libi2i: it knows only cuda_api.h.
- */
+/* cuda/cuda_priv.h: declarations shared by the CUDA module's files (host side): the backend
+ * state, the error record every CUDA and cuDNN status becomes, the device tensor view (kview)
+ * and the interfaces of kernels.cu, dnn.cu (the only file calling cuDNN), plan.cu and the
+ * algorithm cache. libi2i never sees it: it knows cuda_api.h only. */
 #ifndef I2I_CUDA_PRIV_H
 #define I2I_CUDA_PRIV_H
 
@@ -71,6 +68,7 @@ int cu_fail(cu_backend *B, int kind, const char *fmt, ...) __attribute__((format
 
 /* Checked device allocation (counts bytes; fault injection applies). *p is NULL on failure. */
 int cu_malloc(cu_backend *B, void **p, size_t bytes, const char *what);
+/* Frees what cu_malloc returned (bytes: the size it was given; NULL is accepted). */
 void cu_free(cu_backend *B, void *p, size_t bytes);
 
 #define CU_TRY(B, call, what)                                                                       \
@@ -123,6 +121,7 @@ __host__ __device__ static inline int kv_map(int i, int n, int mode) {
 
 /* Kernel launchers. Each enqueues on `s` and returns cudaGetLastError(). Every kernel writes the
  * padding channels of its output as zeros. */
+/* Caps the blocks of grid-stride launches (set at open from the SM count). */
 void k_set_grid_cap(int max_blocks);
 /* Fills the halo of `v` (pr: its right extent; the others are in the view) from its interior
  * (reflect / edge) or with zeros (PAD_CONSTANT). */
@@ -132,6 +131,7 @@ cudaError_t k_pad(cudaStream_t s, const kview &src, const kview &dst, int pt, in
 /* Blocks per (image, channel) for the statistics of `x`; the partial buffer holds
  * x.n * x.cs * nblk float2 entries. */
 int k_stats_blocks(const kview &x, int sm_count);
+/* Partial sums of x per (image, channel) into part (kernel_bodies.h: kb_stats_chunk). */
 cudaError_t k_norm_stats(cudaStream_t s, const kview &x, float2 *part, int nblk);
 /* ab[n * cs + c] = (a, b) so that y = x * a + b; from the partial sums (mean == NULL) or from
  * running statistics. fold: a conv bias already left out of x (eval statistics), or NULL. */
@@ -141,11 +141,14 @@ cudaError_t k_norm_finalize(cudaStream_t s, const kview &x, const float2 *part, 
 /* y = act2(act1(x * a + b) + r) (r optional: has_r == 0). y may be x or r. */
 cudaError_t k_norm_apply(cudaStream_t s, const kview &x, const kview &y, const float2 *ab, int act1, float alpha1,
                          const kview &r, int has_r, int act2, float alpha2);
+/* y = act(x); y = act(a + b); y may be an input. */
 cudaError_t k_act(cudaStream_t s, const kview &x, const kview &y, int act, float alpha);
 cudaError_t k_add(cudaStream_t s, const kview &a, const kview &b, const kview &y, int act, float alpha);
 /* y = tanh(x + bias[c]) (bias may be NULL). */
 cudaError_t k_tanh(cudaStream_t s, const kview &x, const kview &y, const float *bias);
+/* y = x + bias[c]. */
 cudaError_t k_bias(cudaStream_t s, const kview &x, const kview &y, const float *bias);
+/* y = x * scale where the engine's Philox mask keeps the element (rng.c), else 0. */
 cudaError_t k_dropout(cudaStream_t s, const kview &x, const kview &y, uint64_t seed, uint32_t ordinal, uint64_t step,
                       uint32_t threshold, float scale);
 /* dst channels [coff, coff + src.c) = src; with zero_tail the channels from coff + src.c up to
@@ -188,17 +191,22 @@ struct dnn_conv;
 
 /* Creates the cuDNN handle on B->stream; CE_* with the reason in B->err. */
 int dnn_open(cu_backend *B);
+/* Destroys the handle (B->dnn becomes NULL). */
 void dnn_close(cu_backend *B);
 /* The cuDNN library version (runtime) and the one the module was built with. */
 size_t dnn_runtime_version(void);
 size_t dnn_build_version(void);
+/* Descriptors for one convolution; checks that cuDNN derives the graph's sizes. */
 int dnn_conv_create(cu_backend *B, const conv_geom_d *g, struct dnn_conv **out);
 /* Picks the algorithm: from the on-disk cache, else a timed search on these buffers (ws of
  * ws_bytes is scratch for the search), else heuristics. Counts searches and cache hits. */
 int dnn_conv_choose(cu_backend *B, struct dnn_conv *c, const void *x, const void *w, void *y, void *ws,
                     size_t ws_bytes);
+/* The chosen algorithm's workspace bytes. */
 size_t dnn_conv_workspace(const struct dnn_conv *c);
+/* Runs the convolution on B->stream (x: input, y: output, for both directions). */
 int dnn_conv_run(cu_backend *B, struct dnn_conv *c, const void *x, const void *w, void *y, void *ws, size_t ws_bytes);
+/* NULL is accepted. */
 void dnn_conv_free(struct dnn_conv *c);
 
 /* ---- plans (plan.cu) ------------------------------------------------------------------------- */
@@ -221,10 +229,14 @@ struct cplan;
  * and `mode`; download_all: every produced value goes back to the host arena (testing). */
 int cplan_build(cu_backend *B, i2i_ctx *ctx, const i2i_model *m, const i2i_plan *plan, cu_weights *W, int mode,
                 int first, int last, int download_all, struct cplan **out);
+/* Frees the plan's device memory and descriptors (NULL is accepted). */
 void cplan_free(cu_backend *B, struct cplan *cp);
+/* True when a cached plan serves this model, engine plan shape, precision and mode. */
 int cplan_matches(const struct cplan *cp, const i2i_model *m, const i2i_plan *plan, int precision, int mode);
+/* LRU bookkeeping of the backend's plan cache. */
 void cplan_touch(struct cplan *cp, uint64_t clock);
 uint64_t cplan_last_use(const struct cplan *cp);
+/* Device bytes the plan holds (activations, parameters, workspace, transfer buffer). */
 size_t cplan_device_bytes(const struct cplan *cp);
 /* Uploads the external inputs from the host arena (st->arena + plan->offset of this run's
  * engine plan, which must have the cplan's shape). */
@@ -240,6 +252,7 @@ int cplan_download_images(cu_backend *B, struct cplan *cp, const i2i_cuda_images
 
 /* Device weights of model m (cached per serial); builds the fp16 filters when `half`. */
 int weights_get(cu_backend *B, const i2i_model *m, int half, cu_weights **out);
+/* Frees one model's device weights (NULL is accepted). */
 void weights_free(cu_backend *B, cu_weights *W);
 
 #endif

@@ -1,10 +1,7 @@
 /* cuda/dnn.cu: every cuDNN call of the module: the handle, convolution descriptors, algorithm
- * choice (on-disk cache, timed search, heuristics) and the convolutions themselves.
- *
- * Conv is cudnnConvolutionForward; ConvTranspose is cudnnConvolutionBackwardData with the
- * ONNX ConvTranspose weights as the filter (as PyTorch does). FP32 runs NCHW with
- * CUDNN_FMA_MATH (TF32 excluded); FP16 runs NHWC / KRSC with tensor-core math and float
- * accumulation. Every cuDNN status becomes a cu_err with cuDNN's own text.
+ * choice (on-disk cache, timed search, heuristics) and the convolutions. ConvTranspose is
+ * cudnnConvolutionBackwardData with the ONNX weights as the filter, as PyTorch does. FP32 runs
+ * NCHW with CUDNN_FMA_MATH (no TF32); FP16 runs NHWC / KRSC on tensor cores, float accumulation.
  */
 #include <cudnn.h>
 #include <stdio.h>

@@ -1,10 +1,7 @@
-/* cuda/kernels.cu: the CUDA module's own kernels (everything that is not a convolution).
- *
- * Padding (reflect / edge / zero, as halos or packed copies), instance and batch normalisation
- * (float32 statistics in two kernels plus an apply that fuses the activation and a residual
- * add), activations, Add, Tanh, Dropout (the engine's Philox mask, bit for bit), Concat, the
- * layout conversions and the RGBA image path. The per-element bodies are kernel_bodies.h; this
- * file adds the grid-stride launches and the statistics reductions.
+/* cuda/kernels.cu: the module's own kernels (everything but convolutions): halos and padding,
+ * normalisation statistics and apply (fused activation and residual), activations, Add, Tanh,
+ * Dropout (the engine's Philox mask), Concat, layout and RGBA conversions. The per-element
+ * bodies are kernel_bodies.h; this file adds the grid-stride launches and the reductions.
  */
 #include "kernel_bodies.h"
 

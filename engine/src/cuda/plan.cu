@@ -1,22 +1,8 @@
 /* cuda/plan.cu: device plans: the engine's steps turned into launches for one shape, precision
- * and Pix2Pix mode, with their device memory laid out once and cached by the backend.
+ * and Pix2Pix mode, their device memory laid out once, cached by the backend (backend.cu).
  *
- * Layout: FP32 is NCHW; FP16 is NHWC with channels padded to a multiple of 8 (cuDNN's tensor
- * cores want it; the padding channels are zeros in activations and filters). Fusions, each
- * saving whole-tensor passes over device memory, which is what bounds these generators
- * between their convolutions (perf.md 2.2, 4):
- *  - norm + activation (+ residual Add): one apply pass reads x (and the residual) and writes y
- *    once, instead of three or four passes (apply, ReLU, Add); the ResNet's 9 block-ending Adds
- *    disappear.
- *  - reflect padding as a halo: a value read by reflect-padded convolutions is stored with the
- *    halo around it and its producer fills only the border, so no padded copy is ever made
- *    (20 of the ResNet's 24 convolutions read through one); the convolution runs unpadded.
- *  - convolution bias: dropped before a batch-statistics norm (it cancels exactly), folded into
- *    an eval-mode norm's shift or into Tanh, else one in-place pass.
- *  - elementwise steps write in place over an input that dies there.
- * Not fused (left for tuning with a GPU at hand): norm statistics into the convolution
- * epilogue (cuDNN's ConvBNfprop / genstats), Concat by writing producers into the joined
- * buffer, CUDA graphs by default (available through I2I_CUDA_GRAPH=1).
+ * FP32 is NCHW; FP16 is NHWC with channels padded to a multiple of 8 (zeros in activations and
+ * filters). The fusions, and why, are described above fuse(); the device weights are here too.
  */
 #include <math.h>
 #include <stdio.h>
@@ -70,7 +56,7 @@ typedef struct {
   int n, c, h, w, cs;
   int pt, pl, pb, pr, halo_mode;
   int producer;              /* step index, -1 external (uploaded), -2 none */
-  int first_read, last;      /* step indices of the first and last read */
+  int last;                  /* step index of the last read */
   int external, download;
   int alias;                 /* root value whose buffer this one reuses, or -1 */
   size_t off, bytes;
@@ -416,7 +402,6 @@ static void usage(struct cplan *cp) {
   for (int v = 0; v < cp->nt; v++) {
     cval *x = &cp->vals[v];
     x->producer = -2;
-    x->first_read = -1;
     x->last = -1;
     x->external = 0;
   }
@@ -432,7 +417,6 @@ static void usage(struct cplan *cp) {
         x->producer = -1;
         x->external = 1;
       }
-      if (x->first_read < 0) x->first_read = i;
       x->last = i;
     }
     cp->vals[s->out].producer = i;
@@ -457,6 +441,19 @@ static int count_readers(const struct cplan *cp, int v, int *reader) {
   return r;
 }
 
+/* Fusions. Between its convolutions these generators are bound by whole-tensor passes over
+ * device memory (perf.md 2.2, 4), so each fusion removes passes:
+ *  - norm + activation (+ residual Add): one apply pass reads x (and the residual) and writes y
+ *    once instead of three or four passes; the ResNet's 9 block-ending Adds disappear.
+ *  - reflect padding as a halo (layouts()): a value read by reflect-padded convolutions is
+ *    stored inside its halo and its producer fills only the border, so no padded copy is made
+ *    (20 of the ResNet's 24 convolutions read through one) and the convolution runs unpadded.
+ *  - convolution bias: dropped before a batch-statistics norm (it cancels exactly), folded into
+ *    an eval-mode norm's shift or into Tanh, else one in-place pass.
+ *  - elementwise steps write in place over an input that dies there (in_place()).
+ * Not fused yet (for tuning with a GPU at hand, issue 13): norm statistics into the convolution
+ * epilogue (cuDNN ConvBNfprop / genstats), Concat by writing producers into the joined buffer;
+ * CUDA graphs are available (I2I_CUDA_GRAPH=1) but not the default. */
 static void fuse(struct cplan *cp) {
   /* norm (+ act) followed by Add: the apply adds the residual (and the Add's act) */
   for (int i = 0; i < cp->ns; i++) {
@@ -555,7 +552,7 @@ static int layouts(cu_backend *B, struct cplan *cp, const i2i_plan *plan) {
     t->w = x->w + s->pads[1] + s->pads[3];
     t->alias = -1;
     t->producer = i;
-    t->first_read = t->last = i;
+    t->last = i;
   }
   for (int i = 0; i < cp->ns; i++) {
     cstep *s = &cp->steps[i];
@@ -885,7 +882,7 @@ int cplan_build(cu_backend *B, i2i_ctx *ctx, const i2i_model *m, const i2i_plan 
   if (ctx)
     B->host->log(ctx, I2I_LOG_INFO,
                  "cuda: %s plan for %dx%dx%dx%d (steps %d..%d): %d convolutions, %llu algorithm searches, %llu from "
-                 "the cache%s%s, %d steps fused away, %.1f MiB of device memory",
+                 "the cache%s%s, %d step(s) fused into others, %.1f MiB of device memory",
                  cp->half ? "fp16" : "fp32", plan->n, (int)plan->shape[g->input].c, plan->h, plan->w, first, last,
                  nconv, (unsigned long long)(B->stats.algo_searches - searches),
                  (unsigned long long)(B->stats.algo_cache_hits - hits), algo_cache_path(B->algos)[0] ? " " : "",
@@ -993,22 +990,28 @@ int cplan_run(cu_backend *B, i2i_ctx *ctx, struct cplan *cp, i2i_run_state *st, 
     cp->gexec = NULL;
   }
   if (!cp->gexec) {
-    CU_TRY(B, cudaStreamBeginCapture(B->stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
-    int k = enqueue_all(B, ctx, cp, st, 0);
+    /* any capture failure (a call that cannot be captured, an old driver) means eager launches */
+    int k = CE_OK;
     cudaGraph_t gr = NULL;
-    cudaError_t e = cudaStreamEndCapture(B->stream, &gr);
-    if (!k && e == cudaSuccess) e = cudaGraphInstantiate(&cp->gexec, gr, 0);
+    cudaError_t e = cudaStreamBeginCapture(B->stream, cudaStreamCaptureModeThreadLocal);
+    if (e == cudaSuccess) {
+      k = enqueue_all(B, ctx, cp, st, 0);
+      e = cudaStreamEndCapture(B->stream, &gr);
+      if (!k && e == cudaSuccess) e = cudaGraphInstantiate(&cp->gexec, gr, 0);
+    }
     if (gr) cudaGraphDestroy(gr);
     if (k || e != cudaSuccess) {
       if (k == CE_STICKY) return k;
       cudaGetLastError();
       cp->gexec = NULL;
       cp->graph_failed = 1;
+      B->stats.graph_failures++;
       B->err.kind = CE_OK;
       return enqueue_all(B, ctx, cp, st, progress);
     }
     cp->g_seed = st->seed;
     cp->g_step = st->step;
+    B->stats.graphs_captured++;
   }
   CU_TRY(B, cudaGraphLaunch(cp->gexec, B->stream), "cudaGraphLaunch");
   return CE_OK;

@@ -1,0 +1,4 @@
+/* tests/cuda/emu/emu_dnn.cc: engine/src/cuda/dnn.cu compiled as host C++ for the emulated
+ * module (emu.h): the real module's source, unchanged, linked against the host emulations of
+ * the CUDA runtime and cuDNN instead of libcudart and libcudnn. */
+#include "dnn.cu"

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# tests/cuda/emu/run_emu.sh: the CUDA backend's logic on the emulated module, no GPU needed:
+# parity (C-built models and, with torch, PyTorch's exports), a second process served by the
+# on-disk algorithm cache, injected faults, a real device OOM and a mid-run fault, and the
+# open-time refusals (old driver, cc 6.1, no device, no kernel image). "N passed, N failed".
+# Usage: run_emu.sh EMU_MODULE PARITY I2I_TOOL TEST_FALLBACK WORKDIR [PYTHON]
+set -u
+emu=$1 parity=$2 tool=$3 tf=$4 work=$5 py=${6:-}
+pass=0 fail=0
+rm -rf "$work" && mkdir -p "$work" || exit 1
+export I2I_CUDA_MODULE=$emu I2I_CUDA_ALGO_CACHE=$work/algos.txt
+unset I2I_BACKEND I2I_CUDA_FAULT I2I_CUDA_PRECISION MALLOC_PERTURB_
+
+count() { # count LOG: adds the log's closing "N passed, N failed" to the totals
+  local p f
+  p=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$1" | tail -1)
+  f=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$1" | tail -1)
+  if [ -z "$p" ]; then fail=$((fail + 1)); echo "FAIL: $(basename "$1") ended without a summary"; tail -5 "$1"; return; fi
+  pass=$((pass + p)); fail=$((fail + f))
+  grep '^FAIL' "$1"
+}
+ok() { pass=$((pass + 1)); echo "PASS: $1"; }
+ko() { fail=$((fail + 1)); echo "FAIL: $1"; [ -n "${2:-}" ] && echo "$2" | sed 's/^/    /'; }
+
+"$parity" --small --sizes 67x45,256x256 --op-sizes 67x45 --seed 11 >"$work/parity.log" 2>&1
+count "$work/parity.log"
+echo "parity, C-built models: $(tail -1 "$work/parity.log")"
+
+onnx_args=()
+if [ -n "$py" ] && "$py" -c 'import torch, onnx' 2>/dev/null; then
+  if "$py" "$(dirname "$0")/../../gpu/export_models.py" "$work/onnx" --small >"$work/export.log" 2>&1; then
+    onnx_args=(--onnx "$work/onnx/resnet2_c8.onnx" --onnx "$work/onnx/unet8_c8.onnx")
+    "$parity" --models none "${onnx_args[@]}" --sizes 67x45,256x256 --op-sizes 67x45 --seed 12 >"$work/parity-onnx.log" 2>&1
+    count "$work/parity-onnx.log"
+    echo "parity, PyTorch exports: $(tail -1 "$work/parity-onnx.log")"
+  else
+    ko "PyTorch export" "$(tail -5 "$work/export.log")"
+  fi
+else
+  echo "SKIP: no torch and onnx for the PyTorch exports"
+fi
+
+"$parity" --models resnet --small --sizes 67x45 --op-sizes none --expect-no-search >"$work/second.log" 2>&1
+count "$work/second.log"
+echo "second process: $(grep 'algorithm search' "$work/second.log" | tail -1)"
+
+for f in oom oom-once sticky; do
+  "$parity" --fault $f >"$work/fault-$f.log" 2>&1
+  count "$work/fault-$f.log"
+done
+
+# the tool on the emulated module: refusals at open, real out-of-memory, a fault mid-run
+"$tf" fixtures "$work" || { ko "fixtures"; echo "$pass passed, $fail failed"; exit 1; }
+I2I_BACKEND=cpu "$tool" translate "$work/tiny.onnx" "$work/in.npy" "$work/cpu.npy" 2>/dev/null
+case_auto() { # case_auto LABEL WHY ENV...
+  local label=$1 why=$2; shift 2
+  if env "$@" "$tool" translate -v "$work/tiny.onnx" "$work/in.npy" "$work/out.npy" 2>"$work/err" >/dev/null \
+      && grep -q "on the CPU" "$work/err" && grep -qF -- "$why" "$work/err" \
+      && "$tf" compare "$work/out.npy" "$work/cpu.npy" 0 >/dev/null; then
+    ok "$label: AUTO falls back with \"$why\""
+  else
+    ko "$label: AUTO falls back with \"$why\"" "$(cat "$work/err")"
+  fi
+  env "$@" "$tool" translate --backend cuda "$work/tiny.onnx" "$work/in.npy" "$work/out2.npy" 2>"$work/err" >/dev/null
+  if [ $? = 1 ] && grep -qF -- "$why" "$work/err"; then ok "$label: forced CUDA fails with \"$why\""
+  else ko "$label: forced CUDA fails with \"$why\"" "$(cat "$work/err")"; fi
+}
+case_auto "driver too old" "driver 580 or newer" EMU_DRIVER=12040
+case_auto "compute capability 6.1" "needs 7.5" EMU_CC=61
+case_auto "no device" "no CUDA device" EMU_NO_DEVICE=1
+case_auto "no kernel image" "no code for" EMU_NO_IMAGE=1
+case_auto "device out of memory" "out of GPU memory" EMU_DEVICE_MEMORY=60000
+case_auto "illegal address in the middle of a run" "illegal memory access" EMU_STICKY_AT=7
+if "$tool" translate -v "$work/tiny.onnx" "$work/in.npy" "$work/out.npy" 2>"$work/err" >/dev/null \
+    && grep -q "on the GPU" "$work/err" && "$tf" compare "$work/out.npy" "$work/cpu.npy" 3e-2 >/dev/null; then
+  ok "i2i translate runs on the (emulated) GPU within fp16 tolerance"
+else
+  ko "i2i translate runs on the (emulated) GPU" "$(cat "$work/err")"
+fi
+
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]
