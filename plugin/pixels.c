@@ -1,6 +1,6 @@
 /* pixels.c: drawable pixels <-> interleaved float R'G'B'A, and the procedure run (i2i_apply).
  *
- * Reads the whole drawable through babl in its own space, runs the engine on all of it, and
+ * Reads the whole drawable in its own space, runs the engine on all of it, and
  * writes only the selection box back through the shadow buffer, merged as one undo step (GIMP
  * applies the selection mask, so feathering blends). Nothing touches the drawable before that
  * merge, so a killed run leaves the image as it was. No dialog code; version calls via compat.
@@ -9,6 +9,71 @@
 #include <string.h>
 
 #include "pixels.h"
+
+/* Perceptual 8- and 16-bit integer layers are converted here, not by babl. babl picks a
+ * conversion path by timing the first time a process needs one, and some of its paths are a
+ * rounding step off: in GIMP 3 the same u8 layer read as slightly different floats in about one
+ * process in four (8 of 256 values), so the output was not always `i2i translate`'s. These
+ * conversions are exact and match `i2i translate`: v / 255 (v / 65535) in, v * 255 + 0.5 with
+ * clamping out. Gray is written back through babl (luma in the drawable's space). */
+#define RAW_BAND_ROWS 64
+
+static void raw_detect(i2i_layer *L, const Babl *f) {
+  static const char *const names[] = {"R'G'B' u8", "R'G'B'A u8", "Y' u8", "Y'A u8",
+                                      "R'G'B' u16", "R'G'B'A u16", "Y' u16", "Y'A u16"};
+  static const int channels[] = {3, 4, 1, 2};
+  for (int i = 0; i < 8; i++)
+    if (babl_format_with_space(names[i], f) == f) {
+      L->raw_format = f;
+      L->raw_channels = channels[i % 4];
+      L->raw_bytes = i < 4 ? 1 : 2;
+      return;
+    }
+}
+
+/* Bytes of a band of RAW_BAND_ROWS (at most `height`) rows of `width` raw pixels; 0 (which
+ * g_try_malloc answers with NULL) when it does not fit a size_t. */
+static size_t raw_band_bytes(const i2i_layer *L, int width, int height) {
+  size_t px, bytes;
+  int rows = height < RAW_BAND_ROWS ? height : RAW_BAND_ROWS;
+  if (width < 1 || rows < 1 || !g_size_checked_mul(&px, (size_t)width, (size_t)rows) ||
+      !g_size_checked_mul(&bytes, px, (size_t)L->raw_channels * (size_t)L->raw_bytes))
+    return 0;
+  return bytes;
+}
+
+static inline float raw_sample(const guchar *p, int bytes) {
+  return bytes == 1 ? (float)p[0] / 255.0f : (float)*(const guint16 *)p / 65535.0f;
+}
+
+/* `n` pixels of the raw format to float R'G'B'A. */
+static void raw_to_float(const i2i_layer *L, const guchar *src, size_t n, float *dst) {
+  int b = L->raw_bytes, ch = L->raw_channels;
+  for (size_t i = 0; i < n; i++, src += (size_t)ch * b, dst += 4) {
+    if (ch >= 3) {
+      dst[0] = raw_sample(src, b);
+      dst[1] = raw_sample(src + b, b);
+      dst[2] = raw_sample(src + 2 * b, b);
+    } else {
+      dst[0] = dst[1] = dst[2] = raw_sample(src, b);
+    }
+    dst[3] = ch == 4 ? raw_sample(src + 3 * b, b) : ch == 2 ? raw_sample(src + b, b) : 1.0f;
+  }
+}
+
+static inline void raw_put(guchar *p, int bytes, float v) {
+  float m = bytes == 1 ? 255.0f : 65535.0f;
+  unsigned q = !(v > 0.0f) ? 0u : v >= 1.0f ? (unsigned)m : (unsigned)(v * m + 0.5f);
+  if (bytes == 1) p[0] = (guchar)q;
+  else *(guint16 *)p = (guint16)q;
+}
+
+/* `n` float R'G'B'A pixels to the raw RGB(A) format (gray goes through babl). */
+static void float_to_raw(const i2i_layer *L, const float *src, size_t n, guchar *dst) {
+  int b = L->raw_bytes, ch = L->raw_channels;
+  for (size_t i = 0; i < n; i++, src += 4, dst += (size_t)ch * b)
+    for (int c = 0; c < ch; c++) raw_put(dst + (size_t)c * b, b, src[c]);
+}
 
 bool i2i_layer_read(i2i_gimp_drawable d, i2i_layer *L, bool read, char **err) {
   memset(L, 0, sizeof *L);
@@ -31,6 +96,7 @@ bool i2i_layer_read(i2i_gimp_drawable d, i2i_layer *L, bool read, char **err) {
   L->preview_format = babl_format_with_space(L->is_rgb ? (L->has_alpha ? "R'G'B'A u8" : "R'G'B' u8")
                                                        : (L->has_alpha ? "Y'A u8" : "Y' u8"),
                                              f);
+  raw_detect(L, f);
   gint x = 0, y = 0, w = 0, h = 0;
   L->any = gimp_drawable_mask_intersect(d, &x, &y, &w, &h) && w > 0 && h > 0;
   L->mx = x;
@@ -55,8 +121,28 @@ bool i2i_layer_read(i2i_gimp_drawable d, i2i_layer *L, bool read, char **err) {
     i2i_layer_clear(L);
     return false;
   }
-  gegl_buffer_get(buf, GEGL_RECTANGLE(0, 0, L->width, L->height), 1.0, L->rgba_float, L->pixels,
-                  GEGL_AUTO_ROWSTRIDE, GEGL_ABYSS_NONE);
+  if (!L->raw_format) {
+    gegl_buffer_get(buf, GEGL_RECTANGLE(0, 0, L->width, L->height), 1.0, L->rgba_float, L->pixels,
+                    GEGL_AUTO_ROWSTRIDE, GEGL_ABYSS_NONE);
+    g_object_unref(buf);
+    return true;
+  }
+  /* exact conversion, a band of rows at a time */
+  size_t row_px = (size_t)L->width;
+  guchar *raw = g_try_malloc(raw_band_bytes(L, L->width, L->height));
+  if (!raw) {
+    g_object_unref(buf);
+    i2i_layer_clear(L);
+    *err = g_strdup("i2i: not enough memory to read the layer");
+    return false;
+  }
+  for (int y0 = 0; y0 < L->height; y0 += RAW_BAND_ROWS) {
+    int rows = L->height - y0 < RAW_BAND_ROWS ? L->height - y0 : RAW_BAND_ROWS;
+    gegl_buffer_get(buf, GEGL_RECTANGLE(0, y0, L->width, rows), 1.0, L->raw_format, raw, GEGL_AUTO_ROWSTRIDE,
+                    GEGL_ABYSS_NONE);
+    raw_to_float(L, raw, row_px * (size_t)rows, L->pixels + (size_t)y0 * row_px * 4);
+  }
+  g_free(raw);
   g_object_unref(buf);
   return true;
 }
@@ -79,8 +165,21 @@ bool i2i_layer_write(i2i_gimp_drawable d, const i2i_layer *L, const float *resul
     return false;
   }
   const float *first = result + ((size_t)L->my * (size_t)L->width + (size_t)L->mx) * 4;
-  gegl_buffer_set(shadow, GEGL_RECTANGLE(L->mx, L->my, L->mw, L->mh), 0, L->rgba_float, first,
-                  (gint)((size_t)L->width * 4 * sizeof(float)));
+  guchar *raw = L->raw_format && L->raw_channels >= 3 ? g_try_malloc(raw_band_bytes(L, L->mw, L->mh)) : NULL;
+  if (raw) {
+    for (int y0 = 0; y0 < L->mh; y0 += RAW_BAND_ROWS) {
+      int rows = L->mh - y0 < RAW_BAND_ROWS ? L->mh - y0 : RAW_BAND_ROWS;
+      size_t rb = (size_t)L->mw * (size_t)L->raw_channels * (size_t)L->raw_bytes;
+      for (int r = 0; r < rows; r++)
+        float_to_raw(L, first + ((size_t)(y0 + r) * (size_t)L->width) * 4, (size_t)L->mw, raw + (size_t)r * rb);
+      gegl_buffer_set(shadow, GEGL_RECTANGLE(L->mx, L->my + y0, L->mw, rows), 0, L->raw_format, raw,
+                      GEGL_AUTO_ROWSTRIDE);
+    }
+    g_free(raw);
+  } else {
+    gegl_buffer_set(shadow, GEGL_RECTANGLE(L->mx, L->my, L->mw, L->mh), 0, L->rgba_float, first,
+                    (gint)((size_t)L->width * 4 * sizeof(float)));
+  }
   gegl_buffer_flush(shadow);
   g_object_unref(shadow);
   gimp_drawable_merge_shadow(d, TRUE);

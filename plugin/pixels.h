@@ -1,9 +1,10 @@
 /* pixels.h: a drawable's pixels as interleaved float R'G'B'A, and the write-back through the
  * shadow buffer; the run of a procedure on a drawable (apply.c).
  *
- * Everything goes through babl in the drawable's own colour space, so 8/16/32-bit integer and
+ * Everything is read and written in the drawable's own colour space, so 8/16/32-bit integer and
  * float, linear and perceptual layers keep their precision, and gray layers become R=G=B for
- * the model and Y'(A) again when written. Version-specific calls come from gimp_compat.h. Not
+ * the model and Y'(A) again when written: perceptual 8- and 16-bit integer layers with exact
+ * conversions of pixels.c's own, everything else through babl. Version-specific calls come from gimp_compat.h. Not
  * here: registration, argument unpacking and the dialog.
  */
 #ifndef I2I_PIXELS_H
@@ -19,6 +20,9 @@ typedef struct {
   bool is_rgb, has_alpha;
   const Babl *rgba_float;     /* "R'G'B'A float" in the drawable's space: what the engine gets */
   const Babl *preview_format; /* 8-bit, with the drawable's channels: what previews draw */
+  const Babl *raw_format;     /* the drawable's own format when pixels.c converts it exactly
+                                 itself (perceptual 8/16-bit integer), else NULL: babl does */
+  int raw_channels, raw_bytes; /* of raw_format: 1..4 samples of 1 or 2 bytes */
   bool any;                   /* false when the selection misses the drawable */
   int mx, my, mw, mh;         /* selection box within the drawable (drawable coordinates) */
   float *pixels;              /* the whole drawable, width*height RGBA floats (g_free) */
