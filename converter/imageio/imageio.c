@@ -482,6 +482,12 @@ typedef struct {
   float *dst;
   int width;
   bool gray;
+  /* perceptual 8/16-bit files: the samples are read as stored (`fmt` is the buffer's own
+   * format, a copy) and scaled here as v / 255 or v / 65535, because babl picks its u8/u16 ->
+   * float path by timing and some paths are a rounding step off (results would vary between
+   * runs) */
+  int int_bytes;        /* 1 or 2; 0: babl converts to float */
+  int int_channels;     /* 1..4: Y', Y'A, R'G'B', R'G'B'A */
 } get_job;
 
 static void get_rows(gsize y0, gsize n, gpointer data)
@@ -489,9 +495,36 @@ static void get_rows(gsize y0, gsize n, gpointer data)
   get_job *j = data;
   GeglRectangle r = {0, (gint)y0, j->width, (gint)n};
   float *d = j->dst + y0 * (size_t)j->width * 4;
+  size_t n_px = n * (size_t)j->width;
+  if (j->int_bytes) {
+    /* the raw samples fit in the band's own output floats (at most 8 bytes a pixel of 16) */
+    unsigned char *raw = (unsigned char *)d + n_px * 16 - n_px * (size_t)(j->int_channels * j->int_bytes);
+    gegl_buffer_get(j->buf, &r, 1.0, j->fmt, raw, GEGL_AUTO_ROWSTRIDE, GEGL_ABYSS_NONE);
+    int c = j->int_channels;
+    bool alpha = c == 2 || c == 4, gray = c <= 2;
+    for (size_t i = 0; i < n_px; i++) {
+      float v[4] = {0, 0, 0, 0};
+      for (int k = 0; k < c; k++) {
+        size_t at = (i * (size_t)c + (size_t)k) * (size_t)j->int_bytes;
+        if (j->int_bytes == 1) {
+          v[k] = raw[at] / 255.0f;
+        } else {
+          uint16_t u;
+          memcpy(&u, raw + at, 2);
+          v[k] = u / 65535.0f;
+        }
+      }
+      float *o = d + i * 4;
+      o[0] = v[0];
+      o[1] = gray ? v[0] : v[1];
+      o[2] = gray ? v[0] : v[2];
+      o[3] = alpha ? v[c - 1] : 1.0f;
+    }
+    return;
+  }
   gegl_buffer_get(j->buf, &r, 1.0, j->fmt, d, GEGL_AUTO_ROWSTRIDE, GEGL_ABYSS_NONE);
   if (j->gray)
-    expand_ya_to_rgba(d, n * (size_t)j->width);
+    expand_ya_to_rgba(d, n_px);
 }
 
 /* Loads a PNG (already checked by png_structure_ok) or TIFF through GEGL. */
@@ -565,7 +598,18 @@ static bool load_gegl(const char *path, i2i_img_type type, i2i_img *out, char *e
   else
     want = babl_format_with_space(out->info.is_gray ? "Y'A float" : "R'G'B'A float", native);
   {
-    get_job job = {buf, want, out->pixels, bb.width, out->info.is_gray};
+    get_job job = {buf, want, out->pixels, bb.width, out->info.is_gray, 0, 0};
+    static const char *const models[4] = {"Y'", "Y'A", "R'G'B'", "R'G'B'A"};
+    int nc = babl_format_get_n_components(native);
+    if (!out->info.is_float && (out->info.bits == 8 || out->info.bits == 16) && nc >= 1 && nc <= 4) {
+      char name[32];
+      snprintf(name, sizeof name, "%s u%d", models[nc - 1], out->info.bits);
+      if (!strcmp(enc, name)) {
+        job.fmt = native;
+        job.int_bytes = out->info.bits / 8;
+        job.int_channels = nc;
+      }
+    }
     gegl_parallel_distribute_range((gsize)bb.height, 16.0, get_rows, &job);
   }
   if (out->info.is_float)
