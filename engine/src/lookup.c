@@ -5,6 +5,8 @@
  * installed data folder. Listing reads only each file's metadata, never its weights.
  */
 #include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <glib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,16 +93,77 @@ i2i_status i2i_model_find(i2i_ctx *ctx, const char *name, char **path) {
   return st;
 }
 
+/* Reads one varint at *off from the file; false at the end or on a malformed varint. */
+static bool pread_varint(int fd, off_t *off, uint64_t *v) {
+  unsigned char b[10];
+  ssize_t n = pread(fd, b, sizeof b, *off);
+  if (n <= 0) return false;
+  uint64_t r = 0;
+  for (int i = 0; i < n; i++) {
+    r |= (uint64_t)(b[i] & 0x7f) << (7 * i);
+    if (!(b[i] & 0x80)) {
+      *off += i + 1;
+      *v = r;
+      return true;
+    }
+  }
+  return false;
+}
+
+/* Collects the metadata_props (field 14) of a model file into `g`, skipping every other
+ * top-level field with a seek, so the weights (the graph, field 7) are never read. */
+static bool scan_meta(i2i_ctx *ctx, const char *path, i2i_graph *g) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  struct stat sb;
+  bool ok = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode);
+  off_t off = 0, end = ok ? sb.st_size : 0;
+  while (ok && off < end) {
+    uint64_t key, len;
+    if (!pread_varint(fd, &off, &key)) ok = false;
+    else if ((key & 7) == 0) ok = pread_varint(fd, &off, &len);
+    else if ((key & 7) == 1) off += 8;
+    else if ((key & 7) == 5) off += 4;
+    else if ((key & 7) == 2) {
+      ok = pread_varint(fd, &off, &len) && len <= (uint64_t)(end - off);
+      if (ok && (key >> 3) == 14) {
+        uint8_t *buf = len <= (1u << 20) ? i2i_alloc(ctx, (size_t)len + 1) : NULL;
+        ok = buf && pread(fd, buf, (size_t)len, off) == (ssize_t)len;
+        if (ok) {
+          /* wrap the entry as a one-field message so onnx_read_meta decodes it */
+          uint8_t hdr[16];
+          size_t h = 0;
+          hdr[h++] = (14 << 3) | 2;
+          uint64_t l = len;
+          do {
+            hdr[h++] = (uint8_t)((l & 0x7f) | (l > 0x7f ? 0x80 : 0));
+            l >>= 7;
+          } while (l);
+          uint8_t *msg = i2i_alloc(ctx, h + (size_t)len);
+          ok = msg != NULL;
+          if (ok) {
+            memcpy(msg, hdr, h);
+            memcpy(msg + h, buf, (size_t)len);
+            ok = onnx_read_meta(ctx, msg, h + (size_t)len, g) == I2I_OK;
+          }
+          i2i_dealloc(ctx, msg);
+        }
+        i2i_dealloc(ctx, buf);
+      }
+      off += (off_t)len;
+    } else {
+      ok = false;
+    }
+  }
+  close(fd);
+  return ok;
+}
+
 /* Reads the metadata of one model file without its weights. */
 static bool read_entry(i2i_ctx *ctx, const char *path, char **label, i2i_family *family) {
-  uint8_t *data;
-  size_t size;
-  if (read_file(ctx, path, ctx->p.limits.max_model_bytes, &data, &size)) return false;
   i2i_graph g;
   graph_init(&g);
-  i2i_status st = onnx_read_meta(ctx, data, size, &g);
-  i2i_dealloc(ctx, data);
-  if (st) {
+  if (!scan_meta(ctx, path, &g)) {
     graph_clear(ctx, &g);
     return false;
   }
