@@ -85,6 +85,16 @@ void cpu_convt_backward_weights(const conv_geom *g, const float *x, const float 
 /* Scratch floats the backward of one image wants to run in one chunk (less is chunked; at
  * least one pixel's column is needed). */
 size_t cpu_conv_backward_scratch(const conv_geom *g, bool transpose);
+/* The data gradient of a convolution cpu_winograd_applies to, through Winograd (winograd.c):
+ * needs cpu_winograd_backward_scratch(g) floats. */
+size_t cpu_winograd_backward_scratch(const conv_geom *g);
+void cpu_conv_backward_data_winograd(const conv_geom *g, const float *dy, const float *w, float *dx, bool accumulate,
+                                     float *scratch, int threads);
+/* The weight gradient of such a convolution by Winograd F(3x3, 2x2): dw (and db when not NULL)
+ * are added to; needs cpu_winograd_wgrad_scratch(g, 16) floats at least (more: fewer chunks). */
+size_t cpu_winograd_wgrad_scratch(const conv_geom *g, size_t tiles);
+void cpu_conv_backward_weights_winograd(const conv_geom *g, const float *x, const float *dy, float *dw, float *db,
+                                        float *scratch, size_t scratch_floats, int threads);
 
 /* Training normalisation over n images x[n][c][hw]: batch statistics (per channel over N, H, W)
  * or instance statistics (per image and channel). Writes mean and rstd (c or n*c floats), then

@@ -71,6 +71,14 @@ static inline void norm_affine(const float *scale, const float *bias, float mean
   *b = bias[ci] - mean * *a;
 }
 
+/* Sums in double over 8 independent lanes (a fixed order, so deterministic; vectorisable). */
+#define LANES 8
+static inline double lanes_total(const double *l) {
+  double t = 0;
+  for (int j = 0; j < LANES; j++) t += l[j];
+  return t;
+}
+
 static inline float act_apply(float t, int act, float alpha) {
   if (act == ACT_RELU) return t > 0 ? t : 0.0f;
   if (act == ACT_LRELU) return t > 0 ? t : t * alpha;
@@ -85,20 +93,29 @@ void cpu_norm_train_forward(const float *x, float *y, int n, int c, size_t hw, b
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
   for (int gi = 0; gi < groups; gi++) {
     int ci = batch ? gi : gi % c, i0 = batch ? 0 : gi / c, i1 = batch ? n : gi / c + 1;
-    double sum = 0, cnt = (double)(i1 - i0) * (double)hw;
+    double acc[LANES] = {0}, cnt = (double)(i1 - i0) * (double)hw;
+    size_t body = hw / LANES * LANES;
     for (int i = i0; i < i1; i++) {
       const float *xc = x + plane_off(&s, i, ci);
-      for (size_t k = 0; k < hw; k++) sum += xc[k];
+      for (size_t k = 0; k < body; k += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] += xc[k + (size_t)j];
+      for (size_t k = body; k < hw; k++) acc[k % LANES] += xc[k];
     }
-    double mu = sum / cnt, q = 0;
+    double mu = lanes_total(acc) / cnt;
+    for (int j = 0; j < LANES; j++) acc[j] = 0;
     for (int i = i0; i < i1; i++) {
       const float *xc = x + plane_off(&s, i, ci);
-      for (size_t k = 0; k < hw; k++) {
-        double d = xc[k] - mu;
-        q += d * d;
+      for (size_t k = 0; k < body; k += LANES)
+        for (int j = 0; j < LANES; j++) {
+          double d = (double)xc[k + (size_t)j] - mu;
+          acc[j] += d * d;
+        }
+      for (size_t k = body; k < hw; k++) {
+        double d = (double)xc[k] - mu;
+        acc[k % LANES] += d * d;
       }
     }
-    double var = q / cnt;
+    double var = lanes_total(acc) / cnt;
     float mf = (float)mu, rf = (float)(1.0 / sqrt(var + (double)eps));
     mean[gi] = mf;
     rstd[gi] = rf;
@@ -117,12 +134,21 @@ void cpu_norm_train_forward(const float *x, float *y, int n, int c, size_t hw, b
   }
 }
 
+/* dz = dy times the fused activation's derivative at z = x * a + b (the forward's own formula):
+ * 1 above zero, `slope` below (0 ReLU, alpha LeakyReLU, 1 none). Branch-free, so it vectorises. */
+static inline float act_grad(float x, float a, float b, float g, float slope) {
+  float above = (float)(x * a + b > 0);
+  return g * (slope + (1.0f - slope) * above);
+}
+
 void cpu_norm_backward(const float *x, const float *dy, float *dx, bool accumulate, int n, int c, size_t hw, bool batch,
                        const float *scale, const float *bias, const float *mean, const float *rstd, int act, float alpha,
                        float *dscale, float *dbias, int threads) {
   norm_shape s = {n, c, hw, batch};
+  const float slope = act == ACT_RELU ? 0.0f : act == ACT_LRELU ? alpha : 1.0f;
   /* one thread per channel; with instance statistics it walks the images of that channel, so
-   * the per-channel dscale / dbias sums need no atomics and keep a fixed order */
+   * the per-channel dscale / dbias sums need no atomics and keep a fixed order. Sums of dz and
+   * dz * (x - mean) run in double over float products (vectorisable); x-hat = (x - mean) rstd. */
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
   for (int ci = 0; ci < c; ci++) {
     double ds_total = 0, db_total = 0;
@@ -131,33 +157,31 @@ void cpu_norm_backward(const float *x, const float *dy, float *dx, bool accumula
       int gi = batch ? ci : gq * c + ci, i0 = batch ? 0 : gq, i1 = batch ? n : gq + 1;
       float mf = mean[gi], rf = rstd[gi], a, b;
       norm_affine(scale, bias, mf, rf, ci, &a, &b);
-      double sdz = 0, sdzx = 0, cnt = (double)(i1 - i0) * (double)hw;
+      double sdz = 0, sdzc = 0, cnt = (double)(i1 - i0) * (double)hw;
       for (int i = i0; i < i1; i++) {
         const float *xc = x + plane_off(&s, i, ci), *gc = dy + plane_off(&s, i, ci);
+        /* the compiler's vector lanes give a fixed summation order: deterministic */
+#pragma omp simd reduction(+ : sdz, sdzc)
         for (size_t k = 0; k < hw; k++) {
-          float z = xc[k] * a + b, g = gc[k];
-          if (act == ACT_RELU) g = z > 0 ? g : 0.0f;
-          else if (act == ACT_LRELU) g = z > 0 ? g : g * alpha;
-          double xh = ((double)xc[k] - (double)mf) * (double)rf;
-          sdz += g;
-          sdzx += g * xh;
+          float g = act_grad(xc[k], a, b, gc[k], slope);
+          sdz += (double)g;
+          sdzc += (double)(g * (xc[k] - mf));
         }
       }
+      double sdzx = sdzc * (double)rf;
       ds_total += sdzx;
       db_total += sdz;
       if (!dx) continue;
-      double k1 = sdz / cnt, k2 = sdzx / cnt, gr = (double)scale[ci] * (double)rf;
+      /* dx = scale rstd (dz - mean(dz) - x-hat mean(dz x-hat)) = k0 dz + k1 + k2 (x - mean) */
+      float k0 = (float)((double)scale[ci] * (double)rf), k1 = (float)(-(double)k0 * sdz / cnt),
+            k2 = (float)(-(double)k0 * sdzx / cnt * (double)rf);
       for (int i = i0; i < i1; i++) {
         const float *xc = x + plane_off(&s, i, ci), *gc = dy + plane_off(&s, i, ci);
         float *dc = dx + plane_off(&s, i, ci);
-        for (size_t k = 0; k < hw; k++) {
-          float z = xc[k] * a + b, g = gc[k];
-          if (act == ACT_RELU) g = z > 0 ? g : 0.0f;
-          else if (act == ACT_LRELU) g = z > 0 ? g : g * alpha;
-          double xh = ((double)xc[k] - (double)mf) * (double)rf;
-          float v = (float)(gr * ((double)g - k1 - xh * k2));
-          dc[k] = accumulate ? dc[k] + v : v;
-        }
+        if (accumulate)
+          for (size_t k = 0; k < hw; k++) dc[k] += k0 * act_grad(xc[k], a, b, gc[k], slope) + k1 + k2 * (xc[k] - mf);
+        else
+          for (size_t k = 0; k < hw; k++) dc[k] = k0 * act_grad(xc[k], a, b, gc[k], slope) + k1 + k2 * (xc[k] - mf);
       }
     }
     if (dscale) dscale[ci] += (float)ds_total;

@@ -1,0 +1,60 @@
+#!/usr/bin/python3
+"""bench/train/torch_train_bench.py OUTDIR SIZE ITERS THREADS...: PyTorch's time per training
+iteration for mmagic's CycleGAN step (tests/train/torch_train.py's TorchTrainer, float32, the
+full-size networks: two ResNet generators with 9 blocks and 64 channels, two PatchGANs with 64),
+and the same networks as an mmagic-layout checkpoint (OUTDIR/cyclegan.pth, RGB) for the engine.
+
+Times: one warm-up iteration, then ITERS iterations per thread count, each timed on its own;
+the median is reported. Writes OUTDIR/torch.json. Not a test: it prints figures only.
+"""
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(here, '..', '..', 'tests', 'train'))
+sys.path.insert(0, os.path.join(here, '..', '..', 'tests', 'fixtures'))
+import mmagic_replica as mr  # noqa: E402
+import torch_train as tt  # noqa: E402
+
+out, size, iters = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+threads = [int(t) for t in sys.argv[4:]] or [2]
+os.makedirs(out, exist_ok=True)
+tt.DTYPE = torch.float32
+
+
+def nets():
+    return {'G': mr.build_resnet(64, 9, seed=1), 'G_REV': mr.build_resnet(64, 9, seed=2),
+            'D': mr.build_patch_disc(3, 64, 'IN', seed=3), 'D_REV': mr.build_patch_disc(3, 64, 'IN', seed=4)}
+
+
+n = nets()
+ckpt = os.path.join(out, 'cyclegan.pth')
+if not os.path.exists(ckpt):
+    sd = mr.translation_state_dict([('y', n['G']), ('x', n['G_REV'])], [('y', n['D']), ('x', n['D_REV'])])
+    torch.save({'state_dict': sd}, ckpt)
+c = dict(kind='cyclegan', size=size, batch=1, iters=1000, pool=50)
+rng = np.random.default_rng(0)
+res = []
+for t in threads:
+    torch.set_num_threads(t)
+    trainer = tt.TorchTrainer(c, nets(), {})
+    times = []
+    for it in range(iters + 1):
+        a = torch.from_numpy(rng.random((1, 3, size, size), dtype=np.float32) * 2 - 1)
+        b = -a
+        t0 = time.perf_counter()
+        losses = trainer.step(it, a, b)
+        dt = time.perf_counter() - t0
+        print('pytorch cyclegan %d threads=%d iteration %d: %.3f s (loss G %.3f)' % (size, t, it, dt, losses['g']),
+              flush=True)
+        if it:
+            times.append(dt)
+    res.append({'runtime': 'pytorch', 'precision': 'fp32', 'model': 'cyclegan', 'size': size, 'batch': 1, 'threads': t,
+                'times': times, 'median': statistics.median(times), 'mkldnn': torch.backends.mkldnn.is_available()})
+json.dump({'torch': torch.__version__, 'results': res}, open(os.path.join(out, 'torch.json'), 'w'), indent=1)
