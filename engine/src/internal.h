@@ -33,6 +33,19 @@ static inline bool i2i_add64_ok(int64_t a, int64_t b, int64_t *r) { return !__bu
 /* ---- backends ---------------------------------------------------------------------------- */
 
 struct i2i_plan;
+
+/* One buffer of a liveness-planned arena: `size` floats alive from step `first` to step `last`
+ * (inclusive). plan_place_buffers sets `offset` (floats, 16-aligned) and `placed`. */
+typedef struct {
+  size_t size;
+  int first, last;
+  size_t offset;
+  bool placed;
+} plan_buffer;
+
+/* Places the nb buffers greedily, largest first, each at the lowest offset free of every placed
+ * buffer whose lifetime overlaps; returns the arena size in floats, or SIZE_MAX on overflow. */
+size_t plan_place_buffers(plan_buffer *b, int nb);
 struct i2i_run_state;
 
 /* A backend executes a plan. The CPU backend is built in; the CUDA backend lives in a module

@@ -12,12 +12,35 @@
 #include "cpu/cpu.h"
 #include "internal.h"
 
-typedef struct {
-  size_t size;       /* floats */
-  int first, last;   /* step indices; the graph input is defined at -1 */
-  size_t offset;
-  bool placed;
-} buffer;
+size_t plan_place_buffers(plan_buffer *b, int nb) {
+  size_t arena = 0;
+  for (int iter = 0; iter < nb; iter++) {
+    int best = -1;
+    for (int i = 0; i < nb; i++)
+      if (!b[i].placed && (best < 0 || b[i].size > b[best].size)) best = i;
+    plan_buffer *B = &b[best];
+    size_t need = (B->size + 15) & ~(size_t)15, off = 0;
+    bool moved = true;
+    while (moved) {
+      moved = false;
+      for (int i = 0; i < nb; i++) {
+        const plan_buffer *o = &b[i];
+        if (!o->placed || o->last < B->first || B->last < o->first) continue;
+        size_t oend = o->offset + ((o->size + 15) & ~(size_t)15);
+        if (off < oend && o->offset < off + need) {
+          off = oend;
+          moved = true;
+        }
+      }
+    }
+    B->offset = off;
+    B->placed = true;
+    size_t end;
+    if (!i2i_add_ok(off, need, &end)) return SIZE_MAX;
+    if (end > arena) arena = end;
+  }
+  return arena;
+}
 
 static bool elementwise(i2i_op op) {
   return op == OP_RELU || op == OP_LRELU || op == OP_TANH || op == OP_DROPOUT || op == OP_IDENTITY ||
@@ -53,7 +76,7 @@ i2i_status plan_build(i2i_ctx *ctx, const i2i_model *m, int nimg, int h, int w, 
   int *readers = i2i_calloc(ctx, (size_t)nv + 1, sizeof(int));
   int *reader = i2i_calloc(ctx, (size_t)nv + 1, sizeof(int));   /* the single reader's order index */
   int *buf_of = i2i_alloc(ctx, sizeof(int) * ((size_t)nv + 1));
-  buffer *bufs = i2i_calloc(ctx, (size_t)nn + 2, sizeof *bufs);
+  plan_buffer *bufs = i2i_calloc(ctx, (size_t)nn + 2, sizeof *bufs);
   bool *skip = i2i_calloc(ctx, (size_t)nn + 1, 1);
   int *order_idx = NULL;
   if (!p || !readers || !reader || !buf_of || !bufs || !skip) {
@@ -155,7 +178,7 @@ i2i_status plan_build(i2i_ctx *ctx, const i2i_model *m, int nimg, int h, int w, 
     goto done;
   }
   int nb = 0;
-  bufs[nb] = (buffer){shape_numel(p->shape[g->input]), -1, -1, 0, false};
+  bufs[nb] = (plan_buffer){shape_numel(p->shape[g->input]), -1, -1, 0, false}; /* the input: step -1 */
   buf_of[g->input] = nb++;
   for (int k = 0; k < ns; k++) {
     i2i_step *s = &p->steps[k];
@@ -178,41 +201,16 @@ i2i_status plan_build(i2i_ctx *ctx, const i2i_model *m, int nimg, int h, int w, 
       buf_of[s->out] = reuse;
       bufs[reuse].last = k;
     } else {
-      bufs[nb] = (buffer){shape_numel(p->shape[s->out]), k, k, 0, false};
+      bufs[nb] = (plan_buffer){shape_numel(p->shape[s->out]), k, k, 0, false};
       buf_of[s->out] = nb++;
     }
   }
   bufs[buf_of[g->output]].last = ns;
   /* placement */
-  size_t arena = 0;
-  for (int iter = 0; iter < nb; iter++) {
-    int best = -1;
-    for (int b = 0; b < nb; b++)
-      if (!bufs[b].placed && (best < 0 || bufs[b].size > bufs[best].size)) best = b;
-    buffer *B = &bufs[best];
-    size_t need = (B->size + 15) & ~(size_t)15;
-    size_t off = 0;
-    bool moved = true;
-    while (moved) {
-      moved = false;
-      for (int b = 0; b < nb; b++) {
-        const buffer *o = &bufs[b];
-        if (!o->placed || o->last < B->first || B->last < o->first) continue;
-        size_t oend = o->offset + ((o->size + 15) & ~(size_t)15);
-        if (off < oend && o->offset < off + need) {
-          off = oend;
-          moved = true;
-        }
-      }
-    }
-    B->offset = off;
-    B->placed = true;
-    size_t end;
-    if (!i2i_add_ok(off, need, &end)) {
-      st = i2i_fail(ctx, I2I_E_LIMIT, "activation workspace too large");
-      goto done;
-    }
-    if (end > arena) arena = end;
+  size_t arena = plan_place_buffers(bufs, nb);
+  if (arena == SIZE_MAX) {
+    st = i2i_fail(ctx, I2I_E_LIMIT, "activation workspace too large");
+    goto done;
   }
   p->arena_floats = arena;
   for (int v = 0; v < nv; v++)

@@ -58,6 +58,24 @@ HOT_CLONES static void transform_weights(const conv_geom *g, const float *w, flo
   }
 }
 
+/* d = the 4x4 input tile of one channel plane xc whose top-left is (y0, x0), padded as the
+ * convolution pads (reflect or zero) where it reaches past the plane. */
+static inline void gather_tile(const conv_geom *g, const float *xc, int y0, int x0, float d[4][4]) {
+  const int h = g->h, w = g->w;
+  if (y0 >= 0 && x0 >= 0 && y0 + 4 <= h && x0 + 4 <= w) {
+    for (int i = 0; i < 4; i++)
+      for (int j = 0; j < 4; j++) d[i][j] = xc[(size_t)(y0 + i) * (size_t)w + (size_t)(x0 + j)];
+    return;
+  }
+  for (int i = 0; i < 4; i++) {
+    int iy = map_index(y0 + i, h, g->pad_mode);
+    for (int j = 0; j < 4; j++) {
+      int ix = map_index(x0 + j, w, g->pad_mode);
+      d[i][j] = (iy < 0 || ix < 0) ? 0.0f : xc[(size_t)iy * (size_t)w + (size_t)ix];
+    }
+  }
+}
+
 /* V[k][c][t - t0] = (B^T d B)[k] for the tiles t0 .. t0+nt-1 of every channel. */
 HOT_CLONES static void transform_input(const conv_geom *g, const float *x, float *v, size_t t0, size_t nt, int tx,
                                        int threads) {
@@ -70,18 +88,7 @@ HOT_CLONES static void transform_input(const conv_geom *g, const float *x, float
       int ty = (int)((t0 + t) / (size_t)tx), txx = (int)((t0 + t) % (size_t)tx);
       int y0 = ty * 2 - 1, x0 = txx * 2 - 1;
       float d[4][4];
-      if (y0 >= 0 && x0 >= 0 && y0 + 4 <= h && x0 + 4 <= w) {
-        for (int i = 0; i < 4; i++)
-          for (int j = 0; j < 4; j++) d[i][j] = xc[(size_t)(y0 + i) * (size_t)w + (size_t)(x0 + j)];
-      } else {
-        for (int i = 0; i < 4; i++) {
-          int iy = map_index(y0 + i, h, g->pad_mode);
-          for (int j = 0; j < 4; j++) {
-            int ix = map_index(x0 + j, w, g->pad_mode);
-            d[i][j] = (iy < 0 || ix < 0) ? 0.0f : xc[(size_t)iy * (size_t)w + (size_t)ix];
-          }
-        }
-      }
+      gather_tile(g, xc, y0, x0, d);
       float b[4][4];
       for (int j = 0; j < 4; j++) {
         b[0][j] = d[0][j] - d[2][j];
@@ -283,18 +290,7 @@ HOT_CLONES static void wgrad_input(const conv_geom *g, const float *x, float *v,
       int ty = (int)((t0 + t) / (size_t)tx), txx = (int)((t0 + t) % (size_t)tx);
       int y0 = ty * 2 - g->pt, x0 = txx * 2 - g->pl;
       float d[4][4];
-      if (y0 >= 0 && x0 >= 0 && y0 + 4 <= h && x0 + 4 <= w) {
-        for (int i = 0; i < 4; i++)
-          for (int j = 0; j < 4; j++) d[i][j] = xc[(size_t)(y0 + i) * (size_t)w + (size_t)(x0 + j)];
-      } else {
-        for (int i = 0; i < 4; i++) {
-          int iy = map_index(y0 + i, h, g->pad_mode);
-          for (int j = 0; j < 4; j++) {
-            int ix = map_index(x0 + j, w, g->pad_mode);
-            d[i][j] = (iy < 0 || ix < 0) ? 0.0f : xc[(size_t)iy * (size_t)w + (size_t)ix];
-          }
-        }
-      }
+      gather_tile(g, xc, y0, x0, d);
       float b[4][4];
       for (int j = 0; j < 4; j++) {
         b[0][j] = d[0][j] - d[2][j];

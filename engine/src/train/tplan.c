@@ -12,13 +12,6 @@
 #include "../cpu/cpu.h"
 #include "../internal.h"
 
-typedef struct {
-  size_t size;
-  int first, last;
-  size_t offset;
-  bool placed;
-} tbuf;
-
 void tplan_free(i2i_ctx *ctx, i2i_tplan *p) {
   if (!p) return;
   i2i_dealloc(ctx, p->shape);
@@ -26,38 +19,6 @@ void tplan_free(i2i_ctx *ctx, i2i_tplan *p) {
   i2i_dealloc(ctx, p->act_off);
   i2i_dealloc(ctx, p->grad_off);
   memset(p, 0, sizeof *p);
-}
-
-/* Greedy placement (largest first, lowest offset free over the buffer's lifetime); returns the
- * arena size in floats, or SIZE_MAX on overflow. */
-static size_t place(tbuf *b, int nb) {
-  size_t arena = 0;
-  for (int iter = 0; iter < nb; iter++) {
-    int best = -1;
-    for (int i = 0; i < nb; i++)
-      if (!b[i].placed && (best < 0 || b[i].size > b[best].size)) best = i;
-    tbuf *B = &b[best];
-    size_t need = (B->size + 15) & ~(size_t)15, off = 0;
-    bool moved = true;
-    while (moved) {
-      moved = false;
-      for (int i = 0; i < nb; i++) {
-        const tbuf *o = &b[i];
-        if (!o->placed || o->last < B->first || B->last < o->first) continue;
-        size_t oend = o->offset + ((o->size + 15) & ~(size_t)15);
-        if (off < oend && o->offset < off + need) {
-          off = oend;
-          moved = true;
-        }
-      }
-    }
-    B->offset = off;
-    B->placed = true;
-    size_t end;
-    if (!i2i_add_ok(off, need, &end)) return SIZE_MAX;
-    if (end > arena) arena = end;
-  }
-  return arena;
 }
 
 static size_t weight_off(const i2i_model *m, int v) {
@@ -82,7 +43,7 @@ i2i_status tplan_build(i2i_ctx *ctx, const i2i_model *m, int nimg, int h, int w,
   int *prod = i2i_alloc(ctx, sizeof(int) * ((size_t)nv + 1));
   bool *saved = i2i_calloc(ctx, (size_t)nv + 1, 1);
   bool *written = i2i_calloc(ctx, (size_t)nv + 1, 1);
-  tbuf *bufs = i2i_calloc(ctx, (size_t)nv + 1, sizeof *bufs);
+  plan_buffer *bufs = i2i_calloc(ctx, (size_t)nv + 1, sizeof *bufs);
   int *buf_v = i2i_alloc(ctx, sizeof(int) * ((size_t)nv + 1));
   p->shape = i2i_calloc(ctx, (size_t)nv + 1, sizeof *p->shape);
   p->steps = i2i_calloc(ctx, (size_t)nn + 1, sizeof *p->steps);
@@ -241,10 +202,10 @@ i2i_status tplan_build(i2i_ctx *ctx, const i2i_model *m, int nimg, int h, int w,
       for (int i = 0; i < p->steps[k].n_in; i++)
         if (p->steps[k].in[i] == v && k > last) last = k;
     if (saved[v]) last = ns;
-    bufs[nb] = (tbuf){shape_numel(p->shape[v]), prod[v], last, 0, false};
+    bufs[nb] = (plan_buffer){shape_numel(p->shape[v]), prod[v], last, 0, false};
     buf_v[nb++] = v;
   }
-  size_t arena = place(bufs, nb);
+  size_t arena = plan_place_buffers(bufs, nb);
   if (arena == SIZE_MAX) {
     st = i2i_fail(ctx, I2I_E_LIMIT, "training workspace too large");
     goto done;
@@ -272,10 +233,10 @@ i2i_status tplan_build(i2i_ctx *ctx, const i2i_model *m, int nimg, int h, int w,
       for (int i = 0; i < p->steps[k].n_in; i++)
         if (p->steps[k].in[i] == v && ns - 1 - k < birth) birth = ns - 1 - k;
     if (birth > death) continue; /* never read: no gradient */
-    bufs[nb] = (tbuf){shape_numel(p->shape[v]), birth, death, 0, false};
+    bufs[nb] = (plan_buffer){shape_numel(p->shape[v]), birth, death, 0, false};
     buf_v[nb++] = v;
   }
-  size_t garena = place(bufs, nb);
+  size_t garena = plan_place_buffers(bufs, nb);
   if (garena == SIZE_MAX) {
     st = i2i_fail(ctx, I2I_E_LIMIT, "training gradient workspace too large");
     goto done;
