@@ -1054,6 +1054,7 @@ i2i_status convert_load(i2i_ctx *ctx, const char *path, const convert_opts *opts
     } else {
       i2i_model *m = NULL;
       st = i2i_builder_finish(g.b, &m);
+      pth_file_release_pages(pf); /* this network's weights are copied into m */
       if (st) snprintf(err, errlen, "%s: the converted %s does not check: %s", base, arch, i2i_ctx_errmsg(ctx));
       else {
         convert_net *cn = &set->nets[set->n++];

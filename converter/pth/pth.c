@@ -146,6 +146,7 @@ struct pth_file {
   pth_pickle *pk;
   void *map;           /* mmap of pth_load_file, or NULL */
   size_t map_len;
+  int map_written;     /* realign_storages moved bytes inside the mapping */
   void *file_buf;      /* read fallback of pth_load_file, or NULL */
   pool_str *strings;
   storage *storages;   /* sorted by key */
@@ -175,6 +176,10 @@ static const char *pool_printf(pth_file *f, const char *fmt, ...) {
   p->next = f->strings;
   f->strings = p;
   return p->s;
+}
+
+void pth_file_release_pages(pth_file *f) {
+  if (f && f->map && !f->map_written) madvise(f->map, f->map_len, MADV_DONTNEED);
 }
 
 void pth_file_free(pth_file *f) {
@@ -811,6 +816,7 @@ static void realign_storages(loader *L) {
     uint8_t *dst = L->writable + (s->data - L->d) - mis;
     memmove(dst, s->data, (size_t)s->numel * align);
     s->data = dst;
+    L->f->map_written = 1;
   }
 }
 

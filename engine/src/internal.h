@@ -246,9 +246,7 @@ i2i_status fold_node(i2i_ctx *ctx, i2i_graph *g, int n);
 /* onnx_read.c / onnx_write.c */
 i2i_status onnx_read(i2i_ctx *ctx, const uint8_t *data, size_t size, i2i_graph *g);
 i2i_status onnx_read_meta(i2i_ctx *ctx, const uint8_t *data, size_t size, i2i_graph *g);
-i2i_status onnx_write(i2i_ctx *ctx, const i2i_model *m, uint8_t **data, size_t *size);
 i2i_status read_file(i2i_ctx *ctx, const char *path, uint64_t max, uint8_t **data, size_t *size);
-i2i_status write_file_atomic(i2i_ctx *ctx, const char *path, const void *data, size_t size);
 
 /* ---- execution ---------------------------------------------------------------------------- */
 

@@ -3,7 +3,9 @@
  * The folded graph is written: compute nodes in execution order, the constants they read as
  * initializers (float data as raw little-endian bytes pointing straight at the weight buffer),
  * N x C x H x W input and output with dynamic N, H and W, and the metadata. Every proto2 has_
- * flag is set, so files pass onnx.checker's full check. Reading is onnx_read.c's job.
+ * flag is set, so files pass onnx.checker's full check. Files are streamed through a 1 MiB
+ * buffer (no second copy of the weights in memory); i2i_model_save_memory packs into one block.
+ * Reading is onnx_read.c's job.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -167,7 +169,9 @@ static Onnx__AttributeProto *attr_proto(wpool *w, const i2i_attr_v *a) {
 
 static const char *vname(const i2i_graph *g, int v) { return v >= 0 ? g->values[v].name : ""; }
 
-i2i_status onnx_write(i2i_ctx *ctx, const i2i_model *m, uint8_t **data, size_t *size) {
+/* Builds the ModelProto of m; with a sink streams it there (*data stays NULL, *size is the
+ * length), otherwise packs it into a new block (*data, *size). */
+static i2i_status onnx_emit(i2i_ctx *ctx, const i2i_model *m, ProtobufCBuffer *sink, uint8_t **data, size_t *size) {
   const i2i_graph *g = &m->g;
   *data = NULL;
   *size = 0;
@@ -269,6 +273,13 @@ i2i_status onnx_write(i2i_ctx *ctx, const i2i_model *m, uint8_t **data, size_t *
     return i2i_fail(ctx, I2I_E_NOMEM, "out of memory writing the model");
   }
   size_t len = onnx__model_proto__get_packed_size(&mp);
+  if (sink) {
+    size_t got = onnx__model_proto__pack_to_buffer(&mp, sink);
+    wp_free(&w);
+    *size = len;
+    if (got != len) return i2i_fail(ctx, I2I_E_INTERNAL, "protobuf packing wrote %zu of %zu bytes", got, len);
+    return I2I_OK;
+  }
   uint8_t *buf = i2i_alloc(ctx, len ? len : 1);
   if (!buf) {
     wp_free(&w);
@@ -285,65 +296,102 @@ i2i_status onnx_write(i2i_ctx *ctx, const i2i_model *m, uint8_t **data, size_t *
   return I2I_OK;
 }
 
-i2i_status write_file_atomic(i2i_ctx *ctx, const char *path, const void *data, size_t size) {
-  size_t plen = strlen(path);
-  char *tmp = i2i_alloc(ctx, plen + 32);
+/* write(2) all of p, retrying short writes and EINTR; 0 or the errno of the failure. */
+static int write_all(int fd, const uint8_t *p, size_t left) {
+  while (left) {
+    ssize_t r = write(fd, p, left);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return r < 0 ? errno : ENOSPC;
+    p += r;
+    left -= (size_t)r;
+  }
+  return 0;
+}
+
+/* Writes `path` atomically: writer(ctx, fd, arg) fills a temporary file next to it, which is
+ * synced and renamed over path; on any failure the temporary is removed and path is untouched. */
+static i2i_status atomic_write(i2i_ctx *ctx, const char *path, i2i_status (*writer)(i2i_ctx *, int, void *),
+                               void *arg) {
+  size_t plen = strlen(path), tlen;
+  if (!i2i_add_ok(plen, 32, &tlen)) return i2i_fail(ctx, I2I_E_ARG, "path too long");
+  char *tmp = i2i_alloc(ctx, tlen);
   if (!tmp) return i2i_fail(ctx, I2I_E_NOMEM, "out of memory");
   const char *slash = strrchr(path, '/');
   size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0;
-  snprintf(tmp, plen + 32, "%.*s.%s.XXXXXX", (int)dirlen, path, path + dirlen);
+  snprintf(tmp, tlen, "%.*s.%s.XXXXXX", (int)dirlen, path, path + dirlen);
   int fd = mkostemp(tmp, O_CLOEXEC);
   if (fd < 0) {
     i2i_status st = i2i_fail(ctx, I2I_E_IO, "cannot create a file next to '%s': %s", path, strerror(errno));
     i2i_dealloc(ctx, tmp);
     return st;
   }
-  const uint8_t *p = data;
-  size_t left = size;
-  while (left) {
-    ssize_t r = write(fd, p, left);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) {
-      int e = r < 0 ? errno : ENOSPC;
-      close(fd);
-      unlink(tmp);
-      i2i_dealloc(ctx, tmp);
-      return i2i_fail(ctx, I2I_E_IO, "cannot write '%s': %s", path, strerror(e));
-    }
-    p += r;
-    left -= (size_t)r;
+  i2i_status st = writer(ctx, fd, arg);
+  if (st) {
+    close(fd);
+  } else if (fchmod(fd, 0644) != 0 || fsync(fd) != 0 || close(fd) != 0) {
+    st = i2i_fail(ctx, I2I_E_IO, "cannot write '%s': %s", path, strerror(errno));
+  } else if (rename(tmp, path) != 0) {
+    st = i2i_fail(ctx, I2I_E_IO, "cannot replace '%s': %s", path, strerror(errno));
   }
-  if (fchmod(fd, 0644) != 0 || fsync(fd) != 0 || close(fd) != 0) {
-    int e = errno;
-    unlink(tmp);
-    i2i_dealloc(ctx, tmp);
-    return i2i_fail(ctx, I2I_E_IO, "cannot write '%s': %s", path, strerror(e));
-  }
-  if (rename(tmp, path) != 0) {
-    int e = errno;
-    unlink(tmp);
-    i2i_dealloc(ctx, tmp);
-    return i2i_fail(ctx, I2I_E_IO, "cannot replace '%s': %s", path, strerror(e));
-  }
+  if (st) unlink(tmp);
   i2i_dealloc(ctx, tmp);
-  return I2I_OK;
+  return st;
+}
+
+/* A protobuf-c output buffer that writes to a file descriptor through a staging block; the
+ * first write error is kept and later appends do nothing. */
+typedef struct {
+  ProtobufCBuffer base;
+  int fd, err;
+  uint8_t *buf;
+  size_t used, cap;
+} fd_sink;
+
+static void fd_sink_append(ProtobufCBuffer *b, size_t len, const uint8_t *data) {
+  fd_sink *s = (fd_sink *)b;
+  if (s->err) return;
+  if (len > s->cap - s->used) {
+    s->err = write_all(s->fd, s->buf, s->used);
+    s->used = 0;
+    if (s->err) return;
+  }
+  if (len >= s->cap) {
+    s->err = write_all(s->fd, data, len);
+    return;
+  }
+  memcpy(s->buf + s->used, data, len);
+  s->used += len;
+}
+
+typedef struct {
+  const i2i_model *model;
+  const char *path;
+} model_arg;
+
+static i2i_status write_model(i2i_ctx *ctx, int fd, void *arg) {
+  const model_arg *a = arg;
+  fd_sink s = {{fd_sink_append}, fd, 0, NULL, 0, (size_t)1 << 20};
+  s.buf = i2i_alloc(ctx, s.cap);
+  if (!s.buf) return i2i_fail(ctx, I2I_E_NOMEM, "out of memory");
+  uint8_t *unused;
+  size_t size;
+  i2i_status st = onnx_emit(ctx, a->model, &s.base, &unused, &size);
+  if (!st && !s.err) s.err = write_all(fd, s.buf, s.used);
+  i2i_dealloc(ctx, s.buf);
+  if (!st && s.err) st = i2i_fail(ctx, I2I_E_IO, "cannot write '%s': %s", a->path, strerror(s.err));
+  return st;
 }
 
 i2i_status i2i_model_save_memory(i2i_ctx *ctx, const i2i_model *model, void **data, size_t *size) {
   if (!ctx || !model || !data || !size) return ctx ? i2i_fail(ctx, I2I_E_ARG, "i2i_model_save_memory: NULL argument") : I2I_E_ARG;
   uint8_t *buf;
-  i2i_status st = onnx_write(ctx, model, &buf, size);
+  i2i_status st = onnx_emit(ctx, model, NULL, &buf, size);
   *data = st ? NULL : buf;
   return st;
 }
 
 i2i_status i2i_model_save(i2i_ctx *ctx, const i2i_model *model, const char *path) {
   if (!ctx || !model || !path) return ctx ? i2i_fail(ctx, I2I_E_ARG, "i2i_model_save: NULL argument") : I2I_E_ARG;
-  uint8_t *buf;
-  size_t size;
-  i2i_status st = onnx_write(ctx, model, &buf, &size);
-  if (st) return st;
-  st = write_file_atomic(ctx, path, buf, size);
-  i2i_dealloc(ctx, buf);
-  return st;
+  model_arg a = {model, path};
+  return atomic_write(ctx, path, write_model, &a);
 }
