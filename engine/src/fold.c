@@ -218,8 +218,10 @@ static i2i_status fold_slice(i2i_ctx *ctx, i2i_graph *g, i2i_node *n) {
       if (e < -1) e = -1;
       if (e > dim - 1) e = dim - 1;
     }
-    int64_t len = k > 0 ? (e - s + k - 1) / k : (s - e + (-k) - 1) / (-k);
-    if (len < 0) len = 0;
+    /* s and e are clamped to [-1, dim] here, so the span is small; |k| may be up to 2^63 */
+    int64_t span = k > 0 ? e - s : s - e;
+    uint64_t mag = k > 0 ? (uint64_t)k : (uint64_t)0 - (uint64_t)k;
+    int64_t len = span <= 0 ? 0 : (int64_t)(1 + (uint64_t)(span - 1) / mag);
     st0[a] = s;
     step[a] = k;
     od[a] = len;

@@ -3,7 +3,8 @@
 
 Writes one file per case (unknown op, unsupported attribute value, external data, cycle,
 undefined input, a tensor declared far larger than its data, nested subgraphs 3000 deep and a
-TypeProto nested 3000 deep) plus good.onnx, a small valid model to truncate. Built with onnx's
+TypeProto nested 3000 deep) plus good.onnx, a small valid model to truncate, and slice_steps.onnx,
+a valid model whose constant Slices have the extreme steps INT64_MIN and INT64_MAX. Built with onnx's
 helpers and, where the onnx package refuses (deep nesting), as raw protobuf bytes.
 """
 import os
@@ -62,6 +63,20 @@ big.dims.extend([1 << 20, 1 << 20, 3, 3])
 big.raw_data = b"\0" * 64
 cases["huge_tensor"] = conv_model([helper.make_node("Conv", ["input", "w", "b"], ["output"], name="conv", pads=[1, 1, 1, 1])],
                                   [big, b], "h")
+# Slice steps of INT64_MIN and INT64_MAX in a constant subgraph (fuzz_onnx found the length
+# computation overflowing): a valid model whose conv bias is Concat(data[7::MIN], data[0::MAX], 0).
+data = numpy_helper.from_array(np.arange(8, dtype=np.float32), "data")
+i64 = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
+steps_inits = [w, data, i64("s7", [7]), i64("e_lo", [-100]), i64("s0", [0]), i64("e_hi", [100]), i64("ax", [0]),
+               i64("kmin", [np.iinfo(np.int64).min]), i64("kmax", [np.iinfo(np.int64).max]),
+               numpy_helper.from_array(np.zeros(1, np.float32), "zero")]
+slice_steps = conv_model([helper.make_node("Slice", ["data", "s7", "e_lo", "ax", "kmin"], ["a"], name="slice_min"),
+                          helper.make_node("Slice", ["data", "s0", "e_hi", "ax", "kmax"], ["b2"], name="slice_max"),
+                          helper.make_node("Concat", ["a", "b2", "zero"], ["bias"], name="cat", axis=0),
+                          helper.make_node("Conv", ["input", "w", "bias"], ["output"], name="conv", pads=[1, 1, 1, 1])],
+                         steps_inits, "s")
+onnx.checker.check_model(slice_steps, full_check=True)
+onnx.save(slice_steps, os.path.join(out, "slice_steps.onnx"))
 for name, m in cases.items():
     onnx.save(m, os.path.join(out, name + ".onnx"))
 
@@ -101,4 +116,4 @@ for _ in range(3000):
     t = field(4, field(1, t))
 vinfo = field(1, b"input") + field(2, t)
 open(os.path.join(out, "deep_type.onnx"), "wb").write(model_with_graph(field(11, vinfo)))
-print("wrote", len(cases) + 3, "files to", out)
+print("wrote", len(cases) + 4, "files to", out)

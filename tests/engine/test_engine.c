@@ -224,6 +224,12 @@ static void test_bad_files(void) {
   expect_fail(wpath("bad/huge_tensor.onnx"), I2I_E_FORMAT, "holds 64 bytes");
   expect_fail(wpath("bad/deep_graph.onnx"), I2I_E_UNSUPPORTED, "subgraph");
   expect_fail(wpath("bad/deep_type.onnx"), I2I_E_LIMIT, "nested deeper");
+  /* extreme Slice steps in a constant subgraph fold without overflow (a fuzz_onnx find) */
+  i2i_model *sm = NULL;
+  i2i_status sst = i2i_model_load_file(ctx, wpath("bad/slice_steps.onnx"), &sm);
+  CHECK(sst == I2I_OK && sm, "slice_steps.onnx (steps INT64_MIN / INT64_MAX) loads: %s %s", i2i_status_name(sst),
+        i2i_ctx_errmsg(ctx));
+  i2i_model_free(sm);
   /* not ONNX at all */
   f = fopen(wpath("text.onnx"), "wb");
   fputs("this is not a model\n", f);
