@@ -590,7 +590,7 @@ static void run_net_case(const char *name, i2i_ctx *ctx, i2i_model *m, int n, in
     const i2i_tstep *t = &k.net.plan.steps[s];
     const i2i_node *nd = &m->g.nodes[t->node];
     size_t offs[2] = {t->w_train ? t->w_off : SIZE_MAX, t->b_train ? t->b_off : SIZE_MAX};
-    int vals[2] = {nd->in[1], nd->n_in > 2 ? nd->in[2] : -1};
+    int vals[2] = {nd->n_in > 1 ? nd->in[1] : -1, nd->n_in > 2 ? nd->in[2] : -1};
     for (int j = 0; j < 2; j++) {
       if (offs[j] == SIZE_MAX) continue;
       size_t numel = m->g.values[vals[j]].c->numel;
