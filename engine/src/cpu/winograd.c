@@ -76,9 +76,11 @@ static inline void gather_tile(const conv_geom *g, const float *xc, int y0, int 
   }
 }
 
-/* V[k][c][t - t0] = (B^T d B)[k] for the tiles t0 .. t0+nt-1 of every channel. */
+/* V[k][c][t - t0] = (B^T d B)[k] for the tiles t0 .. t0+nt-1 of every channel, tile t starting
+ * at (2 ty - oy, 2 tx - ox). sgn = 1 gives the forward's B^T; sgn = -1 the weight gradient's
+ * F(3x3, 2x2) B^T, which differs only in the sign of its last row (exact either way). */
 HOT_CLONES static void transform_input(const conv_geom *g, const float *x, float *v, size_t t0, size_t nt, int tx,
-                                       int threads) {
+                                       int oy, int ox, float sgn, int threads) {
   const int h = g->h, w = g->w;
   const size_t cn = (size_t)g->c * nt;
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -86,7 +88,7 @@ HOT_CLONES static void transform_input(const conv_geom *g, const float *x, float
     const float *xc = x + (size_t)c * (size_t)h * (size_t)w;
     for (size_t t = 0; t < nt; t++) {
       int ty = (int)((t0 + t) / (size_t)tx), txx = (int)((t0 + t) % (size_t)tx);
-      int y0 = ty * 2 - 1, x0 = txx * 2 - 1;
+      int y0 = ty * 2 - oy, x0 = txx * 2 - ox;
       float d[4][4];
       gather_tile(g, xc, y0, x0, d);
       float b[4][4];
@@ -94,14 +96,14 @@ HOT_CLONES static void transform_input(const conv_geom *g, const float *x, float
         b[0][j] = d[0][j] - d[2][j];
         b[1][j] = d[1][j] + d[2][j];
         b[2][j] = d[2][j] - d[1][j];
-        b[3][j] = d[1][j] - d[3][j];
+        b[3][j] = sgn * (d[1][j] - d[3][j]);
       }
       float *dst = v + (size_t)c * nt + t;
       for (int i = 0; i < 4; i++) {
         dst[(size_t)(i * 4 + 0) * cn] = b[i][0] - b[i][2];
         dst[(size_t)(i * 4 + 1) * cn] = b[i][1] + b[i][2];
         dst[(size_t)(i * 4 + 2) * cn] = b[i][2] - b[i][1];
-        dst[(size_t)(i * 4 + 3) * cn] = b[i][1] - b[i][3];
+        dst[(size_t)(i * 4 + 3) * cn] = sgn * (b[i][1] - b[i][3]);
       }
     }
   }
@@ -153,7 +155,7 @@ int cpu_conv_winograd(const conv_geom *g, const float *x, const float *w, const 
     size_t nt = tiles - t0 < chunk ? tiles - t0 : chunk;
     float *mo = v + 16 * (size_t)g->c * nt;
     n_chunks++;
-    transform_input(g, x, v, t0, nt, tx, threads);
+    transform_input(g, x, v, t0, nt, tx, 1, 1, 1.0f, threads);
     /* the 16 products share out over the threads (single-threaded GEMMs inside the region) */
 #pragma omp parallel for num_threads(threads <= 16 ? threads : 1) schedule(dynamic, 1)
     for (int k = 0; k < 16; k++)
@@ -280,35 +282,6 @@ size_t cpu_winograd_wgrad_scratch(const conv_geom *g, size_t tiles) {
   return 16 * (size_t)g->m * (size_t)g->c + 16 * ((size_t)g->c + (size_t)g->m) * tiles;
 }
 
-HOT_CLONES static void wgrad_input(const conv_geom *g, const float *x, float *v, size_t t0, size_t nt, int tx, int threads) {
-  const int h = g->h, w = g->w;
-  const size_t cn = (size_t)g->c * nt;
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int c = 0; c < g->c; c++) {
-    const float *xc = x + (size_t)c * (size_t)h * (size_t)w;
-    for (size_t t = 0; t < nt; t++) {
-      int ty = (int)((t0 + t) / (size_t)tx), txx = (int)((t0 + t) % (size_t)tx);
-      int y0 = ty * 2 - g->pt, x0 = txx * 2 - g->pl;
-      float d[4][4];
-      gather_tile(g, xc, y0, x0, d);
-      float b[4][4];
-      for (int j = 0; j < 4; j++) {
-        b[0][j] = d[0][j] - d[2][j];
-        b[1][j] = d[1][j] + d[2][j];
-        b[2][j] = d[2][j] - d[1][j];
-        b[3][j] = d[3][j] - d[1][j];
-      }
-      float *dst = v + (size_t)c * nt + t;
-      for (int i = 0; i < 4; i++) {
-        dst[(size_t)(i * 4 + 0) * cn] = b[i][0] - b[i][2];
-        dst[(size_t)(i * 4 + 1) * cn] = b[i][1] + b[i][2];
-        dst[(size_t)(i * 4 + 2) * cn] = b[i][2] - b[i][1];
-        dst[(size_t)(i * 4 + 3) * cn] = b[i][3] - b[i][1];
-      }
-    }
-  }
-}
-
 HOT_CLONES static void wgrad_dy(const conv_geom *g, const float *dy, float *u, size_t t0, size_t nt, int tx, int threads) {
   const int oh = g->oh, ow = g->ow;
   const size_t mn = (size_t)g->m * nt;
@@ -350,7 +323,7 @@ void cpu_conv_backward_weights_winograd(const conv_geom *g, const float *x, cons
   for (size_t t0 = 0; t0 < tiles; t0 += chunk) {
     size_t nt = tiles - t0 < chunk ? tiles - t0 : chunk;
     float *u = v + 16 * (size_t)g->c * nt;
-    wgrad_input(g, x, v, t0, nt, tx, threads);
+    transform_input(g, x, v, t0, nt, tx, g->pt, g->pl, -1.0f, threads);
     wgrad_dy(g, dy, u, t0, nt, tx, threads);
     /* the 16 products share out over the threads, each one a single-threaded GEMM (OpenBLAS runs
      * one thread inside a parallel region): one fork instead of sixteen */
