@@ -2,7 +2,8 @@
  *
  *   engine_bench MODEL HEIGHT WIDTH RUNS THREADS MODE  ->  one JSON line with every run's seconds
  * The model is loaded once; one warm-up run (plan, first touch of the workspace) is not counted.
- * The input is a fixed smooth pattern in [-1,1]; the output is discarded.
+ * The input is a fixed smooth pattern in [-1,1]; the output is discarded. With I2I_PROFILE=1 or 2
+ * the engine's per-op profile of every run goes to stderr (the last one is a warm run).
  */
 #include <math.h>
 #include <stdio.h>
@@ -18,6 +19,12 @@ static double now(void) {
   return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+static void log_stderr(void *user, i2i_log_level level, const char *msg) {
+  (void)user;
+  (void)level;
+  fprintf(stderr, "%s\n", msg);
+}
+
 int main(int argc, char **argv) {
   if (argc != 7) {
     fprintf(stderr, "usage: engine_bench MODEL HEIGHT WIDTH RUNS THREADS MODE\n");
@@ -28,6 +35,7 @@ int main(int argc, char **argv) {
   i2i_ctx_default_params(&p);
   p.backend = I2I_BACKEND_CPU;
   p.threads = atoi(argv[5]);
+  if (getenv("I2I_PROFILE")) p.log = log_stderr;
   i2i_ctx *ctx;
   i2i_model *m;
   if (i2i_ctx_create(&p, &ctx) || i2i_model_load_file(ctx, argv[1], &m)) {
