@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "i2i.h"
 #include "models.h"
@@ -190,6 +191,7 @@ static int cmd_lib(const char *fake, const char *real, const char *workdir) {
     return 1;
   }
   char notmod[1024];
+  mkdir(workdir, 0755); /* each test gets its own folder: tests run in parallel */
   snprintf(notmod, sizeof notmod, "%s/not-a-module.so", workdir);
   FILE *f = fopen(notmod, "w");
   if (f) {
