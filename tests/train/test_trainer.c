@@ -509,6 +509,48 @@ static void test_alloc_failures(void) {
   CHECK(tried > 50 && ok_runs >= 1, "sweep");
 }
 
+/* Training allocates once: after the first step (plans, arenas, pool), further steps and image
+ * feeds take nothing from the allocator. */
+static void test_no_alloc_per_step(void) {
+  alloc_fail_at = 0;
+  alloc_count = 0;
+  i2i_ctx_params cp;
+  i2i_ctx_default_params(&cp);
+  cp.backend = I2I_BACKEND_CPU;
+  cp.threads = 1;
+  cp.allocator = (i2i_allocator){failing_alloc, plain_free, NULL};
+  i2i_ctx *ctx = NULL;
+  CHECK(!i2i_ctx_create(&cp, &ctx), "context");
+  if (!ctx) return;
+  for (int kind = 0; kind < 2; kind++) {
+    bool cyc = kind == 0;
+    i2i_model *g[2] = {tiny_generator(ctx, "x2y", false), cyc ? tiny_generator(ctx, "y2x", false) : NULL};
+    i2i_train_params p;
+    i2i_train_default_params(&p, cyc ? I2I_TRAIN_CYCLEGAN : I2I_TRAIN_PIX2PIX);
+    p.size = 32;
+    p.batch = 2;
+    p.d_channels = 4;
+    p.pool_size = 3;
+    i2i_train_models tm = {g[0], g[1], NULL, NULL};
+    i2i_trainer *tr = NULL;
+    i2i_train_report r;
+    if (!i2i_trainer_create(ctx, &p, &tm, &tr) && !feed_and_step(tr, 2, 40, 36, &r)) {
+      long after_first = alloc_count;
+      bool ok = true;
+      for (int s = 0; s < 4 && ok; s++) ok = !feed_and_step(tr, 2, 40, 36, &r);
+      printf("    %s: %ld allocations up to the first step, %ld in the next 4 steps\n", cyc ? "CycleGAN" : "Pix2Pix",
+             after_first, alloc_count - after_first);
+      CHECK(ok && alloc_count == after_first, "%s: no allocation per step", cyc ? "CycleGAN" : "Pix2Pix");
+    } else {
+      CHECK(false, "trainer: %s", i2i_ctx_errmsg(ctx));
+    }
+    i2i_trainer_free(tr);
+    i2i_model_free(g[0]);
+    i2i_model_free(g[1]);
+  }
+  i2i_ctx_free(ctx);
+}
+
 int main(int argc, char **argv) {
   if (argc > 1) snprintf(workdir, sizeof workdir, "%s", argv[1]);
   RUN(test_arguments);
@@ -518,6 +560,7 @@ int main(int argc, char **argv) {
   RUN(test_pool_hook);
   RUN(test_nonfinite);
   RUN(test_state_roundtrip);
+  RUN(test_no_alloc_per_step);
   RUN(test_alloc_failures);
   return check_summary();
 }
