@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -406,6 +407,16 @@ done:
   g_free(both);
 }
 
+/* Ctrl-C (SIGINT) or SIGTERM during training: the step in progress finishes, the state is written
+ * and the run stops with a resume hint; a second signal ends the process at once (the state file
+ * is replaced atomically, so what is on disk is always a complete state). */
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig) {
+  interrupted = sig;
+  signal(sig, SIG_DFL);
+}
+
 int cmd_finetune(int argc, char **argv) {
   opts o = {0};
   o.iters = -1;
@@ -747,7 +758,10 @@ int cmd_finetune(int argc, char **argv) {
   i2i_trainer_params(tr, &tp);
   if (stop > tp.iters) stop = tp.iters;
   bool failed = false;
-  while (i2i_trainer_iteration(tr) < stop) {
+  interrupted = 0;
+  signal(SIGINT, on_interrupt);
+  signal(SIGTERM, on_interrupt);
+  while (i2i_trainer_iteration(tr) < stop && !interrupted) {
     int64_t it = i2i_trainer_iteration(tr);
     for (int i = 0; i < tp.batch; i++) {
       uint64_t k = (uint64_t)it * (uint64_t)tp.batch + (uint64_t)i, epoch = k / ds.a->len;
@@ -790,7 +804,7 @@ int cmd_finetune(int argc, char **argv) {
       fflush(logf);
     }
     if (sample_every && done % sample_every == 0) write_sample(ctx, tr, &ds, tp.size, samples, done);
-    if ((save_every && done % save_every == 0) || done == stop) {
+    if ((save_every && done % save_every == 0) || done == stop || interrupted) {
       if (i2i_trainer_save_state(tr, state_path)) {
         cli_error("finetune", "%s", i2i_ctx_errmsg(ctx));
         failed = true;
@@ -798,7 +812,16 @@ int cmd_finetune(int argc, char **argv) {
       }
     }
   }
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+  if (logf) fflush(logf);
   if (failed) goto out;
+  if (interrupted && i2i_trainer_iteration(tr) < tp.iters) {
+    fprintf(stderr, "i2i finetune: interrupted at iteration %lld of %lld; the state is saved; continue with: "
+            "i2i finetune --resume %s\n", (long long)i2i_trainer_iteration(tr), (long long)tp.iters, state_path);
+    rc = 128 + (int)interrupted;
+    goto out;
+  }
   if (i2i_trainer_iteration(tr) < tp.iters) {
     fprintf(stderr, "i2i finetune: stopped at iteration %lld of %lld; continue with: i2i finetune --resume %s\n",
             (long long)i2i_trainer_iteration(tr), (long long)tp.iters, state_path);

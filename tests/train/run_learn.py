@@ -12,6 +12,8 @@ one starts from N(0, 0.02)):
     towards its inverse; it carries its own task name, the fine-tuned label and its origin;
   - bad data is reported and skipped (unreadable, grayscale, too small, not a pair), an empty
     folder is refused, two folders of mismatched names are reported;
+  - Ctrl-C lets the step in progress finish, writes the state and exits 130 with a resume hint;
+    resuming gives the uninterrupted run's parameters bit for bit;
   - a diverging run (learning rate 1e30) stops with a message and keeps the last good state;
   - CycleGAN: a .pth with both directions fine-tunes into both generators and discriminators,
     whose files name each other, and fine-tuning again from those ONNX files finds them.
@@ -20,9 +22,12 @@ Usage: run_learn.py BUILD_DIR SOURCE_DIR WORK_DIR. Ends with "N passed, N failed
 """
 import csv
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 from PIL import Image
@@ -139,6 +144,32 @@ for f in ('learned.onnx', 'learned.D.onnx'):
 l1a, _ = l1_column(log, 'loss_l1')
 l1b, itb = l1_column(os.path.join(w2, 'losses.csv'), 'loss_l1')
 check(itb == list(range(200)) and l1a == l1b, 'resumed loss log equals the uninterrupted one')
+# ---- 3b. Ctrl-C: the step finishes, the state is written, resume is bit-identical ---------------
+w6, o6 = os.path.join(work, 'w6'), os.path.join(work, 'out6')
+env6 = dict(os.environ, I2I_BACKEND='cpu', I2I_NO_PROGRESS='1', XDG_DATA_HOME=os.path.join(work, 'xdg'))
+proc = subprocess.Popen([i2i, 'finetune', ckpt, pairs, '--work-dir', w6, '--output-dir', o6] + common,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env6)
+log6 = os.path.join(w6, 'losses.csv')
+t_end = time.time() + 60
+while proc.poll() is None and time.time() < t_end and not (os.path.exists(log6) and os.path.getsize(log6) > 200):
+    time.sleep(0.005)
+proc.send_signal(signal.SIGINT)
+out6, err6 = proc.communicate(timeout=120)
+m6 = re.search(r'interrupted at iteration (\d+) of 200', err6)
+check(proc.returncode == 130 and m6 is not None and 'i2i finetune --resume' in err6,
+      'Ctrl-C stops after the step in progress with a resume hint (exit 130)', err6[-600:])
+check(os.path.exists(os.path.join(w6, 'state.i2istate')) and not os.path.exists(os.path.join(o6, 'learned.onnx')) and
+      not [f for f in os.listdir(w6) if f.startswith('.')], 'the state is written whole; no result, no temporary file yet')
+if m6:
+    print('    interrupted at iteration %s' % m6.group(1))
+r = run([i2i, 'finetune', '--resume', os.path.join(w6, 'state.i2istate'), '--threads', '2'])
+a, b = os.path.join(o1, 'learned.onnx'), os.path.join(o6, 'learned.onnx')
+if r.returncode == 0 and os.path.exists(a) and os.path.exists(b):
+    r = run([parity, 'onnx-equal', a, b])
+    check(r.returncode == 0, 'resumed after Ctrl-C: learned.onnx bit-identical to the uninterrupted run',
+          (r.stdout + r.stderr).strip())
+else:
+    check(False, 'resumed after Ctrl-C', r.stderr[-600:])
 # ---- 4. bad data -----------------------------------------------------------------------------
 empty = os.path.join(work, 'empty')
 os.makedirs(empty)
