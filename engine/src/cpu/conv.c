@@ -49,6 +49,28 @@ static void im2col_run(float *dst, const float *row, int w, int ox0, int run, in
   }
 }
 
+/* cols[r][0..n) = the im2col rows of output pixels p0 .. p0+n-1, in the forward's layout. */
+static void im2col_chunk(const conv_geom *g, const float *x, float *cols, size_t p0, size_t n, int threads) {
+  const int kk = g->kh * g->kw, K = g->c * kk;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int r = 0; r < K; r++) {
+    int ci = r / kk, ky = (r / g->kw) % g->kh, kx = r % g->kw;
+    const float *xc = x + (size_t)ci * (size_t)g->h * (size_t)g->w;
+    float *dst = cols + (size_t)r * n;
+    size_t p = p0, end = p0 + n;
+    while (p < end) {
+      int oy = (int)(p / (size_t)g->ow), ox = (int)(p % (size_t)g->ow);
+      int run = g->ow - ox;
+      if ((size_t)run > end - p) run = (int)(end - p);
+      int iy = map_index(oy * g->sh - g->pt + ky * g->dh, g->h, g->pad_mode);
+      im2col_run(dst, iy < 0 ? NULL : xc + (size_t)iy * (size_t)g->w, g->w, ox, run, g->sw, kx * g->dw - g->pl,
+                 g->pad_mode);
+      dst += run;
+      p += (size_t)run;
+    }
+  }
+}
+
 int cpu_conv_forward(const conv_geom *g, const float *x, const float *w, const float *bias, float *y,
                      float *scratch, size_t scratch_floats, int threads) {
   const int kk = g->kh * g->kw, K = g->c * kk;
@@ -60,23 +82,7 @@ int cpu_conv_forward(const conv_geom *g, const float *x, const float *w, const f
   for (size_t p0 = 0; p0 < ohw; p0 += chunk) {
     size_t n = ohw - p0 < chunk ? ohw - p0 : chunk;
     tiles++;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int r = 0; r < K; r++) {
-      int ci = r / kk, ky = (r / g->kw) % g->kh, kx = r % g->kw;
-      const float *xc = x + (size_t)ci * (size_t)g->h * (size_t)g->w;
-      float *dst = scratch + (size_t)r * n;
-      size_t p = p0, end = p0 + n;
-      while (p < end) {
-        int oy = (int)(p / (size_t)g->ow), ox = (int)(p % (size_t)g->ow);
-        int run = g->ow - ox;
-        if ((size_t)run > end - p) run = (int)(end - p);
-        int iy = map_index(oy * g->sh - g->pt + ky * g->dh, g->h, g->pad_mode);
-        im2col_run(dst, iy < 0 ? NULL : xc + (size_t)iy * (size_t)g->w, g->w, ox, run, g->sw,
-                   kx * g->dw - g->pl, g->pad_mode);
-        dst += run;
-        p += (size_t)run;
-      }
-    }
+    im2col_chunk(g, x, scratch, p0, n, threads);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->m, (int)n, K, 1.0f, w, K, scratch, (int)n, 0.0f,
                 y + p0, (int)ohw);
     if (bias) {
@@ -143,28 +149,6 @@ int cpu_convt_forward(const conv_geom *g, const float *x, const float *w, const 
  * is the dual: its dX is a convolution of dY with the same weights (im2col of dY + sgemm) and its
  * dW += X im2col(dY)^T. All chunked over pixels to the scratch given; deterministic for a fixed
  * thread count (every reduction has a fixed order). */
-
-/* cols[r][0..n) = the im2col rows of output pixels p0 .. p0+n-1, in the forward's layout. */
-static void im2col_chunk(const conv_geom *g, const float *x, float *cols, size_t p0, size_t n, int threads) {
-  const int kk = g->kh * g->kw, K = g->c * kk;
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int r = 0; r < K; r++) {
-    int ci = r / kk, ky = (r / g->kw) % g->kh, kx = r % g->kw;
-    const float *xc = x + (size_t)ci * (size_t)g->h * (size_t)g->w;
-    float *dst = cols + (size_t)r * n;
-    size_t p = p0, end = p0 + n;
-    while (p < end) {
-      int oy = (int)(p / (size_t)g->ow), ox = (int)(p % (size_t)g->ow);
-      int run = g->ow - ox;
-      if ((size_t)run > end - p) run = (int)(end - p);
-      int iy = map_index(oy * g->sh - g->pt + ky * g->dh, g->h, g->pad_mode);
-      im2col_run(dst, iy < 0 ? NULL : xc + (size_t)iy * (size_t)g->w, g->w, ox, run, g->sw, kx * g->dw - g->pl,
-                 g->pad_mode);
-      dst += run;
-      p += (size_t)run;
-    }
-  }
-}
 
 /* The adjoint of im2col_run: row[map(ix)] += src[t] for the `run` positions. */
 static void col2im_run(const float *src, float *row, int w, int ox0, int run, int sw, int koff, int mode) {
