@@ -25,9 +25,11 @@ from weights with that rounding-sized noise (4 probes), moves at least half as m
 error stays below 0.1; at most 40% of a case's steps may have such gradients (Winograd's
 rounding, a little larger than a direct convolution's, crosses a few more kinks).
 
-Usage: run_parity.py BUILD_DIR SOURCE_DIR WORK_DIR [CASE...]. Ends with "N passed, N failed".
+Usage: run_parity.py BUILD_DIR SOURCE_DIR WORK_DIR [CASE...]. Ends with "N passed, N failed". A
+passing case's dumps are removed as soon as it is checked; a failing case's stay in WORK_DIR.
 """
 import os
+import shutil
 import subprocess
 import sys
 
@@ -63,6 +65,7 @@ def run(args):
 lim_grad = 1e-3
 n_kink = n_grad = 0
 for case in only or list(torch_train.CASES):
+    failed_before = failed
     c = torch_train.CASES[case]
     ref_root, eng_dir = os.path.join(work, 'ref'), os.path.join(work, 'engine', case)
     cdir = os.path.join(ref_root, case)
@@ -168,6 +171,9 @@ for case in only or list(torch_train.CASES):
             continue
         e, where = worst[k]
         check(e <= lim[k], '%s: %s %.2e (limit %.0e) at %s' % (case, desc[k], e, lim[k], where))
+    if failed == failed_before:  # a passing case's dumps (up to 0.5 GB) go; a failing one's stay to look at
+        shutil.rmtree(cdir, ignore_errors=True)
+        shutil.rmtree(eng_dir, ignore_errors=True)
 print('kink-sensitive gradient comparisons: %d of %d' % (n_kink, n_grad))
 print('%d passed, %d failed' % (passed, failed))
 sys.exit(1 if failed else 0)
