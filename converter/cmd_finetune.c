@@ -718,6 +718,8 @@ int cmd_finetune(int argc, char **argv) {
   if (cyc) fprintf(stderr, "i2i finetune: %u images of A, %u of B", ds.a->len, ds.b->len);
   else fprintf(stderr, "i2i finetune: %u pairs (source: %s)", ds.a->len, nd == 1 ? (src_side ? src_side : "left") : data[0]);
   fprintf(stderr, ", %d skipped\n", skipped);
+  fprintf(stderr, "i2i finetune: training on %s\n",
+          i2i_trainer_backend(tr) == I2I_BACKEND_CUDA ? "the GPU (CUDA, float32)" : "the CPU");
   /* ---- work folder, state, log ---- */
   if (o.work_dir) work = g_strdup(o.work_dir);
   else if (state_path) work = g_path_get_dirname(state_path);

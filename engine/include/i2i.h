@@ -436,14 +436,18 @@ typedef struct {
   const i2i_model *g, *g_rev, *d, *d_rev;
 } i2i_train_models;
 
-/* Creates a trainer on the context's backend (CPU; I2I_E_UNSUPPORTED when CUDA is forced and
- * the CUDA training backend is not available, I2I_E_UNSUPPORTED for a network that is not a
+/* Creates a trainer on the context's backend: with AUTO or CUDA, the GPU (float32 throughout,
+ * cuDNN without TF32) when the CUDA module can train there, else the CPU with the reason logged;
+ * I2I_E_DEVICE when CUDA is forced and cannot be used; I2I_E_UNSUPPORTED for a network that is not a
  * generator / PatchGAN of the kind, or that shares a trained tensor between nodes).
  * Allocates everything the steps need (I2I_E_NOMEM with the figure when it does not fit). */
 i2i_status i2i_trainer_create(i2i_ctx *ctx, const i2i_train_params *p, const i2i_train_models *models,
                               i2i_trainer **out);
 /* Frees a trainer. NULL is accepted. */
 void i2i_trainer_free(i2i_trainer *tr);
+
+/* Where the trainer runs: I2I_BACKEND_CUDA or I2I_BACKEND_CPU (NULL: CPU). */
+i2i_backend i2i_trainer_backend(const i2i_trainer *tr);
 
 /* The parameters in use (after defaults were resolved). */
 void i2i_trainer_params(const i2i_trainer *tr, i2i_train_params *p);

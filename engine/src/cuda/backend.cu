@@ -189,6 +189,19 @@ static int probe_sticky(cu_backend *B, int kind) {
   return kind;
 }
 
+static i2i_status to_status(cu_backend *B, i2i_ctx *ctx, int kind);
+
+i2i_status cu_finish(cu_backend *B, i2i_ctx *ctx, int kind) {
+  kind = probe_sticky(B, kind);
+  if (kind == CE_STICKY) {
+    B->dead = 1;
+  } else if (kind) {
+    cudaStreamSynchronize(B->stream);
+    cudaGetLastError();
+  }
+  return to_status(B, ctx, kind);
+}
+
 static i2i_status to_status(cu_backend *B, i2i_ctx *ctx, int kind) {
   const i2i_cuda_host *h = B->host;
   switch (kind) {
@@ -229,18 +242,12 @@ static i2i_status run_common(cu_backend *B, i2i_ctx *ctx, const i2i_model *m, co
     B->host->log(ctx, I2I_LOG_WARNING, "cuda: %s; freeing the GPU caches and retrying", B->err.msg);
     free_caches(B);
   }
-  kind = probe_sticky(B, kind);
-  if (kind == CE_STICKY) {
-    B->dead = 1;
-  } else if (kind) {
-    cudaStreamSynchronize(B->stream);
-    cudaGetLastError();
-  }
-  if (!kind && st && st->progress && rq->kind != RUN_BENCH) {
+  if (kind) return cu_finish(B, ctx, kind);
+  if (st && st->progress && rq->kind != RUN_BENCH) {
     double t = plan->total_flops > 0 ? plan->total_flops : 1;
     if (B->host->progress(ctx, st, t, t)) return I2I_E_CANCELLED;
   }
-  return to_status(B, ctx, kind);
+  return I2I_OK;
 }
 
 static i2i_status be_execute(void *self, i2i_ctx *ctx, const i2i_model *m, const i2i_plan *plan, i2i_run_state *st) {
@@ -317,8 +324,11 @@ static i2i_status ext_bench(void *self, i2i_ctx *ctx, const i2i_model *m, const 
 
 static void ext_trim(void *self) { free_caches((cu_backend *)self); }
 
+void cu_free_caches(cu_backend *B) { free_caches(B); }
+
 static const i2i_cuda_ext cuda_ext = {I2I_CUDA_EXT_VERSION, ext_execute_images, ext_get_stats, ext_set_precision,
-                                      ext_run_steps,        ext_bench,          ext_trim};
+                                      ext_run_steps,        ext_bench,          ext_trim,
+                                      cu_train_open};
 
 /* ---- open --------------------------------------------------------------------------------------- */
 

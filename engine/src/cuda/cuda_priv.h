@@ -66,6 +66,15 @@ int cu_fail_cuda(cu_backend *B, cudaError_t e, const char *what);
 /* Records an error of `kind` with a printf message; returns kind. */
 int cu_fail(cu_backend *B, int kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* After an operation that returned `kind`: a failure is checked for a sticky fault (which marks
+ * the backend dead), the stream is drained, and the kind becomes the engine's status with the
+ * message set on ctx. CE_OK gives I2I_OK. */
+i2i_status cu_finish(cu_backend *B, i2i_ctx *ctx, int kind);
+/* Frees the cached inference plans and device weights. */
+void cu_free_caches(cu_backend *B);
+/* The training backend on B (train.cu); the ext table's train_open. */
+i2i_status cu_train_open(void *self, i2i_ctx *ctx, const i2i_train_backend_ops **ops, void **tself);
+
 /* Checked device allocation (counts bytes; fault injection applies). *p is NULL on failure. */
 int cu_malloc(cu_backend *B, void **p, size_t bytes, const char *what);
 /* Frees what cu_malloc returned (bytes: the size it was given; NULL is accepted). */
@@ -172,14 +181,60 @@ cudaError_t k_probe_image(void);
  * (I2I_CUDA_FAULT=sticky). Returns the error it raised. */
 cudaError_t k_fault(cudaStream_t s);
 
+/* ---- training kernels (train_kernels.cu; bodies in train_bodies.h) ------------------------------
+ * Plain NCHW float32, packed. `acc` nonzero adds into the destination. Each enqueues on `s` and
+ * returns cudaGetLastError(). The reductions sum in double in a fixed order per launch shape, so
+ * a run repeats bit for bit on the same GPU. */
+cudaError_t kt_fill(cudaStream_t s, float *p, float v, int64_t n);
+/* dst (+)= src */
+cudaError_t kt_grad(cudaStream_t s, const float *src, float *dst, int64_t n, int acc);
+/* dst[i][dst_c0 + k] (+)= src[i][src_c0 + k], k < nc, images i < n of hw pixels */
+cudaError_t kt_copy_channels(cudaStream_t s, float *dst, int dst_c, int dst_c0, const float *src, int src_c, int src_c0,
+                             int nc, int n, int64_t hw, int acc);
+enum { KT_RELU = 0, KT_LRELU = 1, KT_TANH = 2 };
+/* dx (+)= dy * act'(from the output y); kind KT_RELU, KT_LRELU (alpha) or KT_TANH */
+cudaError_t kt_act_backward(cudaStream_t s, const float *y, const float *dy, float *dx, int64_t n, int kind,
+                            float alpha, int acc);
+/* dst (+)= src * scale where the dropout mask of (seed, ordinal, step) keeps the element (n, c, h, w) */
+cudaError_t kt_dropout(cudaStream_t s, const float *src, float *dst, int n, int c, int h, int w, uint64_t seed,
+                       uint32_t ordinal, uint64_t step, uint32_t threshold, float scale, int acc);
+/* dx (n, c, h, w) (+)= the Pad's backward of dp (n, c, h + pt + pb, w + pl + pr) */
+cudaError_t kt_pad_backward(cudaStream_t s, const float *dp, float *dx, int n, int c, int h, int w, int pt, int pl,
+                            int pb, int pr, int mode, int acc);
+/* Training normalisation forward (cpu_norm_train_forward): mean and rstd per group (double
+ * sums), running statistics updated when run_mean is not NULL, then y = act(x a + b). */
+cudaError_t kt_norm_forward(cudaStream_t s, const float *x, float *y, int n, int c, int64_t hw, int batch,
+                            const float *scale, const float *bias, float eps, int act, float alpha, float *mean,
+                            float *rstd, float *run_mean, float *run_var, float momentum);
+/* Its backward (cpu_norm_backward): dscale / dbias added to (NULL: not wanted), dx written or
+ * added (NULL: not wanted). k: 5 * groups floats of device scratch. */
+cudaError_t kt_norm_backward(cudaStream_t s, const float *x, const float *dy, float *dx, int acc, int n, int c,
+                             int64_t hw, int batch, const float *scale, const float *bias, const float *mean,
+                             const float *rstd, int act, float alpha, float *dscale, float *dbias, float *k);
+/* out[ch] += the sum of dy over images and pixels (a convolution bias's gradient) */
+cudaError_t kt_channel_sum(cudaStream_t s, const float *dy, int n, int c, int64_t hw, float *out);
+/* Partial sums of a mean loss (kbt_loss) into part[0 .. KT_LOSS_BLOCKS); grad (+)= its gradient
+ * times weight / n when grad is not NULL. */
+#define KT_LOSS_BLOCKS 64
+cudaError_t kt_loss(cudaStream_t s, int kind, const float *x, const float *t, float label, int64_t n, float weight,
+                    float *grad, int acc, double *part);
+/* Adam on n parameters (kbt_adam) */
+cudaError_t kt_adam(cudaStream_t s, float *p, const float *g, float *m, float *v, int64_t n, float step, float bc2s,
+                    float b1, float b2, float a1, float a2, float eps);
+/* *flag = 1 if any of the n floats is not finite (flag zeroed by the caller) */
+cudaError_t kt_finite(cudaStream_t s, const float *x, int64_t n, int *flag);
+
 /* ---- cuDNN (dnn.cu, the only file that calls cuDNN) ----------------------------------------- */
 
 /* One convolution in cuDNN terms. Forward: x (n, xc, xh, xw) -> y (n, yc, yh, yw) with filter
  * (K = yc, C = xc, kh, kw). Transposed (backward data): the ConvTranspose input is dy
  * (n, xc, xh, xw), its output dx (n, yc, yh, yw), the filter (K = xc, C = yc, kh, kw) as ONNX
- * stores it. Channel counts are the stored (padded) ones. */
+ * stores it. Weight gradient (wgrad, transpose 0): the forward's geometry; the run takes the
+ * input x, the output's gradient dy and writes the filter's gradient. Channel counts are the
+ * stored (padded) ones. */
 typedef struct {
   int transpose;
+  int wgrad;
   int half;
   int n, xc, xh, xw;
   int yc, yh, yw;
@@ -206,6 +261,10 @@ int dnn_conv_choose(cu_backend *B, struct dnn_conv *c, const void *x, const void
 size_t dnn_conv_workspace(const struct dnn_conv *c);
 /* Runs the convolution on B->stream (x: input, y: output, for both directions). */
 int dnn_conv_run(cu_backend *B, struct dnn_conv *c, const void *x, const void *w, void *y, void *ws, size_t ws_bytes);
+/* The same with y = conv + beta * y (beta 1 accumulates). A wgrad convolution reads x and the
+ * gradient y and writes the filter gradient through w. */
+int dnn_conv_run_beta(cu_backend *B, struct dnn_conv *c, const void *x, const void *w, void *y, void *ws,
+                      size_t ws_bytes, float beta);
 /* NULL is accepted. */
 void dnn_conv_free(struct dnn_conv *c);
 

@@ -1,7 +1,8 @@
 /* cuda/dnn.cu: every cuDNN call of the module: the handle, convolution descriptors, algorithm
  * choice (on-disk cache, timed search, heuristics) and the convolutions. ConvTranspose is
- * cudnnConvolutionBackwardData with the ONNX weights as the filter, as PyTorch does. FP32 runs
- * NCHW with CUDNN_FMA_MATH (no TF32); FP16 runs NHWC / KRSC on tensor cores, float accumulation.
+ * cudnnConvolutionBackwardData with the ONNX weights as the filter, as PyTorch does; training
+ * adds the weight gradient (cudnnConvolutionBackwardFilter). FP32 runs NCHW with CUDNN_FMA_MATH
+ * (no TF32); FP16 runs NHWC / KRSC on tensor cores, float accumulation.
  */
 #include <cudnn.h>
 #include <stdio.h>
@@ -132,7 +133,7 @@ static void make_key(cu_backend *B, struct dnn_conv *c) {
     if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '|') *p = '_';
   snprintf(c->key, sizeof c->key, "v1|%s|cc%d%d|cudnn%zu|rt%d|%s|%s|n%d|x%d,%d,%d|y%d,%d,%d|k%d,%d|p%d,%d|s%d,%d|d%d,%d", gpu,
            B->stats.cc_major, B->stats.cc_minor, dnn_runtime_version(), B->stats.runtime_version,
-           g->transpose ? "bwd" : "fwd", g->half ? "f16nhwc" : "f32nchw", g->n, g->xc, g->xh, g->xw, g->yc, g->yh,
+           g->wgrad ? "wgrad" : g->transpose ? "bwd" : "fwd", g->half ? "f16nhwc" : "f32nchw", g->n, g->xc, g->xh, g->xw, g->yc, g->yh,
            g->yw, g->kh, g->kw, g->pad_h, g->pad_w, g->str_h, g->str_w, g->dil_h, g->dil_w);
 }
 
@@ -153,7 +154,10 @@ int dnn_conv_create(cu_backend *B, const conv_geom_d *g, struct dnn_conv **out) 
 
 static int query_ws(cu_backend *B, struct dnn_conv *c, int algo, size_t *ws) {
   cudnnStatus_t st;
-  if (c->g.transpose)
+  if (c->g.wgrad)
+    st = cudnnGetConvolutionBackwardFilterWorkspaceSize(B->dnn->h, c->xd, c->yd, c->cd, c->wd,
+                                                        (cudnnConvolutionBwdFilterAlgo_t)algo, ws);
+  else if (c->g.transpose)
     st = cudnnGetConvolutionBackwardDataWorkspaceSize(B->dnn->h, c->wd, c->xd, c->cd, c->yd,
                                                       (cudnnConvolutionBwdDataAlgo_t)algo, ws);
   else
@@ -197,7 +201,27 @@ int dnn_conv_choose(cu_backend *B, struct dnn_conv *c, const void *x, const void
     set_math(B, c, c->g.half ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH);
   }
   int idx = -1, ret = 0, searched = !B->heuristic_only && ws;
-  if (!c->g.transpose) {
+  if (c->g.wgrad) {
+    cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+    if (searched) {
+      DNN_TRY(B,
+              cudnnFindConvolutionBackwardFilterAlgorithmEx(B->dnn->h, c->xd, x, c->yd, y, c->cd, c->wd, (void *)w,
+                                                            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &ret, perf, ws,
+                                                            ws_bytes),
+              "cudnnFindConvolutionBackwardFilterAlgorithmEx");
+      B->stats.algo_searches++;
+    } else {
+      DNN_TRY(B,
+              cudnnGetConvolutionBackwardFilterAlgorithm_v7(B->dnn->h, c->xd, c->yd, c->cd, c->wd,
+                                                            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &ret, perf),
+              "cudnnGetConvolutionBackwardFilterAlgorithm_v7");
+    }
+    idx = pick(perf, ret, ws_bytes);
+    if (idx >= 0) {
+      algo = perf[idx].algo;
+      math = perf[idx].mathType;
+    }
+  } else if (!c->g.transpose) {
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     if (searched) {
       DNN_TRY(B,
@@ -239,7 +263,8 @@ int dnn_conv_choose(cu_backend *B, struct dnn_conv *c, const void *x, const void
   }
   if (idx < 0)
     return cu_fail(B, CE_UNSUPPORTED, "cuDNN has no %s algorithm for %s within %zu MiB of workspace",
-                   c->g.transpose ? "ConvTranspose (backward data)" : "convolution", c->key, ws_bytes >> 20);
+                   c->g.wgrad ? "weight-gradient" : c->g.transpose ? "ConvTranspose (backward data)" : "convolution",
+                   c->key, ws_bytes >> 20);
   CU_OK(set_math(B, c, math));
   size_t need;
   if (query_ws(B, c, algo, &need)) return cu_fail(B, CE_UNSUPPORTED, "cuDNN rejects its own algorithm %d for %s", algo, c->key);
@@ -254,17 +279,28 @@ int dnn_conv_choose(cu_backend *B, struct dnn_conv *c, const void *x, const void
 size_t dnn_conv_workspace(const struct dnn_conv *c) { return c->ws; }
 
 int dnn_conv_run(cu_backend *B, struct dnn_conv *c, const void *x, const void *w, void *y, void *ws, size_t ws_bytes) {
-  const float one = 1.0f, zero = 0.0f;
+  return dnn_conv_run_beta(B, c, x, w, y, ws, ws_bytes, 0.0f);
+}
+
+int dnn_conv_run_beta(cu_backend *B, struct dnn_conv *c, const void *x, const void *w, void *y, void *ws,
+                      size_t ws_bytes, float beta) {
+  const float one = 1.0f;
   if (!c->chosen || ws_bytes < c->ws) return cu_fail(B, CE_INTERNAL, "convolution run without its algorithm or workspace");
-  if (c->g.transpose)
+  if (c->g.wgrad)
+    DNN_TRY(B,
+            cudnnConvolutionBackwardFilter(B->dnn->h, &one, c->xd, x, c->yd, y, c->cd,
+                                           (cudnnConvolutionBwdFilterAlgo_t)c->algo, ws, ws_bytes, &beta, c->wd,
+                                           (void *)w),
+            "cudnnConvolutionBackwardFilter");
+  else if (c->g.transpose)
     DNN_TRY(B,
             cudnnConvolutionBackwardData(B->dnn->h, &one, c->wd, w, c->xd, x, c->cd,
-                                         (cudnnConvolutionBwdDataAlgo_t)c->algo, ws, ws_bytes, &zero, c->yd, y),
+                                         (cudnnConvolutionBwdDataAlgo_t)c->algo, ws, ws_bytes, &beta, c->yd, y),
             "cudnnConvolutionBackwardData");
   else
     DNN_TRY(B,
             cudnnConvolutionForward(B->dnn->h, &one, c->xd, x, c->wd, w, c->cd, (cudnnConvolutionFwdAlgo_t)c->algo, ws,
-                                    ws_bytes, &zero, c->yd, y),
+                                    ws_bytes, &beta, c->yd, y),
             "cudnnConvolutionForward");
   return CE_OK;
 }

@@ -2,7 +2,8 @@
  * image pool, the learning-rate schedule and the inspection API.
  *
  * The step logic is written against the training backend table (internal.h): it names buffers
- * and passes, never touches their memory, so a CUDA backend can run the same steps. Everything
+ * and passes, never touches their memory, so the CUDA backend (cuda/train.cu, through the
+ * module's extension table) runs the same steps as the CPU one (cpu_backend.c). Everything
  * a step uses is allocated at creation. A step that meets a non-finite loss or gradient puts
  * back what it changed (running statistics, the discriminators' update, pool entries) and
  * reports I2I_E_LIMIT. It is not a data loader: images come through i2i_trainer_set_images.
@@ -12,7 +13,14 @@
 #include <string.h>
 #include <time.h>
 
+#include "../cuda/cuda_api.h"
 #include "train.h"
+
+/* What memory ran out, for messages, and its status. */
+static const char *be_mem(const i2i_trainer *tr) { return tr->be == &i2i_cpu_train_backend ? "memory" : "GPU memory"; }
+static i2i_status be_nomem(const i2i_trainer *tr) {
+  return tr->be == &i2i_cpu_train_backend ? I2I_E_NOMEM : I2I_E_DEVICE_NOMEM;
+}
 
 static double now_s(void) {
   struct timespec ts;
@@ -192,13 +200,13 @@ static i2i_status net_setup(i2i_trainer *tr, int k) {
   } else {
     n->param = be->alloc(tr->self, ctx, n->n_floats);
     if (!n->param || be->upload(tr->self, ctx, n->param, n->m->weights, n->n_floats))
-      return i2i_fail(ctx, I2I_E_NOMEM, "out of memory for the %s's parameters", role_name(k));
+      return i2i_fail(ctx, be_nomem(tr), "out of %s for the %s's parameters", be_mem(tr), role_name(k));
   }
   n->grad = be->alloc(tr->self, ctx, n->n_floats);
   n->adam_m = be->alloc(tr->self, ctx, n->n_floats);
   n->adam_v = be->alloc(tr->self, ctx, n->n_floats);
   if (!n->grad || !n->adam_m || !n->adam_v)
-    return i2i_fail(ctx, I2I_E_NOMEM, "out of memory for the %s's optimiser state (%.1f MiB)", role_name(k),
+    return i2i_fail(ctx, be_nomem(tr), "out of %s for the %s's optimiser state (%.1f MiB)", be_mem(tr), role_name(k),
                     3.0 * (double)n->n_floats * 4 / 1048576.0);
   return I2I_OK;
 }
@@ -223,6 +231,37 @@ static i2i_status check_role(i2i_ctx *ctx, const i2i_train_params *p, int k, con
   return I2I_OK;
 }
 
+/* The training backend: the GPU's when the context allows CUDA and the module can train there,
+ * else the CPU's (the reason logged); a forced CUDA backend that cannot train is an error. */
+static i2i_status backend_open(i2i_ctx *ctx, const i2i_train_backend_ops **be, void **self) {
+  *be = &i2i_cpu_train_backend;
+  *self = NULL;
+  if (ctx->forced == I2I_BACKEND_CPU) return I2I_OK;
+  void *cs = NULL;
+  const i2i_backend_ops *cu = cuda_backend(ctx, &cs);
+  const i2i_cuda_ext *ext = (const i2i_cuda_ext *)ctx->cuda_ext;
+  if (!cu || !ext || !ext->train_open) {
+    if (ctx->forced == I2I_BACKEND_CUDA)
+      return i2i_fail(ctx, I2I_E_DEVICE, "training on CUDA was requested but the GPU cannot be used: %s",
+                      cu ? "the CUDA module has no training backend" : ctx->cuda_why);
+    i2i_log(ctx, I2I_LOG_INFO, "training on the CPU: no usable NVIDIA GPU (%s)",
+            cu ? "the CUDA module has no training backend" : ctx->cuda_why);
+    return I2I_OK;
+  }
+  i2i_status st = ext->train_open(cs, ctx, be, self);
+  if (!st) return I2I_OK;
+  *be = &i2i_cpu_train_backend;
+  *self = NULL;
+  if (ctx->forced == I2I_BACKEND_CUDA) return st;
+  i2i_log(ctx, I2I_LOG_WARNING, "training on the CPU: the GPU cannot train (%s)", ctx->err);
+  i2i_clear_err(ctx);
+  return I2I_OK;
+}
+
+i2i_backend i2i_trainer_backend(const i2i_trainer *tr) {
+  return tr && tr->be != &i2i_cpu_train_backend ? I2I_BACKEND_CUDA : I2I_BACKEND_CPU;
+}
+
 i2i_status trainer_create_owned(i2i_ctx *ctx, const i2i_train_params *pin, i2i_model *models[4], i2i_trainer **out) {
   *out = NULL;
   i2i_train_params p = *pin;
@@ -230,8 +269,6 @@ i2i_status trainer_create_owned(i2i_ctx *ctx, const i2i_train_params *pin, i2i_m
   bool cyc = p.kind == I2I_TRAIN_CYCLEGAN;
   if (!st && !models[0]) st = i2i_fail(ctx, I2I_E_ARG, "training needs a generator");
   if (!st && cyc && !models[1]) st = i2i_fail(ctx, I2I_E_ARG, "CycleGAN training needs the reverse generator too");
-  if (!st && ctx->forced == I2I_BACKEND_CUDA)
-    st = i2i_fail(ctx, I2I_E_UNSUPPORTED, "training on CUDA is not available in this build; use the CPU backend");
   if (st) {
     for (int k = 0; k < 4; k++) i2i_model_free(models[k]);
     return st;
@@ -261,7 +298,12 @@ i2i_status trainer_create_owned(i2i_ctx *ctx, const i2i_train_params *pin, i2i_m
   }
   tr->ctx = ctx;
   tr->p = p;
-  tr->be = &i2i_cpu_train_backend;
+  st = backend_open(ctx, &tr->be, &tr->self);
+  if (st) {
+    i2i_dealloc(ctx, tr);
+    for (int k = 0; k < 4; k++) i2i_model_free(models[k]);
+    return st;
+  }
   tr->serial_base = ((uint64_t)1 << 63) | ((uint64_t)(uintptr_t)tr & 0xffffffff) << 24;
   for (int k = 0; k < 4; k++) {
     tr->net[k].m = models[k];
@@ -330,8 +372,9 @@ i2i_status trainer_create_owned(i2i_ctx *ctx, const i2i_train_params *pin, i2i_m
     }
   }
   if (!ok) {
-    st = i2i_fail(ctx, I2I_E_NOMEM, "out of memory: training at %dx%d, batch %d needs about %.1f GiB of working memory",
-                  p.size, p.size, p.batch, total * 4 / 1073741824.0);
+    st = i2i_fail(ctx, be_nomem(tr), "out of %s: training at %dx%d, batch %d needs about %.1f GiB of working memory%s",
+                  be_mem(tr), p.size, p.size, p.batch, total * 4 / 1073741824.0,
+                  be == &i2i_cpu_train_backend ? "" : " (a smaller --size or --batch, or --backend cpu)");
     goto fail;
   }
   *out = tr;

@@ -1,6 +1,6 @@
 /* tests/cuda/emu/emu_cudnn.cc: the cuDNN calls of dnn.cu, emulated: direct loops with float
  * accumulation over NCHW float (KCRS) or NHWC half (KRSC), zero padding, backward data as the
- * exact transpose. It refuses what cuDNN would or what betrays a bug: mismatched descriptors, a
+ * exact transpose, the weight gradient, alpha 1 and beta 0 or 1 (accumulate). It refuses what cuDNN would or what betrays a bug: mismatched descriptors, a
  * float convolution without CUDNN_FMA_MATH (TF32), a short workspace, unpadded NHWC channels. */
 #include <cuda_fp16.h>
 #include <cudnn.h>
@@ -209,7 +209,7 @@ cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(cudnnHandle_t, const cudnnT
 }
 
 static cudnnStatus_t fwd(const cudnnTensorStruct *xd, const void *x, const cudnnFilterStruct *wd, const void *w,
-                         const cudnnConvolutionStruct *cd, const cudnnTensorStruct *yd, void *y) {
+                         const cudnnConvolutionStruct *cd, const cudnnTensorStruct *yd, void *y, float beta = 0.0f) {
   cudnnStatus_t st = check(xd, wd, cd, yd);
   if (st) return st;
   st = sticky();
@@ -230,14 +230,15 @@ static cudnnStatus_t fwd(const cudnnTensorStruct *xd, const void *x, const cudnn
                 acc += ldv(x, tidx(xd, n, c, iy, ix), xd->t) * ldv(w, fidx(wd, k, c, r, s), wd->t);
             }
           }
-          stv(y, tidx(yd, n, k, oy, ox), yd->t, acc);
+          size_t o = tidx(yd, n, k, oy, ox);
+          stv(y, o, yd->t, beta != 0.0f ? acc + beta * ldv(y, o, yd->t) : acc);
         }
   return CUDNN_STATUS_SUCCESS;
 }
 
 /* dx (the forward input) from dy (the forward output): the transpose of fwd. */
 static cudnnStatus_t bwd(const cudnnFilterStruct *wd, const void *w, const cudnnTensorStruct *dyd, const void *dy,
-                         const cudnnConvolutionStruct *cd, const cudnnTensorStruct *dxd, void *dx) {
+                         const cudnnConvolutionStruct *cd, const cudnnTensorStruct *dxd, void *dx, float beta = 0.0f) {
   cudnnStatus_t st = check(dxd, wd, cd, dyd);
   if (st) return st;
   st = sticky();
@@ -264,9 +265,48 @@ static cudnnStatus_t bwd(const cudnnFilterStruct *wd, const void *w, const cudnn
   for (int n = 0; n < dxd->n; n++)
     for (int c = 0; c < dxd->c; c++)
       for (int y = 0; y < dxd->h; y++)
-        for (int x = 0; x < dxd->w; x++)
-          stv(dx, tidx(dxd, n, c, y, x), dxd->t, acc[(((size_t)n * dxd->c + c) * dxd->h + y) * dxd->w + x]);
+        for (int x = 0; x < dxd->w; x++) {
+          size_t o = tidx(dxd, n, c, y, x);
+          float a = acc[(((size_t)n * dxd->c + c) * dxd->h + y) * dxd->w + x];
+          stv(dx, o, dxd->t, beta != 0.0f ? a + beta * ldv(dx, o, dxd->t) : a);
+        }
   free(acc);
+  return CUDNN_STATUS_SUCCESS;
+}
+
+/* dw (+)= the correlation of x with dy: the weight gradient of fwd. */
+static cudnnStatus_t wgrad(const cudnnTensorStruct *xd, const void *x, const cudnnTensorStruct *dyd, const void *dy,
+                           const cudnnConvolutionStruct *cd, const cudnnFilterStruct *wd, void *dw, float beta) {
+  cudnnStatus_t st = check(xd, wd, cd, dyd);
+  if (st) return st;
+  st = sticky();
+  if (st) return st;
+#pragma omp parallel for schedule(static)
+  for (int k = 0; k < wd->k; k++)
+    for (int c = 0; c < wd->c; c++)
+      for (int r = 0; r < wd->r; r++)
+        for (int q = 0; q < wd->s; q++) {
+          float acc = 0.0f;
+          for (int n = 0; n < dyd->n; n++)
+            for (int oy = 0; oy < dyd->h; oy++) {
+              int iy = oy * cd->sh - cd->ph + r * cd->dh;
+              if (iy < 0 || iy >= xd->h) continue;
+              for (int ox = 0; ox < dyd->w; ox++) {
+                int ix = ox * cd->sw - cd->pw + q * cd->dw;
+                if (ix < 0 || ix >= xd->w) continue;
+                acc += ldv(x, tidx(xd, n, c, iy, ix), xd->t) * ldv(dy, tidx(dyd, n, k, oy, ox), dyd->t);
+              }
+            }
+          size_t o = fidx(wd, k, c, r, q);
+          stv(dw, o, wd->t, beta != 0.0f ? acc + beta * ldv(dw, o, wd->t) : acc);
+        }
+  return CUDNN_STATUS_SUCCESS;
+}
+
+/* alpha must be 1 and beta 0 or 1 (what dnn.cu passes). */
+static cudnnStatus_t scalars(const void *alpha, const void *beta, float *b) {
+  *b = *(const float *)beta;
+  if (*(const float *)alpha != 1.0f || (*b != 0.0f && *b != 1.0f)) return fail(CUDNN_STATUS_BAD_PARAM, "alpha/beta");
   return CUDNN_STATUS_SUCCESS;
 }
 
@@ -295,10 +335,11 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t, const void *alpha, const cu
                                       const cudnnFilterDescriptor_t wd, const void *w,
                                       const cudnnConvolutionDescriptor_t cd, cudnnConvolutionFwdAlgo_t a, void *ws,
                                       size_t wsb, const void *beta, const cudnnTensorDescriptor_t yd, void *y) {
-  if (*(const float *)alpha != 1.0f || *(const float *)beta != 0.0f) return fail(CUDNN_STATUS_BAD_PARAM, "alpha/beta");
+  float b;
+  if (scalars(alpha, beta, &b)) return CUDNN_STATUS_BAD_PARAM;
   size_t need = a == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM ? WS_ALGO1 : 0;
   if (wsb < need || (need && !ws)) return fail(CUDNN_STATUS_BAD_PARAM, "workspace too small");
-  return fwd(xd, x, wd, w, cd, yd, y);
+  return fwd(xd, x, wd, w, cd, yd, y, b);
 }
 
 cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(cudnnHandle_t, const cudnnFilterDescriptor_t,
@@ -338,9 +379,56 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t, const void *alpha, con
                                            const cudnnConvolutionDescriptor_t cd, cudnnConvolutionBwdDataAlgo_t a,
                                            void *ws, size_t wsb, const void *beta, const cudnnTensorDescriptor_t dxd,
                                            void *dx) {
-  if (*(const float *)alpha != 1.0f || *(const float *)beta != 0.0f) return fail(CUDNN_STATUS_BAD_PARAM, "alpha/beta");
+  float b;
+  if (scalars(alpha, beta, &b)) return CUDNN_STATUS_BAD_PARAM;
   size_t need = a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_1 ? WS_ALGO1 : 0;
   if (wsb < need || (need && !ws)) return fail(CUDNN_STATUS_BAD_PARAM, "workspace too small");
-  return bwd(wd, w, dyd, dy, cd, dxd, dx);
+  return bwd(wd, w, dyd, dy, cd, dxd, dx, b);
+}
+static void perf_list_wgrad(cudnnConvolutionBwdFilterAlgoPerf_t *p, int *ret, cudnnMathType_t m) {
+  memset(p, 0, 2 * sizeof *p);
+  p[0] = {CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0, CUDNN_STATUS_SUCCESS, 1.0f, 0, CUDNN_NON_DETERMINISTIC, m, {0, 0, 0}};
+  p[1] = {CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, CUDNN_STATUS_SUCCESS, 2.0f, WS_ALGO1, CUDNN_DETERMINISTIC, m, {0, 0, 0}};
+  *ret = 2;
+}
+cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(cudnnHandle_t, const cudnnTensorDescriptor_t,
+                                                            const cudnnTensorDescriptor_t,
+                                                            const cudnnConvolutionDescriptor_t cd,
+                                                            const cudnnFilterDescriptor_t, const int, int *ret,
+                                                            cudnnConvolutionBwdFilterAlgoPerf_t *p) {
+  perf_list_wgrad(p, ret, cd->math);
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnFindConvolutionBackwardFilterAlgorithmEx(cudnnHandle_t, const cudnnTensorDescriptor_t xd,
+                                                            const void *x, const cudnnTensorDescriptor_t dyd,
+                                                            const void *dy, const cudnnConvolutionDescriptor_t cd,
+                                                            const cudnnFilterDescriptor_t wd, void *dw, const int,
+                                                            int *ret, cudnnConvolutionBwdFilterAlgoPerf_t *p, void *,
+                                                            size_t) {
+  cudnnStatus_t st = wgrad(xd, x, dyd, dy, cd, wd, dw, 0.0f); /* searches write dw, as cuDNN's do */
+  if (st) return st;
+  perf_list_wgrad(p, ret, cd->math);
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnGetConvolutionBackwardFilterWorkspaceSize(cudnnHandle_t, const cudnnTensorDescriptor_t,
+                                                             const cudnnTensorDescriptor_t,
+                                                             const cudnnConvolutionDescriptor_t,
+                                                             const cudnnFilterDescriptor_t,
+                                                             cudnnConvolutionBwdFilterAlgo_t a, size_t *ws) {
+  if (a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1) *ws = WS_ALGO1;
+  else if (a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0) *ws = 0;
+  else return fail(CUDNN_STATUS_NOT_SUPPORTED, "algorithm not emulated");
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t, const void *alpha, const cudnnTensorDescriptor_t xd,
+                                             const void *x, const cudnnTensorDescriptor_t dyd, const void *dy,
+                                             const cudnnConvolutionDescriptor_t cd, cudnnConvolutionBwdFilterAlgo_t a,
+                                             void *ws, size_t wsb, const void *beta, const cudnnFilterDescriptor_t wd,
+                                             void *dw) {
+  float b;
+  if (scalars(alpha, beta, &b)) return CUDNN_STATUS_BAD_PARAM;
+  size_t need = a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1 ? WS_ALGO1 : 0;
+  if (wsb < need || (need && !ws)) return fail(CUDNN_STATUS_BAD_PARAM, "workspace too small");
+  return wgrad(xd, x, dyd, dy, cd, wd, dw, b);
 }
 }

@@ -2,10 +2,12 @@
 # tests/cuda/emu/run_emu.sh: the CUDA backend's logic on the emulated module, no GPU needed:
 # parity (C-built models and, with torch, PyTorch's exports), a second process served by the
 # on-disk algorithm cache, injected faults, a real device OOM and a mid-run fault, and the
-# open-time refusals (old driver, cc 6.1, no device, no kernel image). "N passed, N failed".
-# Usage: run_emu.sh EMU_MODULE PARITY I2I_TOOL TEST_FALLBACK WORKDIR [PYTHON]
+# open-time refusals (old driver, cc 6.1, no device, no kernel image); training on the emulated
+# module against the CPU (train_backends), with out-of-memory and a fault mid-step.
+# "N passed, N failed".
+# Usage: run_emu.sh EMU_MODULE PARITY I2I_TOOL TEST_FALLBACK WORKDIR [PYTHON [TRAIN_BACKENDS]]
 set -u
-emu=$1 parity=$2 tool=$3 tf=$4 work=$5 py=${6:-}
+emu=$1 parity=$2 tool=$3 tf=$4 work=$5 py=${6:-} tb=${7:-}
 pass=0 fail=0
 rm -rf "$work" && mkdir -p "$work" || exit 1
 export I2I_CUDA_MODULE=$emu I2I_CUDA_ALGO_CACHE=$work/algos.txt
@@ -76,6 +78,16 @@ if "$tool" translate -v "$work/tiny.onnx" "$work/in.npy" "$work/out.npy" 2>"$wor
   ok "i2i translate runs on the (emulated) GPU within fp16 tolerance"
 else
   ko "i2i translate runs on the (emulated) GPU" "$(cat "$work/err")"
+fi
+
+if [ -n "$tb" ]; then
+  "$tb" parity 3 >"$work/train.log" 2>&1
+  count "$work/train.log"
+  echo "training, GPU backend against the CPU: $(tail -1 "$work/train.log")"
+  EMU_DEVICE_MEMORY=60000 "$tb" fault "out of GPU memory" >"$work/train-oom.log" 2>&1
+  count "$work/train-oom.log"
+  EMU_STICKY_AT=40 "$tb" fault "illegal memory access" >"$work/train-sticky.log" 2>&1
+  count "$work/train-sticky.log"
 fi
 
 echo "$pass passed, $fail failed"
