@@ -6,6 +6,9 @@ and the same networks as an mmagic-layout checkpoint (OUTDIR/cyclegan.pth, RGB) 
 
 Times: one warm-up iteration, then ITERS iterations per thread count, each timed on its own;
 the median is reported. Writes OUTDIR/torch.json. Not a test: it prints figures only.
+I2I_BENCH_DEVICE=cuda (tests/gpu/run): on the GPU instead, threads ignored, two rows: float32 with
+TF32 off (the engine's precision) and PyTorch's default, TF32 convolutions; cudnn.benchmark on in
+both, each iteration timed to a torch.cuda.synchronize().
 """
 import json
 import os
@@ -41,20 +44,38 @@ if not os.path.exists(ckpt):
 c = dict(kind='cyclegan', size=size, batch=1, iters=1000, pool=50)
 rng = np.random.default_rng(0)
 res = []
-for t in threads:
-    torch.set_num_threads(t)
+gpu = os.environ.get('I2I_BENCH_DEVICE') == 'cuda'
+if gpu:
+    torch.backends.cudnn.benchmark = True
+    runs = [('pytorch-cuda', 'fp32', 0, False), ('pytorch-cuda', 'tf32', 0, True)]
+else:
+    runs = [('pytorch', 'fp32', t, False) for t in threads]
+for runtime, precision, t, tf32 in runs:
+    if gpu:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+    else:
+        torch.set_num_threads(t)
     trainer = tt.TorchTrainer(c, nets(), {})
+    if gpu:
+        for n_ in trainer.nets.values():
+            n_.cuda()
     times = []
     for it in range(iters + 1):
         a = torch.from_numpy(rng.random((1, 3, size, size), dtype=np.float32) * 2 - 1)
+        if gpu:
+            a = a.cuda()
+            torch.cuda.synchronize()
         b = -a
         t0 = time.perf_counter()
         losses = trainer.step(it, a, b)
+        if gpu:
+            torch.cuda.synchronize()
         dt = time.perf_counter() - t0
-        print('pytorch cyclegan %d threads=%d iteration %d: %.3f s (loss G %.3f)' % (size, t, it, dt, losses['g']),
-              flush=True)
+        print('%s %s cyclegan %d threads=%d iteration %d: %.3f s (loss G %.3f)' % (runtime, precision, size, t, it, dt,
+                                                                                   losses['g']), flush=True)
         if it:
             times.append(dt)
-    res.append({'runtime': 'pytorch', 'precision': 'fp32', 'model': 'cyclegan', 'size': size, 'batch': 1, 'threads': t,
+    res.append({'runtime': runtime, 'precision': precision, 'model': 'cyclegan', 'size': size, 'batch': 1, 'threads': t,
                 'times': times, 'median': statistics.median(times), 'mkldnn': torch.backends.mkldnn.is_available()})
 json.dump({'torch': torch.__version__, 'results': res}, open(os.path.join(out, 'torch.json'), 'w'), indent=1)

@@ -1,9 +1,10 @@
-/* bench/train/train_bench.c: seconds per training iteration of the engine's trainer (CPU),
- * for bench/train/run. Loads a checkpoint in mmagic layout (RGB), feeds random images at the
- * given size, runs warm-up iterations, then times each iteration; prints one JSON object with
- * the times, the median and the precision. Not a test: it prints figures only.
+/* bench/train/train_bench.c: seconds per training iteration of the engine's trainer (CPU, or
+ * the GPU for tests/gpu/run), for bench/train/run. Loads a checkpoint in mmagic layout (RGB),
+ * feeds random images at the given size, runs warm-up iterations, then times each iteration;
+ * prints one JSON object with the times, the median and the precision. Not a test: it prints
+ * figures only.
  *
- * Usage: train_bench CKPT cyclegan|pix2pix SIZE BATCH ITERS THREADS [WARMUP]
+ * Usage: train_bench CKPT cyclegan|pix2pix SIZE BATCH ITERS THREADS [WARMUP [cpu|cuda]]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,16 +25,17 @@ static int cmp(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
   if (argc < 7) {
-    fprintf(stderr, "usage: train_bench CKPT cyclegan|pix2pix SIZE BATCH ITERS THREADS [WARMUP]\n");
+    fprintf(stderr, "usage: train_bench CKPT cyclegan|pix2pix SIZE BATCH ITERS THREADS [WARMUP [cpu|cuda]]\n");
     return 2;
   }
   bool cyc = !strcmp(argv[2], "cyclegan");
   int size = atoi(argv[3]), batch = atoi(argv[4]), iters = atoi(argv[5]), threads = atoi(argv[6]);
   int warm = argc > 7 ? atoi(argv[7]) : 1;
+  bool gpu = argc > 8 && !strcmp(argv[8], "cuda");
   if (size < 32 || batch < 1 || iters < 1 || iters > 1000 || threads < 1 || warm < 0) return 2;
   i2i_ctx_params cp;
   i2i_ctx_default_params(&cp);
-  cp.backend = I2I_BACKEND_CPU;
+  cp.backend = gpu ? I2I_BACKEND_CUDA : I2I_BACKEND_CPU;
   cp.threads = threads;
   cp.log = log_line;
   i2i_ctx *ctx;
@@ -63,6 +65,10 @@ int main(int argc, char **argv) {
     return 1;
   }
   convert_set_free(&set);
+  if (gpu != (i2i_trainer_backend(tr) == I2I_BACKEND_CUDA)) {
+    fprintf(stderr, "the trainer does not run where it was asked to\n");
+    return 1;
+  }
   size_t n = (size_t)size * (size_t)size * 4;
   float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
   unsigned s = 7;
@@ -87,8 +93,8 @@ int main(int argc, char **argv) {
   double *sorted = malloc(sizeof(double) * (size_t)iters);
   memcpy(sorted, t, sizeof(double) * (size_t)iters);
   qsort(sorted, (size_t)iters, sizeof(double), cmp);
-  printf("{\"runtime\": \"i2i\", \"precision\": \"fp32\", \"model\": \"%s\", \"size\": %d, \"batch\": %d, \"threads\": %d, \"times\": [",
-         argv[2], size, batch, threads);
+  printf("{\"runtime\": \"%s\", \"precision\": \"fp32\", \"model\": \"%s\", \"size\": %d, \"batch\": %d, \"threads\": %d, \"times\": [",
+         gpu ? "i2i-cuda" : "i2i", argv[2], size, batch, gpu ? 0 : threads);
   for (int i = 0; i < iters; i++) printf("%s%.4f", i ? ", " : "", t[i]);
   printf("], \"median\": %.4f}\n", sorted[iters / 2]);
   free(sorted);
