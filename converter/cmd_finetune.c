@@ -718,8 +718,6 @@ int cmd_finetune(int argc, char **argv) {
   if (cyc) fprintf(stderr, "i2i finetune: %u images of A, %u of B", ds.a->len, ds.b->len);
   else fprintf(stderr, "i2i finetune: %u pairs (source: %s)", ds.a->len, nd == 1 ? (src_side ? src_side : "left") : data[0]);
   fprintf(stderr, ", %d skipped\n", skipped);
-  fprintf(stderr, "i2i finetune: training on %s\n",
-          i2i_trainer_backend(tr) == I2I_BACKEND_CUDA ? "the GPU (CUDA, float32)" : "the CPU");
   /* ---- work folder, state, log ---- */
   if (o.work_dir) work = g_strdup(o.work_dir);
   else if (state_path) work = g_path_get_dirname(state_path);
@@ -742,9 +740,12 @@ int cmd_finetune(int argc, char **argv) {
                       : "iteration,lr,loss_d,loss_g,loss_d_fake,loss_d_real,loss_gan,loss_l1,seconds\n");
   int sample_every = o.sample_every >= 0 ? o.sample_every : 100, save_every = o.save_every >= 0 ? o.save_every : 500;
   if (sample_every && g_mkdir_with_parents(samples, 0777)) sample_every = 0;
-  fprintf(stderr, "i2i finetune: %s on the CPU (%d threads), %dx%d crops of %dx%d, batch %d, %lld iterations; work folder %s\n",
-          cyc ? "CycleGAN" : "Pix2Pix", o.threads ? o.threads : (int)g_get_num_processors(), tp.size, tp.size, tp.load_size,
-          tp.load_size, tp.batch, (long long)tp.iters, work);
+  char where[64];
+  if (i2i_trainer_backend(tr) == I2I_BACKEND_CUDA) snprintf(where, sizeof where, "the GPU (CUDA, float32)");
+  else snprintf(where, sizeof where, "the CPU (%d threads)", o.threads ? o.threads : (int)g_get_num_processors());
+  fprintf(stderr, "i2i finetune: %s on %s, %dx%d crops of %dx%d, batch %d, %lld iterations; work folder %s\n",
+          cyc ? "CycleGAN" : "Pix2Pix", where, tp.size, tp.size, tp.load_size, tp.load_size, tp.batch, (long long)tp.iters,
+          work);
   /* ---- the loop ---- */
   size_t L = (size_t)ds.load;
   bufa = g_try_malloc(sizeof(float) * 4 * L * L);
