@@ -1,13 +1,16 @@
 /* tests/cuda/train_backends.c: the CUDA training backend against the CPU one: the same trainer
  * (same networks, images, seed) on each, step by step.
  *
- * Usage: train_backends parity [STEPS]   CycleGAN (ResNet, 2 blocks, 8 channels; 32x32, batch 1
+ * Usage: train_backends parity [STEPS [WORK_DIR]]
+ *                                         CycleGAN (ResNet, 2 blocks, 8 channels; 32x32, batch 1
  *                                         and 2) and Pix2Pix (U-Net depth 5, 8 channels, dropout,
- *                                         BatchNorm discriminator; 32x32, batch 2): every loss of
- *                                         every step (relative 1e-4), every parameter gradient
- *                                         of step 1 (per tensor, max |d| / max |cpu| <= 1e-3),
- *                                         every parameter after STEPS steps (1e-3, tensors whose
- *                                         gradient is zero by construction aside), and two GPU
+ *                                         BatchNorm discriminator; 32x32, batch 2). Each step is
+ *                                         taken on both backends from the CPU trainer's state
+ *                                         (a state file in WORK_DIR, default $TMPDIR or /tmp):
+ *                                         losses (relative 1e-4), every parameter gradient, the
+ *                                         parameters after the step and Adam's moments (per
+ *                                         tensor, max |d| / max |cpu| <= 1e-3; see compare).
+ *                                         A free run of STEPS steps: losses within 1e-2; two GPU
  *                                         runs bit for bit equal.
  *        train_backends fault TEXT       a forced-CUDA trainer whose creation or steps fail
  *                                         (the environment injects the fault): a clean error
@@ -21,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "i2i.h"
 #include "models.h"
@@ -143,19 +147,23 @@ static size_t count_off(const float *a, const float *b, size_t n, double lim, do
   return k;
 }
 
-/* Compares `what` of every tensor of every network (max |gpu - cpu| / max |cpu| <= lim per
- * tensor). Tensors whose CPU gradient is at most 1e-5 of the network's largest are zero by
+/* The worst per-tensor error of one kind of tensor, gathered over steps. */
+typedef struct {
+  double worst, flipped_max;
+  char where[256];
+  int compared, skipped, bad;
+  size_t flipped;
+} cmp_stats;
+
+/* Compares `what` of every tensor of every network (max |gpu - cpu| / max |cpu| per tensor)
+ * into *st. Tensors whose CPU gradient is at most 1e-5 of the network's largest are zero by
  * construction (a bias before a norm): both sides hold rounding noise there (which Adam turns
  * into lr-sized steps), so their gradients must only be as small on the GPU, and their moments
- * and values are left out. Values (flip > 0): up to 1 element in 1000 of a tensor
- * may be off by at most `flip`: Adam's step is lr times the gradient's sign where the gradient
- * is rounding-sized, so such an element can move the other way on the other backend. */
-static void compare(i2i_trainer *gpu, i2i_trainer *cpu, i2i_train_tensor what, double lim, const char *label,
-                    const char *cname, double flip) {
-  double worst = 0, flipped_max = 0;
-  char where[256] = "-";
-  int compared = 0, skipped = 0, bad = 0;
-  size_t flipped = 0;
+ * and values are left out. Values (flip > 0): up to 1 element in 1000 of a tensor may be off
+ * by at most `flip` instead of lim: Adam's step is lr times the gradient's sign where the
+ * gradient is rounding-sized, so such an element can move the other way on the other backend. */
+static void compare(i2i_trainer *gpu, i2i_trainer *cpu, i2i_train_tensor what, double lim, double flip, int step,
+                    cmp_stats *st) {
   for (int net = 0; net < 4; net++) {
     size_t nt = i2i_trainer_tensor_count(cpu, net);
     double gmax = 0;
@@ -176,17 +184,17 @@ static void compare(i2i_trainer *gpu, i2i_trainer *cpu, i2i_train_tensor what, d
       if (what == I2I_TENSOR_GRAD && !tr) continue;
       float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float)), *g = malloc(n * sizeof(float));
       if (!a || !b || !g || i2i_trainer_read(gpu, net, name, what, a, n) || i2i_trainer_read(cpu, net, name, what, b, n)) {
-        bad++;
+        st->bad++;
       } else if (tr && !i2i_trainer_read(cpu, net, name, I2I_TENSOR_GRAD, g, n) && tensor_max(g, n) <= 1e-5 * gmax) {
-        skipped++; /* zero by construction: the GPU's must be as small */
-        if (what == I2I_TENSOR_GRAD && tensor_max(a, n) > 1e-5 * gmax) bad++;
+        st->skipped++; /* zero by construction: the GPU's must be as small */
+        if (what == I2I_TENSOR_GRAD && tensor_max(a, n) > 1e-5 * gmax) st->bad++;
       } else {
         double e = tensor_err(a, b, n), big = 0;
-        compared++;
+        st->compared++;
         size_t off = flip > 0 ? count_off(a, b, n, lim, &big) : 0;
         if (off && off <= (n + 999) / 1000 && big <= flip) {
-          flipped += off;
-          flipped_max = fmax(flipped_max, big);
+          st->flipped += off;
+          st->flipped_max = fmax(st->flipped_max, big);
           double m = tensor_max(b, n);
           e = 0;
           for (size_t j = 0; j < n; j++) {
@@ -194,9 +202,9 @@ static void compare(i2i_trainer *gpu, i2i_trainer *cpu, i2i_train_tensor what, d
             if (d <= lim * m) e = fmax(e, d / m);
           }
         }
-        if (e >= worst) {
-          worst = e;
-          snprintf(where, sizeof where, "net %d %s", net, name);
+        if (e >= st->worst) {
+          st->worst = e;
+          snprintf(st->where, sizeof st->where, "net %d %s step %d", net, name, step);
         }
       }
       free(a);
@@ -204,97 +212,141 @@ static void compare(i2i_trainer *gpu, i2i_trainer *cpu, i2i_train_tensor what, d
       free(g);
     }
   }
-  CHECK(!bad && compared > 0 && worst <= lim, "%s: %s, %d tensors: max relative error %.2e (limit %.0e) at %s", cname,
-        label, compared, worst, lim, where);
-  if (skipped) printf("    (%d tensors with a zero-by-construction gradient%s)\n", skipped,
-                      what == I2I_TENSOR_GRAD ? ": below 1e-5 of the largest on the GPU too" : " left out");
-  if (flipped) printf("    (%zu elements with a rounding-sized gradient moved by Adam the other way, at most %.2e)\n", flipped, flipped_max);
 }
 
-static int parity(int steps) {
-  i2i_ctx *cc = new_ctx(I2I_BACKEND_CPU), *gc = new_ctx(I2I_BACKEND_CUDA), *gc2 = new_ctx(I2I_BACKEND_CUDA);
-  if (!cc || !gc || !gc2) {
+static void report(const cmp_stats *st, double lim, const char *label, const char *cname, int grads) {
+  CHECK(!st->bad && st->compared > 0 && st->worst <= lim, "%s: %s (%d tensor comparisons): max relative error %.2e "
+        "(limit %.0e) at %s", cname, label, st->compared, st->worst, lim, st->where[0] ? st->where : "-");
+  if (st->skipped)
+    printf("    (%d zero-by-construction gradients%s)\n", st->skipped,
+           grads ? ": below 1e-5 of the largest on the GPU too" : " left out");
+  if (st->flipped)
+    printf("    (%zu elements with a rounding-sized gradient moved by Adam the other way, at most %.2e)\n", st->flipped,
+           st->flipped_max);
+}
+
+static const char *loss_names[] = {"loss_g", "loss_d", "gan_a", "gan_b", "cycle_a", "cycle_b",
+                                   "id_a", "id_b", "d_a", "d_b", "d_fake", "d_real"};
+
+static void losses_of(const i2i_train_report *r, double v[12]) {
+  const double t[12] = {r->loss_g, r->loss_d, r->loss_gan_a, r->loss_gan_b, r->loss_cycle_a, r->loss_cycle_b,
+                        r->loss_id_a, r->loss_id_b, r->loss_d_a, r->loss_d_b, r->loss_d_fake, r->loss_d_real};
+  memcpy(v, t, sizeof t);
+}
+
+/* Largest relative difference of the two reports' losses; its name and step into *where. */
+static double loss_err(const i2i_train_report *a, const i2i_train_report *b, int step, double worst, char *where,
+                       size_t wl) {
+  double x[12], y[12];
+  losses_of(a, x);
+  losses_of(b, y);
+  for (int k = 0; k < 12; k++)
+    if (rel(x[k], y[k]) > worst) {
+      worst = rel(x[k], y[k]);
+      snprintf(where, wl, "%s step %d", loss_names[k], step);
+    }
+  return worst;
+}
+
+static int same_values(i2i_trainer *a, i2i_trainer *b) {
+  int same = 1;
+  for (int net = 0; net < 4 && same; net++)
+    for (size_t i = 0; i < i2i_trainer_tensor_count(a, net) && same; i++) {
+      const char *name;
+      size_t n;
+      i2i_trainer_tensor_info(a, net, i, &name, &n, NULL);
+      float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
+      same = x && y && !i2i_trainer_read(a, net, name, I2I_TENSOR_VALUE, x, n) &&
+             !i2i_trainer_read(b, net, name, I2I_TENSOR_VALUE, y, n) && !memcmp(x, y, n * sizeof(float));
+      free(x);
+      free(y);
+    }
+  return same;
+}
+
+/* Per step, from one state: the CPU trainer's state before step k is loaded into a fresh GPU
+ * trainer, both take step k, and their losses, gradients, parameters after the step and Adam
+ * moments are compared, so the errors are one step's and do not compound (a free run of GAN
+ * steps amplifies float32 rounding; it is compared too, at 1e-2, as tests/train/run_parity.py
+ * does against PyTorch). Then two GPU trainers from the same start run every step: equal bit
+ * for bit. */
+static int parity(int steps, const char *work) {
+  i2i_ctx *cc = new_ctx(I2I_BACKEND_CPU), *gc = new_ctx(I2I_BACKEND_CUDA);
+  if (!cc || !gc) {
     printf("cannot create contexts\n");
     return 1;
   }
+  char state[4096];
+  snprintf(state, sizeof state, "%s/train_backends.%ld.i2istate", work, (long)getpid());
   for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
     const tcase *c = &cases[ci];
     i2i_status s1, s2, s3;
-    i2i_trainer *cpu = make(cc, c, &s1), *gpu = make(gc, c, &s2), *gpu2 = make(gc2, c, &s3);
-    if (!gpu && ci == 0 && s2 == I2I_E_DEVICE) {
+    i2i_trainer *cpu = make(cc, c, &s1), *free_gpu = make(gc, c, &s2), *gpu2 = make(gc, c, &s3);
+    if (!free_gpu && ci == 0 && s2 == I2I_E_DEVICE) {
       printf("no CUDA training backend here: %s\n", i2i_ctx_errmsg(gc));
       i2i_trainer_free(cpu);
       i2i_ctx_free(cc);
       i2i_ctx_free(gc);
-      i2i_ctx_free(gc2);
       return 77;
     }
-    CHECK(cpu && gpu && gpu2, "%s: trainers on the CPU and the GPU: %s", c->name, gpu ? i2i_ctx_errmsg(cc) : i2i_ctx_errmsg(gc));
-    if (!cpu || !gpu || !gpu2) {
+    CHECK(cpu && free_gpu && gpu2, "%s: trainers on the CPU and the GPU: %s", c->name,
+          cpu ? i2i_ctx_errmsg(gc) : i2i_ctx_errmsg(cc));
+    if (!cpu || !free_gpu || !gpu2) {
       i2i_trainer_free(cpu);
-      i2i_trainer_free(gpu);
+      i2i_trainer_free(free_gpu);
       i2i_trainer_free(gpu2);
       continue;
     }
-    CHECK(i2i_trainer_backend(gpu) == I2I_BACKEND_CUDA && i2i_trainer_backend(cpu) == I2I_BACKEND_CPU,
+    CHECK(i2i_trainer_backend(free_gpu) == I2I_BACKEND_CUDA && i2i_trainer_backend(cpu) == I2I_BACKEND_CPU,
           "%s: the trainers run where they were asked to", c->name);
-    double worst = 0;
-    const char *wname = "-";
-    int wstep = -1, ok = 1;
+    cmp_stats sg = {0}, sv = {0}, sm = {0}, sa = {0};
+    double lw = 0, fw = 0;
+    char lwhere[64] = "-", fwhere[64] = "-";
+    int ok = 1;
     for (int it = 0; it < steps && ok; it++) {
-      i2i_train_report rc, rg, rg2;
-      i2i_status a = feed(cpu, c, it), b = feed(gpu, c, it), d = feed(gpu2, c, it);
+      i2i_train_report rc, rg, rf, r2;
+      i2i_trainer *gpu = NULL;
+      i2i_status a = i2i_trainer_save_state(cpu, state);
+      if (!a) a = i2i_trainer_load_state(gc, state, &gpu);
+      if (!a) a = feed(gpu, c, it);
+      if (!a) a = feed(cpu, c, it);
+      if (!a) a = feed(free_gpu, c, it);
+      if (!a) a = feed(gpu2, c, it);
       if (!a) a = i2i_trainer_step(cpu, &rc);
-      if (!b) b = i2i_trainer_step(gpu, &rg);
-      if (!d) d = i2i_trainer_step(gpu2, &rg2);
-      if (a || b || d) {
-        CHECK(0, "%s: step %d: cpu %s / gpu %s", c->name, it, i2i_ctx_errmsg(cc), i2i_ctx_errmsg(gc));
+      if (!a) a = i2i_trainer_step(gpu, &rg);
+      if (!a) a = i2i_trainer_step(free_gpu, &rf);
+      if (!a) a = i2i_trainer_step(gpu2, &r2);
+      if (a) {
+        CHECK(0, "%s: step %d: cpu '%s' / gpu '%s'", c->name, it, i2i_ctx_errmsg(cc), i2i_ctx_errmsg(gc));
         ok = 0;
-        break;
+      } else {
+        lw = loss_err(&rg, &rc, it, lw, lwhere, sizeof lwhere);
+        fw = loss_err(&rf, &rc, it, fw, fwhere, sizeof fwhere);
+        compare(gpu, cpu, I2I_TENSOR_GRAD, 1e-3, 0, it, &sg);
+        compare(gpu, cpu, I2I_TENSOR_VALUE, 1e-3, 2.0 * 2e-4, it, &sv);
+        compare(gpu, cpu, I2I_TENSOR_ADAM_M, 1e-3, 0, it, &sm);
+        compare(gpu, cpu, I2I_TENSOR_ADAM_V, 1e-3, 0, it, &sa);
       }
-      const double pc[] = {rc.loss_g, rc.loss_d, rc.loss_gan_a, rc.loss_gan_b, rc.loss_cycle_a, rc.loss_cycle_b,
-                           rc.loss_id_a, rc.loss_id_b, rc.loss_d_a, rc.loss_d_b, rc.loss_d_fake, rc.loss_d_real};
-      const double pg[] = {rg.loss_g, rg.loss_d, rg.loss_gan_a, rg.loss_gan_b, rg.loss_cycle_a, rg.loss_cycle_b,
-                           rg.loss_id_a, rg.loss_id_b, rg.loss_d_a, rg.loss_d_b, rg.loss_d_fake, rg.loss_d_real};
-      static const char *names[] = {"loss_g", "loss_d", "gan_a", "gan_b", "cycle_a", "cycle_b",
-                                    "id_a", "id_b", "d_a", "d_b", "d_fake", "d_real"};
-      for (int k = 0; k < 12; k++)
-        if (rel(pg[k], pc[k]) > worst) {
-          worst = rel(pg[k], pc[k]);
-          wname = names[k];
-          wstep = it;
-        }
-      if (it == 0) compare(gpu, cpu, I2I_TENSOR_GRAD, 1e-3, "every parameter gradient of step 1", c->name, 0);
+      i2i_trainer_free(gpu);
     }
     if (ok) {
-      CHECK(worst <= 1e-4, "%s: every loss of %d steps, max relative error %.2e (limit 1e-4) at %s step %d", c->name,
-            steps, worst, wname, wstep);
-      char label[96];
-      snprintf(label, sizeof label, "every parameter and running statistic after %d steps", steps);
-      compare(gpu, cpu, I2I_TENSOR_VALUE, 1e-3, label, c->name, 2.0 * 2e-4 * steps);
-      compare(gpu, cpu, I2I_TENSOR_ADAM_V, 1e-2, "Adam's second moments", c->name, 0);
-      /* two GPU runs: deterministic algorithms and reductions, bit for bit */
-      int same = 1;
-      for (int net = 0; net < 4 && same; net++)
-        for (size_t i = 0; i < i2i_trainer_tensor_count(gpu, net) && same; i++) {
-          const char *name;
-          size_t n;
-          i2i_trainer_tensor_info(gpu, net, i, &name, &n, NULL);
-          float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
-          same = a && b && !i2i_trainer_read(gpu, net, name, I2I_TENSOR_VALUE, a, n) &&
-                 !i2i_trainer_read(gpu2, net, name, I2I_TENSOR_VALUE, b, n) && !memcmp(a, b, n * sizeof(float));
-          free(a);
-          free(b);
-        }
-      CHECK(same, "%s: two GPU runs give bit-identical parameters", c->name);
+      CHECK(lw <= 1e-4, "%s: every loss of %d steps, each from the CPU's state: max relative error %.2e (limit 1e-4) at %s",
+            c->name, steps, lw, lwhere);
+      report(&sg, 1e-3, "every parameter gradient", c->name, 1);
+      report(&sv, 1e-3, "every parameter and running statistic after each step", c->name, 0);
+      report(&sm, 1e-3, "Adam's first moments", c->name, 0);
+      report(&sa, 1e-3, "Adam's second moments", c->name, 0);
+      CHECK(fw <= 1e-2, "%s: free run of %d steps, losses: max relative difference %.2e (limit 1e-2) at %s", c->name,
+            steps, fw, fwhere);
+      CHECK(same_values(free_gpu, gpu2), "%s: two GPU runs give bit-identical parameters", c->name);
     }
     i2i_trainer_free(cpu);
-    i2i_trainer_free(gpu);
+    i2i_trainer_free(free_gpu);
     i2i_trainer_free(gpu2);
   }
+  remove(state);
   i2i_ctx_free(cc);
   i2i_ctx_free(gc);
-  i2i_ctx_free(gc2);
   return 0;
 }
 
@@ -324,12 +376,13 @@ static void fault(const char *text) {
 
 int main(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "parity")) {
-    int rc = parity(argc >= 3 ? atoi(argv[2]) : 3);
+    const char *tmp = getenv("TMPDIR");
+    int rc = parity(argc >= 3 ? atoi(argv[2]) : 3, argc >= 4 ? argv[3] : tmp && *tmp ? tmp : "/tmp");
     if (rc == 77) return 77;
   } else if (argc >= 3 && !strcmp(argv[1], "fault")) {
     fault(argv[2]);
   } else {
-    fprintf(stderr, "usage: train_backends parity [STEPS] | fault TEXT\n");
+    fprintf(stderr, "usage: train_backends parity [STEPS [WORK_DIR]] | fault TEXT\n");
     return 2;
   }
   printf("%d passed, %d failed\n", passed, failed);

@@ -81,7 +81,7 @@ else
 fi
 
 if [ -n "$tb" ]; then
-  "$tb" parity 3 >"$work/train.log" 2>&1
+  "$tb" parity 5 "$work" >"$work/train.log" 2>&1
   count "$work/train.log"
   echo "training, GPU backend against the CPU: $(tail -1 "$work/train.log")"
   EMU_DEVICE_MEMORY=60000 "$tb" fault "out of GPU memory" >"$work/train-oom.log" 2>&1
