@@ -437,7 +437,8 @@ typedef struct {
 } i2i_train_models;
 
 /* Creates a trainer on the context's backend: with AUTO or CUDA, the GPU (float32 throughout,
- * cuDNN without TF32) when the CUDA module can train there, else the CPU with the reason logged;
+ * cuDNN without TF32) when the CUDA module can train there, else the CPU with the reason logged
+ * (with AUTO also when the GPU fails to set the trainer up, out of GPU memory for one);
  * I2I_E_DEVICE when CUDA is forced and cannot be used; I2I_E_UNSUPPORTED for a network that is not a
  * generator / PatchGAN of the kind, or that shares a trained tensor between nodes).
  * Allocates everything the steps need (I2I_E_NOMEM with the figure when it does not fit). */

@@ -67,6 +67,7 @@ struct i2i_ctx {
   int threads;                 /* resolved thread count */
   /* CUDA module state: probed once per context */
   int cuda_probed;
+  int train_on_cpu;            /* set while a trainer is made again on the CPU (train/trainer.c) */
   const i2i_backend_ops *cuda_ops;
   void *cuda_self;
   char cuda_why[512];          /* why CUDA is not used, when it is not */

@@ -16,6 +16,9 @@
  *                                         (the environment injects the fault): a clean error
  *                                         containing TEXT, then a CPU trainer in the same
  *                                         process still trains.
+ *        train_backends auto-cpu         with the backend left to AUTO and a GPU that cannot
+ *                                         set the trainer up (the environment makes it too
+ *                                         small): the trainer is made on the CPU and trains.
  * The CUDA module is whatever the engine loads (I2I_CUDA_MODULE: the emulated module in CI, the
  * real one in tests/gpu/run). Exit 77 when no CUDA backend can train here. Ends with "N passed,
  * N failed".
@@ -374,6 +377,21 @@ static void fault(const char *text) {
   i2i_ctx_free(cc);
 }
 
+static void auto_cpu(void) {
+  const tcase *c = &cases[0];
+  i2i_ctx *ctx = new_ctx(I2I_BACKEND_AUTO);
+  i2i_status st = I2I_E_ARG;
+  i2i_trainer *tr = ctx ? make(ctx, c, &st) : NULL;
+  CHECK(tr && !st && i2i_trainer_backend(tr) == I2I_BACKEND_CPU,
+        "AUTO: a GPU that cannot hold the trainer leaves it on the CPU: %s", ctx ? i2i_ctx_errmsg(ctx) : "no context");
+  i2i_train_report r;
+  if (tr && !st) st = feed(tr, c, 0);
+  if (tr && !st) st = i2i_trainer_step(tr, &r);
+  CHECK(tr && !st && isfinite(r.loss_g), "and it trains there");
+  i2i_trainer_free(tr);
+  i2i_ctx_free(ctx);
+}
+
 int main(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "parity")) {
     const char *tmp = getenv("TMPDIR");
@@ -381,8 +399,10 @@ int main(int argc, char **argv) {
     if (rc == 77) return 77;
   } else if (argc >= 3 && !strcmp(argv[1], "fault")) {
     fault(argv[2]);
+  } else if (argc >= 2 && !strcmp(argv[1], "auto-cpu")) {
+    auto_cpu();
   } else {
-    fprintf(stderr, "usage: train_backends parity [STEPS [WORK_DIR]] | fault TEXT\n");
+    fprintf(stderr, "usage: train_backends parity [STEPS [WORK_DIR]] | fault TEXT | auto-cpu\n");
     return 2;
   }
   printf("%d passed, %d failed\n", passed, failed);

@@ -319,10 +319,17 @@ static bool parse_params(const char *txt, i2i_train_params *p, int64_t *iteratio
   return seen >= 20 && *iteration >= 0;
 }
 
+static i2i_status load_state_once(i2i_ctx *ctx, void *arg, i2i_trainer **out);
+
 i2i_status i2i_trainer_load_state(i2i_ctx *ctx, const char *path, i2i_trainer **out) {
   if (!ctx) return I2I_E_ARG;
   if (!path || !out) return i2i_fail(ctx, I2I_E_ARG, "i2i_trainer_load_state: NULL argument");
   *out = NULL;
+  return trainer_make_with_fallback(ctx, load_state_once, (void *)path, out);
+}
+
+static i2i_status load_state_once(i2i_ctx *ctx, void *arg, i2i_trainer **out) {
+  const char *path = (const char *)arg;
   if (!little_endian()) return i2i_fail(ctx, I2I_E_UNSUPPORTED, "training states are little-endian only");
   FILE *f = fopen(path, "rb");
   if (!f) return i2i_fail(ctx, I2I_E_IO, "cannot open the training state '%s': %s", path, strerror(errno));

@@ -74,6 +74,10 @@ struct i2i_trainer {
 /* trainer.c: creates a trainer that takes ownership of the models (NULL discriminators are
  * built); the models are freed on failure too. */
 i2i_status trainer_create_owned(i2i_ctx *ctx, const i2i_train_params *p, i2i_model *models[4], i2i_trainer **out);
+/* Runs make(ctx, arg, out) and, when it fails on the GPU (I2I_E_DEVICE, I2I_E_DEVICE_NOMEM)
+ * with the backend left to AUTO, logs why and runs it again with training on the CPU. */
+i2i_status trainer_make_with_fallback(i2i_ctx *ctx, i2i_status (*make)(i2i_ctx *, void *, i2i_trainer **), void *arg,
+                                      i2i_trainer **out);
 /* Copies a network's parameters from the backend into its model (no-op on the CPU). */
 i2i_status trainer_sync_host(i2i_trainer *tr, int k);
 /* Resolves defaults and checks the parameters. */

@@ -236,7 +236,7 @@ static i2i_status check_role(i2i_ctx *ctx, const i2i_train_params *p, int k, con
 static i2i_status backend_open(i2i_ctx *ctx, const i2i_train_backend_ops **be, void **self) {
   *be = &i2i_cpu_train_backend;
   *self = NULL;
-  if (ctx->forced == I2I_BACKEND_CPU) return I2I_OK;
+  if (ctx->forced == I2I_BACKEND_CPU || ctx->train_on_cpu) return I2I_OK;
   void *cs = NULL;
   const i2i_backend_ops *cu = cuda_backend(ctx, &cs);
   const i2i_cuda_ext *ext = (const i2i_cuda_ext *)ctx->cuda_ext;
@@ -396,12 +396,26 @@ static i2i_status clone_model(i2i_ctx *ctx, const i2i_model *m, i2i_model **out)
   return st;
 }
 
-i2i_status i2i_trainer_create(i2i_ctx *ctx, const i2i_train_params *p, const i2i_train_models *models,
-                              i2i_trainer **out) {
-  if (!ctx) return I2I_E_ARG;
-  if (!p || !models || !out) return i2i_fail(ctx, I2I_E_ARG, "i2i_trainer_create: NULL argument");
-  *out = NULL;
-  const i2i_model *src[4] = {models->g, models->g_rev, models->d, models->d_rev};
+i2i_status trainer_make_with_fallback(i2i_ctx *ctx, i2i_status (*make)(i2i_ctx *, void *, i2i_trainer **), void *arg,
+                                      i2i_trainer **out) {
+  i2i_status st = make(ctx, arg, out);
+  if ((st != I2I_E_DEVICE && st != I2I_E_DEVICE_NOMEM) || ctx->forced != I2I_BACKEND_AUTO) return st;
+  i2i_log(ctx, I2I_LOG_WARNING, "training on the CPU: the GPU could not set it up (%s)", ctx->err);
+  i2i_clear_err(ctx);
+  ctx->train_on_cpu = 1;
+  st = make(ctx, arg, out);
+  ctx->train_on_cpu = 0;
+  return st;
+}
+
+typedef struct {
+  const i2i_train_params *p;
+  const i2i_train_models *models;
+} create_args;
+
+static i2i_status create_once(i2i_ctx *ctx, void *arg, i2i_trainer **out) {
+  const create_args *a = (const create_args *)arg;
+  const i2i_model *src[4] = {a->models->g, a->models->g_rev, a->models->d, a->models->d_rev};
   i2i_model *own[4] = {NULL, NULL, NULL, NULL};
   i2i_status st = I2I_OK;
   for (int k = 0; k < 4 && !st; k++) st = clone_model(ctx, src[k], &own[k]);
@@ -409,7 +423,16 @@ i2i_status i2i_trainer_create(i2i_ctx *ctx, const i2i_train_params *p, const i2i
     for (int k = 0; k < 4; k++) i2i_model_free(own[k]);
     return st;
   }
-  return trainer_create_owned(ctx, p, own, out);
+  return trainer_create_owned(ctx, a->p, own, out);
+}
+
+i2i_status i2i_trainer_create(i2i_ctx *ctx, const i2i_train_params *p, const i2i_train_models *models,
+                              i2i_trainer **out) {
+  if (!ctx) return I2I_E_ARG;
+  if (!p || !models || !out) return i2i_fail(ctx, I2I_E_ARG, "i2i_trainer_create: NULL argument");
+  *out = NULL;
+  create_args a = {p, models};
+  return trainer_make_with_fallback(ctx, create_once, &a, out);
 }
 
 void i2i_trainer_params(const i2i_trainer *tr, i2i_train_params *p) {

@@ -88,6 +88,8 @@ if [ -n "$tb" ]; then
   count "$work/train-oom.log"
   EMU_STICKY_AT=40 "$tb" fault "illegal memory access" >"$work/train-sticky.log" 2>&1
   count "$work/train-sticky.log"
+  EMU_DEVICE_MEMORY=400000 "$tb" auto-cpu >"$work/train-auto.log" 2>&1
+  count "$work/train-auto.log"
 fi
 
 echo "$pass passed, $fail failed"
