@@ -7,6 +7,7 @@
 #ifndef I2I_INTERNAL_H
 #define I2I_INTERNAL_H
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -327,6 +328,13 @@ void philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]
 /* True when the element at (x, y, channel, batch_index) of Dropout `ordinal` is kept. */
 bool dropout_keep(uint64_t seed, uint32_t x, uint32_t y, uint32_t channel, uint32_t batch_index,
                   uint32_t ordinal, uint64_t step, uint32_t threshold);
+/* A dropout ratio's mask threshold for dropout_keep and the scale of the kept values (inline:
+ * the CUDA module uses it too). */
+static inline void dropout_consts(float ratio, uint32_t *threshold, float *scale) {
+  double th = floor((double)ratio * 4294967296.0);
+  *threshold = th >= 4294967295.0 ? 0xffffffffu : (uint32_t)th;
+  *scale = 1.0f / (1.0f - ratio);
+}
 
 /* manifest.c */
 void manifest_free(i2i_ctx *ctx);

@@ -64,9 +64,9 @@ void cpu_add_forward(const float *a, const float *b, float *y, size_t n, int act
 
 void cpu_dropout_forward(const float *x, float *y, int c, int h, int w, float ratio, uint64_t seed,
                          uint32_t ordinal, uint32_t batch_index, uint64_t step, int threads) {
-  double th = floor((double)ratio * 4294967296.0);
-  uint32_t threshold = th >= 4294967295.0 ? 0xffffffffu : (uint32_t)th;
-  float scale = 1.0f / (1.0f - ratio);
+  uint32_t threshold;
+  float scale;
+  dropout_consts(ratio, &threshold, &scale);
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int ci = 0; ci < c; ci++)
     for (int yy = 0; yy < h; yy++) {
@@ -114,9 +114,9 @@ void cpu_tanh_backward(const float *y, const float *dy, float *dx, size_t n, boo
 
 void cpu_dropout_backward(const float *dy, float *dx, int c, int h, int w, float ratio, uint64_t seed, uint32_t ordinal,
                           uint32_t batch_index, uint64_t step, bool accumulate, int threads) {
-  double th = floor((double)ratio * 4294967296.0);
-  uint32_t threshold = th >= 4294967295.0 ? 0xffffffffu : (uint32_t)th;
-  float scale = 1.0f / (1.0f - ratio);
+  uint32_t threshold;
+  float scale;
+  dropout_consts(ratio, &threshold, &scale);
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int ci = 0; ci < c; ci++)
     for (int yy = 0; yy < h; yy++) {

@@ -223,8 +223,7 @@ static i2i_status to_status(cu_backend *B, i2i_ctx *ctx, int kind) {
  * marks the backend dead (later runs fail at once with the first reason); anything else is
  * I2I_E_DEVICE with the library's text. run.c falls back to the CPU on both unless CUDA was
  * forced. */
-static i2i_status run_common(cu_backend *B, i2i_ctx *ctx, const i2i_model *m, const i2i_plan *plan, i2i_run_state *st,
-                             const run_req *rq) {
+i2i_status cu_begin(cu_backend *B, i2i_ctx *ctx) {
   if (B->dead) return B->host->fail(ctx, I2I_E_DEVICE, "cuda: the GPU is unusable in this process after an earlier error (%s)", B->dead_why);
   if (cudaSetDevice(B->device) != cudaSuccess) {
     cudaGetLastError();
@@ -233,6 +232,13 @@ static i2i_status run_common(cu_backend *B, i2i_ctx *ctx, const i2i_model *m, co
   }
   B->err.kind = CE_OK;
   B->err.msg[0] = 0;
+  return I2I_OK;
+}
+
+static i2i_status run_common(cu_backend *B, i2i_ctx *ctx, const i2i_model *m, const i2i_plan *plan, i2i_run_state *st,
+                             const run_req *rq) {
+  i2i_status s0 = cu_begin(B, ctx);
+  if (s0) return s0;
   B->fault_armed = B->fault != FAULT_NONE;
   int kind = CE_OK;
   for (int attempt = 0; attempt < 2; attempt++) {

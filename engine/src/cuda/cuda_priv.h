@@ -66,6 +66,9 @@ int cu_fail_cuda(cu_backend *B, cudaError_t e, const char *what);
 /* Records an error of `kind` with a printf message; returns kind. */
 int cu_fail(cu_backend *B, int kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* Starts an operation: refuses a dead backend (the first reason), selects the device and clears
+ * the error record. I2I_OK, or the status with the message set on ctx. */
+i2i_status cu_begin(cu_backend *B, i2i_ctx *ctx);
 /* After an operation that returned `kind`: a failure is checked for a sticky fault (which marks
  * the backend dead), the stream is drained, and the kind becomes the engine's status with the
  * message set on ctx. CE_OK gives I2I_OK. */

@@ -383,9 +383,7 @@ static int make_steps(cu_backend *B, const i2i_model *m, const i2i_plan *plan, s
       s->kind = CS_DROPOUT;
       s->drop_on = cp->mode == I2I_PIX2PIX_FAITHFUL && n->ratio > 0;
       if (s->drop_on) {
-        double th = floor((double)n->ratio * 4294967296.0);
-        s->threshold = th >= 4294967295.0 ? 0xffffffffu : (uint32_t)th;
-        s->dscale = 1.0f / (1.0f - n->ratio);
+        dropout_consts(n->ratio, &s->threshold, &s->dscale);
         s->ordinal = (uint32_t)n->ordinal;
       }
       break;

@@ -107,24 +107,9 @@ static int dev_alloc(cu_train *T, float **out, size_t floats, const char *what) 
   return CE_OK;
 }
 
-/* Starts an operation: refuses a dead backend and selects the device. */
-static i2i_status begin(cu_train *T, i2i_ctx *ctx) {
-  cu_backend *B = T->B;
-  if (B->dead)
-    return B->host->fail(ctx, I2I_E_DEVICE, "cuda: the GPU is unusable in this process after an earlier error (%s)",
-                         B->dead_why);
-  B->err.kind = CE_OK;
-  B->err.msg[0] = 0;
-  if (cudaSetDevice(B->device) != cudaSuccess) {
-    cudaGetLastError();
-    return cu_finish(B, ctx, cu_fail(B, CE_DEVICE, "cudaSetDevice(%d) failed", B->device));
-  }
-  return I2I_OK;
-}
-
 static float *t_alloc(void *self, i2i_ctx *ctx, size_t floats) {
   cu_train *T = (cu_train *)self;
-  if (begin(T, ctx)) return NULL;
+  if (cu_begin(T->B, ctx)) return NULL;
   float *p;
   int k = dev_alloc(T, &p, floats, "training buffers");
   if (!k) {
@@ -146,7 +131,7 @@ static void t_free(void *self, i2i_ctx *ctx, float *p) {
 
 static i2i_status t_memcpy(cu_train *T, i2i_ctx *ctx, void *dst, const void *src, size_t n, cudaMemcpyKind kind,
                            const char *what) {
-  i2i_status st = begin(T, ctx);
+  i2i_status st = cu_begin(T->B, ctx);
   if (st || !n) return st;
   cudaError_t e = cudaMemcpyAsync(dst, src, n * sizeof(float), kind, T->B->stream);
   if (!e) e = cudaStreamSynchronize(T->B->stream);
@@ -163,7 +148,7 @@ static i2i_status t_download(void *self, i2i_ctx *ctx, float *host, const float 
 
 static i2i_status t_copy(void *self, i2i_ctx *ctx, float *dst, const float *src, size_t n) {
   cu_train *T = (cu_train *)self;
-  i2i_status st = begin(T, ctx);
+  i2i_status st = cu_begin(T->B, ctx);
   if (st || !n || dst == src) return st;
   cudaError_t e = cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, T->B->stream);
   return cu_finish(T->B, ctx, e ? cu_fail_cuda(T->B, e, "copy on the GPU") : CE_OK);
@@ -171,7 +156,7 @@ static i2i_status t_copy(void *self, i2i_ctx *ctx, float *dst, const float *src,
 
 static i2i_status t_fill(void *self, i2i_ctx *ctx, float *dst, float v, size_t n) {
   cu_train *T = (cu_train *)self;
-  i2i_status st = begin(T, ctx);
+  i2i_status st = cu_begin(T->B, ctx);
   if (st) return st;
   cudaError_t e = kt_fill(T->B->stream, dst, v, (int64_t)n);
   return cu_finish(T->B, ctx, e ? cu_fail_cuda(T->B, e, "fill") : CE_OK);
@@ -180,7 +165,7 @@ static i2i_status t_fill(void *self, i2i_ctx *ctx, float *dst, float v, size_t n
 static i2i_status t_copy_channels(void *self, i2i_ctx *ctx, float *dst, int dst_c, int dst_c0, const float *src,
                                   int src_c, int src_c0, int nc, int n, size_t hw, bool accumulate) {
   cu_train *T = (cu_train *)self;
-  i2i_status st = begin(T, ctx);
+  i2i_status st = cu_begin(T->B, ctx);
   if (st) return st;
   cudaError_t e = kt_copy_channels(T->B->stream, dst, dst_c, dst_c0, src, src_c, src_c0, nc, n, (int64_t)hw, accumulate);
   return cu_finish(T->B, ctx, e ? cu_fail_cuda(T->B, e, "channel copy") : CE_OK);
@@ -364,17 +349,16 @@ static int net_get(cu_train *T, const i2i_tnet *net, tnet_dev **out) {
 static const float *pw(const i2i_tnet *net, size_t off) { return off == SIZE_MAX ? NULL : net->param + off; }
 static float *pg(const i2i_tnet *net, size_t off) { return off == SIZE_MAX ? NULL : net->grad + off; }
 
-static void dropout_consts(float ratio, uint32_t *threshold, float *scale) {
-  double th = floor((double)ratio * 4294967296.0);
-  *threshold = th >= 4294967295.0 ? 0xffffffffu : (uint32_t)th;
-  *scale = 1.0f / (1.0f - ratio);
+/* A convolution's input as cuDNN reads it: x itself, or x padded into the padded buffer. */
+static int conv_input(cu_train *T, const tconv *c, const i2i_tstep *s, const float *x, shape4 xs, const float **in) {
+  cu_backend *B = T->B;
+  *in = x;
+  if (!c->explicit_pad) return CE_OK;
+  CU_TRY(B, k_pad(B->stream, plain(x, xs), plain(T->pad, padded(xs, s->pads)), s->pads[0], s->pads[1], s->pad_mode, 0.0f),
+         "padding a convolution's input");
+  *in = T->pad;
+  return CE_OK;
 }
-
-#define K_TRY(call, what)                                                                            \
-  do {                                                                                              \
-    cudaError_t e_ = (call);                                                                        \
-    if (e_ != cudaSuccess) return cu_fail_cuda(B, e_, (what));                                      \
-  } while (0)
 
 static int forward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *arena, uint64_t seed, uint64_t step) {
   cu_backend *B = T->B;
@@ -391,14 +375,10 @@ static int forward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *a
     case OP_CONV:
     case OP_CONVT: {
       const tconv *c = &d->conv[k];
-      const float *in = x;
-      if (c->explicit_pad) {
-        K_TRY(k_pad(st, plain(x, xs), plain(T->pad, padded(xs, s->pads)), s->pads[0], s->pads[1], s->pad_mode, 0.0f),
-              "padding a convolution's input");
-        in = T->pad;
-      }
+      const float *in;
+      CU_OK(conv_input(T, c, s, x, xs, &in));
       CU_OK(dnn_conv_run_beta(B, c->fwd, in, pw(net, s->w_off), y, T->ws, T->ws_bytes, 0.0f));
-      if (s->b_off != SIZE_MAX) K_TRY(k_bias(st, plain(y, ys), plain(y, ys), pw(net, s->b_off)), "convolution bias");
+      if (s->b_off != SIZE_MAX) CU_TRY(B, k_bias(st, plain(y, ys), plain(y, ys), pw(net, s->b_off)), "convolution bias");
       break;
     }
     case OP_INSTNORM:
@@ -407,26 +387,26 @@ static int forward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *a
       size_t groups = (size_t)(s->batch_stats ? xs.c : xs.n * xs.c);
       float *rm = s->rm_off == SIZE_MAX ? NULL : net->param + s->rm_off;
       float *rv = s->rv_off == SIZE_MAX ? NULL : net->param + s->rv_off;
-      K_TRY(kt_norm_forward(st, x, y, (int)xs.n, (int)xs.c, hw, s->batch_stats, pw(net, s->w_off), pw(net, s->b_off),
+      CU_TRY(B, kt_norm_forward(st, x, y, (int)xs.n, (int)xs.c, hw, s->batch_stats, pw(net, s->w_off), pw(net, s->b_off),
                             n->eps, s->act, s->act_alpha, mean, mean + groups, rm, rv, s->momentum),
             "normalisation");
       break;
     }
     case OP_PAD:
-      K_TRY(k_pad(st, plain(x, xs), plain(y, ys), (int)n->pads8[2], (int)n->pads8[3], n->pad_mode, n->pad_value), "Pad");
+      CU_TRY(B, k_pad(st, plain(x, xs), plain(y, ys), (int)n->pads8[2], (int)n->pads8[3], n->pad_mode, n->pad_value), "Pad");
       break;
-    case OP_RELU: K_TRY(k_act(st, plain(x, xs), plain(y, ys), ACT_RELU, 0.0f), "Relu"); break;
-    case OP_LRELU: K_TRY(k_act(st, plain(x, xs), plain(y, ys), ACT_LRELU, n->alpha), "LeakyRelu"); break;
-    case OP_IDENTITY: K_TRY(kt_grad(st, x, y, (int64_t)numel(xs), 0), "Identity"); break;
-    case OP_TANH: K_TRY(k_tanh(st, plain(x, xs), plain(y, ys), NULL), "Tanh"); break;
+    case OP_RELU: CU_TRY(B, k_act(st, plain(x, xs), plain(y, ys), ACT_RELU, 0.0f), "Relu"); break;
+    case OP_LRELU: CU_TRY(B, k_act(st, plain(x, xs), plain(y, ys), ACT_LRELU, n->alpha), "LeakyRelu"); break;
+    case OP_IDENTITY: CU_TRY(B, kt_grad(st, x, y, (int64_t)numel(xs), 0), "Identity"); break;
+    case OP_TANH: CU_TRY(B, k_tanh(st, plain(x, xs), plain(y, ys), NULL), "Tanh"); break;
     case OP_ADD:
-      K_TRY(k_add(st, plain(x, xs), plain(arena + p->act_off[s->in[1]], xs), plain(y, ys), ACT_NONE, 0.0f), "Add");
+      CU_TRY(B, k_add(st, plain(x, xs), plain(arena + p->act_off[s->in[1]], xs), plain(y, ys), ACT_NONE, 0.0f), "Add");
       break;
     case OP_CONCAT: {
       int off = 0;
       for (int j = 0; j < s->n_in; j++) {
         shape4 q = p->shape[s->in[j]];
-        K_TRY(kt_copy_channels(st, y, (int)ys.c, off, arena + p->act_off[s->in[j]], (int)q.c, 0, (int)q.c, (int)q.n,
+        CU_TRY(B, kt_copy_channels(st, y, (int)ys.c, off, arena + p->act_off[s->in[j]], (int)q.c, 0, (int)q.c, (int)q.n,
                                q.h * q.w, 0),
               "Concat");
         off += (int)q.c;
@@ -438,10 +418,10 @@ static int forward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *a
         uint32_t th;
         float sc;
         dropout_consts(n->ratio, &th, &sc);
-        K_TRY(kt_dropout(st, x, y, (int)xs.n, (int)xs.c, (int)xs.h, (int)xs.w, seed, (uint32_t)n->ordinal, step, th, sc, 0),
+        CU_TRY(B, kt_dropout(st, x, y, (int)xs.n, (int)xs.c, (int)xs.h, (int)xs.w, seed, (uint32_t)n->ordinal, step, th, sc, 0),
               "Dropout");
       } else {
-        K_TRY(kt_grad(st, x, y, (int64_t)numel(xs), 0), "Dropout");
+        CU_TRY(B, kt_grad(st, x, y, (int64_t)numel(xs), 0), "Dropout");
       }
       break;
     default: return cu_fail(B, CE_UNSUPPORTED, "training on the GPU has no forward for '%s'", n->op_type);
@@ -474,21 +454,17 @@ static int backward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *
         if (s->op == OP_CONVT) {
           CU_OK(dnn_conv_run_beta(B, c->wgrad, dy, pg(net, s->w_off), (void *)x, T->ws, T->ws_bytes, 1.0f));
         } else {
-          const float *in = x;
-          if (c->explicit_pad) {
-            K_TRY(k_pad(st, plain(x, xs), plain(T->pad, padded(xs, s->pads)), s->pads[0], s->pads[1], s->pad_mode, 0.0f),
-                  "padding a convolution's input");
-            in = T->pad;
-          }
+          const float *in;
+          CU_OK(conv_input(T, c, s, x, xs, &in));
           CU_OK(dnn_conv_run_beta(B, c->wgrad, in, pg(net, s->w_off), (void *)dy, T->ws, T->ws_bytes, 1.0f));
         }
         if (s->b_train && s->b_off != SIZE_MAX)
-          K_TRY(kt_channel_sum(st, dy, (int)ys.n, (int)ys.c, ys.h * ys.w, pg(net, s->b_off)), "bias gradient");
+          CU_TRY(B, kt_channel_sum(st, dy, (int)ys.n, (int)ys.c, ys.h * ys.w, pg(net, s->b_off)), "bias gradient");
       }
       if (dx) {
         if (c->explicit_pad) {
           CU_OK(dnn_conv_run_beta(B, c->bdata, dy, pw(net, s->w_off), T->dpad, T->ws, T->ws_bytes, 0.0f));
-          K_TRY(kt_pad_backward(st, T->dpad, dx, (int)xs.n, (int)xs.c, (int)xs.h, (int)xs.w, s->pads[0], s->pads[1],
+          CU_TRY(B, kt_pad_backward(st, T->dpad, dx, (int)xs.n, (int)xs.c, (int)xs.h, (int)xs.w, s->pads[0], s->pads[1],
                                 s->pads[2], s->pads[3], s->pad_mode, acc),
                 "padding backward");
         } else {
@@ -502,7 +478,7 @@ static int backward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *
       if (!dx && !param_grads) break;
       const float *mean = arena + s->stat_off;
       size_t groups = (size_t)(s->batch_stats ? xs.c : xs.n * xs.c);
-      K_TRY(kt_norm_backward(st, x, dy, dx, acc, (int)xs.n, (int)xs.c, hw, s->batch_stats, pw(net, s->w_off),
+      CU_TRY(B, kt_norm_backward(st, x, dy, dx, acc, (int)xs.n, (int)xs.c, hw, s->batch_stats, pw(net, s->w_off),
                              pw(net, s->b_off), mean, mean + groups, s->act, s->act_alpha,
                              param_grads && s->w_train ? pg(net, s->w_off) : NULL,
                              param_grads && s->b_train ? pg(net, s->b_off) : NULL, T->nk),
@@ -511,24 +487,24 @@ static int backward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *
     }
     case OP_PAD:
       if (dx)
-        K_TRY(kt_pad_backward(st, dy, dx, (int)xs.n, (int)xs.c, (int)xs.h, (int)xs.w, (int)n->pads8[2], (int)n->pads8[3],
+        CU_TRY(B, kt_pad_backward(st, dy, dx, (int)xs.n, (int)xs.c, (int)xs.h, (int)xs.w, (int)n->pads8[2], (int)n->pads8[3],
                               (int)n->pads8[6], (int)n->pads8[7], n->pad_mode, acc),
               "Pad backward");
       break;
     case OP_RELU:
     case OP_LRELU:
-      if (dx) K_TRY(kt_act_backward(st, y, dy, dx, cnt, s->op == OP_RELU ? KT_RELU : KT_LRELU, n->alpha, acc), "activation backward");
+      if (dx) CU_TRY(B, kt_act_backward(st, y, dy, dx, cnt, s->op == OP_RELU ? KT_RELU : KT_LRELU, n->alpha, acc), "activation backward");
       break;
     case OP_IDENTITY:
-      if (dx) K_TRY(kt_grad(st, dy, dx, cnt, acc), "Identity backward");
+      if (dx) CU_TRY(B, kt_grad(st, dy, dx, cnt, acc), "Identity backward");
       break;
     case OP_TANH:
-      if (dx) K_TRY(kt_act_backward(st, y, dy, dx, cnt, KT_TANH, 0.0f, acc), "Tanh backward");
+      if (dx) CU_TRY(B, kt_act_backward(st, y, dy, dx, cnt, KT_TANH, 0.0f, acc), "Tanh backward");
       break;
     case OP_ADD:
       for (int j = 0; j < 2; j++) {
         if (s->in[j] == p->input && !want_dx) continue;
-        K_TRY(kt_grad(st, dy, grads + p->grad_off[s->in[j]], cnt, s->acc_dx[j]), "Add backward");
+        CU_TRY(B, kt_grad(st, dy, grads + p->grad_off[s->in[j]], cnt, s->acc_dx[j]), "Add backward");
       }
       break;
     case OP_CONCAT: {
@@ -536,7 +512,7 @@ static int backward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *
       for (int j = 0; j < s->n_in; j++) {
         shape4 q = p->shape[s->in[j]];
         if (s->in[j] != p->input || want_dx)
-          K_TRY(kt_copy_channels(st, grads + p->grad_off[s->in[j]], (int)q.c, 0, dy, (int)ys.c, off, (int)q.c, (int)q.n,
+          CU_TRY(B, kt_copy_channels(st, grads + p->grad_off[s->in[j]], (int)q.c, 0, dy, (int)ys.c, off, (int)q.c, (int)q.n,
                                  q.h * q.w, s->acc_dx[j]),
                 "Concat backward");
         off += (int)q.c;
@@ -549,11 +525,11 @@ static int backward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *
         uint32_t th;
         float sc;
         dropout_consts(n->ratio, &th, &sc);
-        K_TRY(kt_dropout(st, dy, dx, (int)xs.n, (int)xs.c, (int)xs.h, (int)xs.w, seed, (uint32_t)n->ordinal, step, th, sc,
+        CU_TRY(B, kt_dropout(st, dy, dx, (int)xs.n, (int)xs.c, (int)xs.h, (int)xs.w, seed, (uint32_t)n->ordinal, step, th, sc,
                          acc),
               "Dropout backward");
       } else {
-        K_TRY(kt_grad(st, dy, dx, cnt, acc), "Dropout backward");
+        CU_TRY(B, kt_grad(st, dy, dx, cnt, acc), "Dropout backward");
       }
       break;
     default: return cu_fail(B, CE_UNSUPPORTED, "training on the GPU has no backward for '%s'", n->op_type);
@@ -566,7 +542,7 @@ static i2i_status t_forward(void *self, i2i_ctx *ctx, const i2i_tnet *net, float
                             uint64_t step) {
   (void)scratch;
   cu_train *T = (cu_train *)self;
-  i2i_status st = begin(T, ctx);
+  i2i_status st = cu_begin(T->B, ctx);
   if (st) return st;
   tnet_dev *d = NULL;
   int k = net_get(T, net, &d);
@@ -578,7 +554,7 @@ static i2i_status t_backward(void *self, i2i_ctx *ctx, const i2i_tnet *net, floa
                              bool want_dx, bool param_grads, uint64_t seed, uint64_t step) {
   (void)scratch;
   cu_train *T = (cu_train *)self;
-  i2i_status st = begin(T, ctx);
+  i2i_status st = cu_begin(T->B, ctx);
   if (st) return st;
   tnet_dev *d = NULL;
   int k = net_get(T, net, &d);
@@ -593,7 +569,7 @@ static i2i_status t_loss(void *self, i2i_ctx *ctx, int kind, const float *x, con
   cu_train *T = (cu_train *)self;
   cu_backend *B = T->B;
   *value = 0;
-  i2i_status st = begin(T, ctx);
+  i2i_status st = cu_begin(T->B, ctx);
   if (st || !n) return st;
   double part[KT_LOSS_BLOCKS];
   cudaError_t e = kt_loss(B->stream, kind, x, target, label, (int64_t)n, weight, grad, accumulate, T->part);
@@ -608,7 +584,7 @@ static i2i_status t_loss(void *self, i2i_ctx *ctx, int kind, const float *x, con
 
 static i2i_status t_adam(void *self, i2i_ctx *ctx, i2i_tnet *net, float lr, float beta1, float beta2, float eps) {
   cu_train *T = (cu_train *)self;
-  i2i_status st = begin(T, ctx);
+  i2i_status st = cu_begin(T->B, ctx);
   if (st) return st;
   net->adam_t++;
   double bc1 = 1.0 - pow((double)beta1, (double)net->adam_t), bc2 = 1.0 - pow((double)beta2, (double)net->adam_t);
@@ -627,7 +603,7 @@ static i2i_status t_finite(void *self, i2i_ctx *ctx, const float *x, size_t n, b
   cu_train *T = (cu_train *)self;
   cu_backend *B = T->B;
   *ok = false;
-  i2i_status st = begin(T, ctx);
+  i2i_status st = cu_begin(T->B, ctx);
   if (st) return st;
   int flag = 0;
   cudaError_t e = cudaMemsetAsync(T->flag, 0, sizeof(int), B->stream);
@@ -669,7 +645,7 @@ i2i_status cu_train_open(void *self, i2i_ctx *ctx, const i2i_train_backend_ops *
   cu_train *T = (cu_train *)calloc(1, sizeof *T);
   if (!T) return B->host->fail(ctx, I2I_E_NOMEM, "out of memory opening the GPU training backend");
   T->B = B;
-  i2i_status st = begin(T, ctx);
+  i2i_status st = cu_begin(T->B, ctx);
   if (st) {
     free(T);
     return st;

@@ -14,4 +14,14 @@ cudaError_t emu_sticky(void);
 void emu_set_sticky(cudaError_t e);
 void emu_set_last(cudaError_t e);
 
+/* A kernel launch as a host loop: honours the sticky state, then runs `body` for i < total. */
+#define LOOP(total, body)                                                                              \
+  do {                                                                                                \
+    cudaError_t e_ = emu_launch_check();                                                              \
+    if (e_) return e_;                                                                                \
+    int64_t t_ = (total);                                                                             \
+    _Pragma("omp parallel for schedule(static)") for (int64_t i = 0; i < t_; i++) { body; }           \
+    return cudaSuccess;                                                                               \
+  } while (0)
+
 #endif

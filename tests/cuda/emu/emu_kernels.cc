@@ -5,15 +5,6 @@
 #include "emu.h"
 #include "kernel_bodies.h"
 
-#define LOOP(total, body)                                                                              \
-  do {                                                                                                \
-    cudaError_t e_ = emu_launch_check();                                                              \
-    if (e_) return e_;                                                                                \
-    int64_t t_ = (total);                                                                             \
-    _Pragma("omp parallel for schedule(static)") for (int64_t i = 0; i < t_; i++) { body; }           \
-    return cudaSuccess;                                                                               \
-  } while (0)
-
 void k_set_grid_cap(int) {}
 
 cudaError_t k_fill_halo(cudaStream_t, const kview &v, int pr, int mode) {

@@ -5,15 +5,6 @@
 #include "emu.h"
 #include "train_bodies.h"
 
-#define LOOP(total, body)                                                                              \
-  do {                                                                                                \
-    cudaError_t e_ = emu_launch_check();                                                              \
-    if (e_) return e_;                                                                                \
-    int64_t t_ = (total);                                                                             \
-    _Pragma("omp parallel for schedule(static)") for (int64_t i = 0; i < t_; i++) { body; }           \
-    return cudaSuccess;                                                                               \
-  } while (0)
-
 cudaError_t kt_fill(cudaStream_t, float *p, float v, int64_t n) { LOOP(n, p[i] = v); }
 
 cudaError_t kt_grad(cudaStream_t, const float *src, float *dst, int64_t n, int acc) {
