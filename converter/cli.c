@@ -21,9 +21,12 @@ double cli_now(void) {
 
 bool cli_parse_size(const char *s, uint64_t *bytes) {
   if (!s || !*s) return false;
+  /* plain decimal digits with at most one '.', then the suffix: no sign, hex or exponent */
+  size_t nd = strspn(s, "0123456789.");
+  if (!nd || memchr(s, '.', nd) != memrchr(s, '.', nd) || (nd == 1 && s[0] == '.')) return false;
   char *end;
   double v = g_ascii_strtod(s, &end);
-  if (end == s || !(v >= 0) || !isfinite(v)) return false;
+  if (end != s + nd || !(v >= 0) || !isfinite(v)) return false;
   double mult = 1;
   if (*end) {
     switch (g_ascii_toupper(*end)) {
@@ -42,6 +45,25 @@ bool cli_parse_size(const char *s, uint64_t *bytes) {
   if (b > 1.8e19) return false;
   *bytes = (uint64_t)b;
   return true;
+}
+
+/* g_ptr_array_sort hands the comparator pointers to the elements. */
+static gint cmp_names(gconstpointer a, gconstpointer b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+GPtrArray *cli_list_folder(const char *dir, bool (*want)(const char *path)) {
+  GDir *d = g_dir_open(dir, 0, NULL);
+  if (!d) return NULL;
+  GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
+  const char *n;
+  while ((n = g_dir_read_name(d))) {
+    if (n[0] == '.') continue;
+    gchar *p = g_build_filename(dir, n, NULL);
+    if (want(p)) g_ptr_array_add(names, p);
+    else g_free(p);
+  }
+  g_dir_close(d);
+  g_ptr_array_sort(names, cmp_names);
+  return names;
 }
 
 bool cli_parse_backend(const char *s, i2i_backend *b) {

@@ -27,6 +27,10 @@ bool cli_parse_backend(const char *s, i2i_backend *b);
  * warnings to stderr). Prints the message and returns NULL on failure. */
 i2i_ctx *cli_ctx(i2i_backend backend, int threads, uint64_t memory);
 
+/* The files of folder DIR (not recursive, hidden names skipped) for which WANT(path) is true,
+ * as full paths sorted by name in a GPtrArray that frees them; NULL when DIR cannot be read. */
+GPtrArray *cli_list_folder(const char *dir, bool (*want)(const char *path));
+
 /* Prints "i2i <cmd>: <message>" to stderr. */
 void cli_error(const char *cmd, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 

@@ -37,25 +37,10 @@ static bool has_ext(const char *p, const char *ext) {
   return l > e && !g_ascii_strcasecmp(p + l - e, ext);
 }
 
-/* g_ptr_array_sort hands the comparator pointers to the elements. */
-static gint cmp_names(gconstpointer a, gconstpointer b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static bool is_image(const char *p) { return i2i_img_path_is_supported(p); }
 
 /* The supported images of a folder, sorted by name; NULL when it cannot be read. */
-static GPtrArray *list_images(const char *dir) {
-  GDir *d = g_dir_open(dir, 0, NULL);
-  if (!d) return NULL;
-  GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
-  const char *n;
-  while ((n = g_dir_read_name(d))) {
-    if (n[0] == '.') continue;
-    gchar *p = g_build_filename(dir, n, NULL);
-    if (i2i_img_path_is_supported(p)) g_ptr_array_add(names, p);
-    else g_free(p);
-  }
-  g_dir_close(d);
-  g_ptr_array_sort(names, cmp_names);
-  return names;
-}
+static GPtrArray *list_images(const char *dir) { return cli_list_folder(dir, is_image); }
 
 /* Box-averages src (w x h RGBA) by integer factors so each side stays >= target, then resizes
  * bicubically to load x load and stores 8-bit RGB (mmagic resizes 8-bit images). */

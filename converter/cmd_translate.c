@@ -6,6 +6,7 @@
  * on; the exit status says whether any failed. Outputs are written to a temporary and renamed.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,10 +58,6 @@ static void report(const char *in, const char *out, int w, int h, const i2i_run_
 }
 
 static bool translate_npy(job *j, const char *in, const char *out, char *err, size_t errlen) {
-  if (!has_ext(out, ".npy")) {
-    snprintf(err, errlen, "a .npy input needs a .npy output ('%s')", out);
-    return false;
-  }
   i2i_npy_image img;
   if (!i2i_npy_load(in, &img, err, errlen)) return false;
   size_t n = (size_t)img.width * (size_t)img.height;
@@ -125,24 +122,18 @@ static bool translate_image(job *j, const char *in, const char *out, char *err, 
   return ok;
 }
 
-/* Adds the supported images (and .npy files) of a folder, sorted, non-recursively. */
+static bool is_input_file(const char *p) {
+  return i2i_img_path_is_supported(p) || (has_ext(p, ".npy") && !is_dir(p));
+}
+
+/* Adds the supported images (and .npy files) of a folder, sorted by name, non-recursively. */
 static void add_dir(GPtrArray *files, const char *dir) {
-  GDir *d = g_dir_open(dir, 0, NULL);
-  if (!d) {
+  GPtrArray *names = cli_list_folder(dir, is_input_file);
+  if (!names) {
     g_ptr_array_add(files, g_strdup(dir)); /* reported as a failure later */
     return;
   }
-  GPtrArray *names = g_ptr_array_new();
-  const char *n;
-  while ((n = g_dir_read_name(d))) {
-    if (n[0] == '.') continue;
-    gchar *p = g_build_filename(dir, n, NULL);
-    if (i2i_img_path_is_supported(p) || (has_ext(p, ".npy") && !is_dir(p))) g_ptr_array_add(names, p);
-    else g_free(p);
-  }
-  g_dir_close(d);
-  g_ptr_array_sort(names, (GCompareFunc)(void *)g_strcmp0);
-  for (guint i = 0; i < names->len; i++) g_ptr_array_add(files, names->pdata[i]);
+  for (guint i = 0; i < names->len; i++) g_ptr_array_add(files, g_strdup(names->pdata[i]));
   g_ptr_array_free(names, TRUE);
 }
 
@@ -159,6 +150,72 @@ static char *out_name(const char *dir, const char *in, i2i_img_type t) {
   gchar *p = g_build_filename(dir, base, NULL);
   g_free(base);
   return p;
+}
+
+/* The bit depths a format can hold; NULL if BITS (0: as the input) fits type T. */
+static const char *bits_problem(i2i_img_type t, int bits) {
+  if (!bits || t == I2I_IMG_UNKNOWN) return NULL;
+  switch (t) {
+  case I2I_IMG_PNG: return bits == 8 || bits == 16 ? NULL : "PNG stores 8 or 16 bits";
+  case I2I_IMG_TIFF: return NULL;
+  default: return bits == 8 ? NULL : "JPEG and WebP store 8 bits";
+  }
+}
+
+/* "device:inode" of an existing file, else NULL. */
+static gchar *file_key(const char *p) {
+  struct stat sb;
+  if (stat(p, &sb) != 0) return NULL;
+  return g_strdup_printf("%ju:%ju", (uintmax_t)sb.st_dev, (uintmax_t)sb.st_ino);
+}
+
+/* Checks every input/output pair before any work, so that a mistyped command loses nothing:
+ * an output that is its input, two inputs that would write one output, an image written as .npy
+ * (or the reverse), a bit depth the output format cannot hold. Prints each problem; returns the
+ * count. */
+static int check_pairs(GPtrArray *ins, GPtrArray *outs, i2i_img_type out_type, int bits) {
+  int bad = 0;
+  GHashTable *seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+  GHashTable *inputs = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+  for (guint i = 0; i < ins->len; i++) {
+    gchar *k = file_key(ins->pdata[i]);
+    if (k) g_hash_table_insert(inputs, k, ins->pdata[i]);
+  }
+  for (guint i = 0; i < ins->len; i++) {
+    const char *in = ins->pdata[i], *out = outs->pdata[i];
+    char msg[512] = "";
+    gchar *canon = g_canonicalize_filename(out, NULL);
+    const char *first = g_hash_table_lookup(seen, canon);
+    i2i_img_type t = out_type != I2I_IMG_UNKNOWN ? out_type : i2i_img_type_from_name(out);
+    if (t == I2I_IMG_UNKNOWN) t = i2i_img_type_from_name(in);
+    const char *bp = has_ext(in, ".npy") ? NULL : bits_problem(t, bits);
+    gchar *okey = file_key(out);
+    const char *clobbered = okey ? g_hash_table_lookup(inputs, okey) : NULL;
+    g_free(okey);
+    if (is_dir(in)) {
+      /* an unreadable folder: reported when its turn comes */
+    } else if (clobbered) {
+      snprintf(msg, sizeof msg, "the output '%s' would replace the input '%s': choose another output", out,
+               clobbered);
+    } else if (first) {
+      snprintf(msg, sizeof msg, "'%s' and '%s' would both be written to '%s'", first, in, out);
+    } else if (has_ext(in, ".npy") != has_ext(out, ".npy")) {
+      snprintf(msg, sizeof msg, "%s", has_ext(in, ".npy") ? "a .npy input needs a .npy output"
+                                                          : "an image input needs an image output, not .npy");
+    } else if (bp) {
+      snprintf(msg, sizeof msg, "--bits %d does not fit '%s': %s (TIFF holds 8, 16 or 32)", bits, out, bp);
+    }
+    if (msg[0]) {
+      if (bad < 20) fprintf(stderr, "i2i translate: %s: %s\n", in, msg);
+      bad++;
+    }
+    if (!first) g_hash_table_insert(seen, canon, (gpointer)in);
+    else g_free(canon);
+  }
+  g_hash_table_destroy(seen);
+  g_hash_table_destroy(inputs);
+  if (bad > 20) fprintf(stderr, "i2i translate: ... and %d more\n", bad - 20);
+  return bad;
 }
 
 int cmd_translate(int argc, char **argv) {
@@ -187,7 +244,8 @@ int cmd_translate(int argc, char **argv) {
   g_option_context_set_description(oc,
     "MODEL is a task name (e.g. winter2summer, found in $I2I_MODEL_PATH, ~/.local/share/i2i/models or the\n"
     "installed models) or a path to an .onnx file. IN may be image files, .npy arrays or folders.\n"
-    "Without -o the last path is the output (a file, or a folder for several inputs), as with cp.\n"
+    "Without -o the last path is the output (a file, or a folder: an existing one, or for several inputs), as\n"
+    "with cp. Outputs that would replace an input or one another are refused before anything runs.\n"
     ".npy files hold float32 H x W x 3 arrays in [-1,1] (the model's own range) and run natively.\n"
     "Exit status: 0 when every file was written, 1 when any failed, 2 on a usage error.");
   GError *gerr = NULL;
@@ -195,6 +253,7 @@ int cmd_translate(int argc, char **argv) {
   i2i_ctx *ctx = NULL;
   i2i_model *model = NULL;
   GPtrArray *ins = g_ptr_array_new_with_free_func(g_free);
+  GPtrArray *outs = g_ptr_array_new_with_free_func(g_free);
   if (!g_option_context_parse(oc, &argc, &argv, &gerr)) {
     cli_error("translate", "%s", gerr->message);
     g_error_free(gerr);
@@ -249,12 +308,12 @@ int cmd_translate(int argc, char **argv) {
   }
   const char *dest = outdir ? outdir : argv[argc - 1];
   int nin = outdir ? npaths : npaths - 1;
-  bool to_dir = outdir || nin > 1 || is_dir(argv[2]);
-  if (to_dir) {
-    if (!is_dir(dest) && g_mkdir_with_parents(dest, 0777) != 0) {
-      cli_error("translate", "cannot create the output folder '%s': %s", dest, g_strerror(errno));
-      goto out;
-    }
+  /* as with cp: an existing folder as the last path receives the output under the input's name */
+  bool to_dir = outdir || nin > 1 || is_dir(argv[2]) || is_dir(dest);
+  struct stat dsb;
+  if (to_dir && !is_dir(dest) && stat(dest, &dsb) == 0) {
+    cli_error("translate", "'%s' is not a folder: several inputs (or a folder) need an output folder", dest);
+    goto out;
   }
   for (int i = 0; i < nin; i++) {
     if (is_dir(argv[2 + i])) add_dir(ins, argv[2 + i]);
@@ -262,6 +321,14 @@ int cmd_translate(int argc, char **argv) {
   }
   if (!ins->len) {
     cli_error("translate", "no images found in the input folder(s)");
+    rc = 1;
+    goto out;
+  }
+  for (guint i = 0; i < ins->len; i++)
+    g_ptr_array_add(outs, to_dir ? out_name(dest, ins->pdata[i], out_type) : g_strdup(dest));
+  if (check_pairs(ins, outs, out_type, bits)) goto out;
+  if (to_dir && !is_dir(dest) && g_mkdir_with_parents(dest, 0777) != 0) {
+    cli_error("translate", "cannot create the output folder '%s': %s", dest, g_strerror(errno));
     rc = 1;
     goto out;
   }
@@ -299,7 +366,7 @@ int cmd_translate(int argc, char **argv) {
   int failed = 0;
   for (guint i = 0; i < ins->len; i++) {
     const char *in = ins->pdata[i];
-    char *out = to_dir ? out_name(dest, in, out_type) : g_strdup(dest);
+    const char *out = outs->pdata[i];
     char err[1024] = "";
     j.file_base = (double)i / ins->len;
     j.file_span = 1.0 / ins->len;
@@ -317,7 +384,6 @@ int cmd_translate(int argc, char **argv) {
       fprintf(stderr, "i2i translate: %s: %s\n", in, err);
       failed++;
     }
-    g_free(out);
   }
   cli_progress_done(&bar);
   if (failed && ins->len > 1) fprintf(stderr, "i2i translate: %d of %u files failed\n", failed, ins->len);
@@ -325,6 +391,7 @@ int cmd_translate(int argc, char **argv) {
 out:
   g_option_context_free(oc);
   g_ptr_array_free(ins, TRUE);
+  g_ptr_array_free(outs, TRUE);
   i2i_model_free(model);
   i2i_ctx_free(ctx);
   g_free(outdir);

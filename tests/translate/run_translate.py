@@ -6,8 +6,10 @@ A small ResNet generator (the mmagic replica, exported by torch) translates a fo
 the corrupt file is reported and the others are written (exit status 1); each output has the input's
 size, format and bit depth and untouched alpha; each output's RGB equals the .npy path's output on
 the same decoded pixels within one level of its bit depth (PSNR >= 40 dB for JPEG and lossy WebP);
-the 16-bit output has more than 256 distinct values in a channel; `cp`-style single-file use and a
-missing model's message naming `i2i fetch`. Usage: run_translate.py BUILD_DIR SOURCE_DIR WORK_DIR.
+the 16-bit output has more than 256 distinct values in a channel; `cp`-style single-file use (also
+into an existing folder); commands that would lose a file refused before anything runs (an output
+that is an input, two inputs onto one output, an image written as .npy, a bit depth the format
+cannot hold), the inputs untouched; a missing model's message naming `i2i fetch`. Usage: run_translate.py BUILD_DIR SOURCE_DIR WORK_DIR.
 Ends with "N passed, N failed".
 """
 import os
@@ -164,6 +166,47 @@ single = os.path.join(work, "single.png")
 r = subprocess.run([i2i, "translate", model, os.path.join(work, "in", "a_rgb8.png"), single, "--backend", "cpu"],
                    capture_output=True, text=True)
 check(r.returncode == 0 and os.path.exists(single), "IN OUT for one file", r.stderr.strip()[:200])
+
+# cp-style: an existing folder as the last path receives the output under the input's name
+into = os.path.join(work, "into")
+os.makedirs(into)
+r = subprocess.run([i2i, "translate", model, os.path.join(work, "in", "a_rgb8.png"), into, "--backend", "cpu"],
+                   capture_output=True, text=True)
+check(r.returncode == 0 and open(os.path.join(into, "a_rgb8.png"), "rb").read() == open(single, "rb").read(),
+      "IN DIR writes DIR/IN's name, as cp does", r.stderr.strip()[:200])
+
+
+def refused(args, name, needle, keep):
+    # a command that would lose a file is refused before anything runs: exit 2, the reason named,
+    # and every file in KEEP byte-identical afterwards
+    before = {k: open(k, "rb").read() for k in keep}
+    r = subprocess.run([i2i, "translate", model] + args + ["--backend", "cpu"], capture_output=True, text=True)
+    same = all(open(k, "rb").read() == v for k, v in before.items())
+    check(r.returncode == 2 and needle in r.stderr and same, name, r.stderr.strip()[:240])
+
+
+src_png = os.path.join(work, "in", "a_rgb8.png")
+refused([src_png, src_png], "an output that is its own input is refused; the input is untouched",
+        "would replace the input", [src_png])
+refused([os.path.join(work, "in"), "-o", os.path.join(work, "in")],
+        "-o set to the input folder is refused; every input is untouched", "would replace the input",
+        [os.path.join(work, "in", n) for n in os.listdir(os.path.join(work, "in"))])
+dup = os.path.join(work, "dup")
+os.makedirs(os.path.join(dup, "x"))
+os.makedirs(os.path.join(dup, "y"))
+shutil.copy(src_png, os.path.join(dup, "x", "p.png"))
+shutil.copy(src_png, os.path.join(dup, "y", "p.png"))
+refused([os.path.join(dup, "x"), os.path.join(dup, "y"), "-o", os.path.join(dup, "out")],
+        "two inputs that would write one output are refused, nothing written", "would both be written to", [])
+check(not os.path.exists(os.path.join(dup, "out")), "... and the output folder is not even created")
+refused([src_png, os.path.join(work, "img_as.npy")], "an image input with a .npy output is refused",
+        "needs an image output", [])
+check(not os.path.exists(os.path.join(work, "img_as.npy")), "... and no .npy is written")
+refused([src_png, os.path.join(work, "deep.jpg"), "--bits", "16"], "--bits 16 with a JPEG output is refused up front",
+        "JPEG and WebP store 8 bits", [])
+refused([src_png, os.path.join(dup, "x", "p.png"), single], "several inputs and an existing file as the output: refused",
+        "is not a folder", [single])
+
 env = dict(os.environ, I2I_MODEL_PATH=work, XDG_DATA_HOME=os.path.join(work, "xdg"))
 r = subprocess.run([i2i, "translate", "winter2summer", single, os.path.join(work, "never.png")], capture_output=True,
                    text=True, env=env)
