@@ -830,10 +830,24 @@ static char *join_globals(const pth_info *info, bool opaque) {
   return g_string_free(s, FALSE);
 }
 
-/* The task of a network, from the manifest or the domains. */
+/* A network's domains: the one it translates from (empty when unknown) and the one it
+ * produces (G) or judges (D). */
+typedef struct {
+  char source[64], target[64];
+} domains;
+
+static char *named_task(domains *d, const char *from, const char *to) {
+  snprintf(d->source, sizeof d->source, "%s", from);
+  snprintf(d->target, sizeof d->target, "%s", to);
+  char *t = g_strdup_printf("%s2%s", from, to);
+  char *r = sanitize_task(t);
+  g_free(t);
+  return r;
+}
+
+/* The task of a network, from the manifest or the domains, and its domains in *d. */
 static char *task_for(const netkeys *nk, GArray *groups, const char *base, const char *stem, const convert_opts *o,
-                      const i2i_manifest_entry **pub, i2i_ctx *ctx) {
-  /* the domain this network produces (G) or judges (D) */
+                      const i2i_manifest_entry **pub, domains *d, i2i_ctx *ctx) {
   const char *target = nk->domain;
   char src[64] = "", dst[64] = "";
   if (o->domains) {
@@ -843,44 +857,43 @@ static char *task_for(const netkeys *nk, GArray *groups, const char *base, const
       snprintf(dst, sizeof dst, "%s", c + 1);
     }
   }
+  memset(d, 0, sizeof *d);
   /* old layouts: generators.a maps A -> B */
   bool ab = !strcmp(nk->domain, "a") || !strcmp(nk->domain, "b");
   if (ab) {
-    bool a = !strcmp(nk->domain, "a");
     const char *A = src[0] ? src : "a", *B = dst[0] ? dst : "b";
-    char *t = a ? g_strdup_printf("%s2%s", A, B) : g_strdup_printf("%s2%s", B, A);
-    char *r = sanitize_task(t);
-    g_free(t);
-    return r;
+    return !strcmp(nk->domain, "a") ? named_task(d, A, B) : named_task(d, B, A);
   }
   for (size_t i = 0; i < i2i_manifest_count(ctx); i++) {
     const i2i_manifest_entry *e = i2i_manifest_get(ctx, i);
     if (strcmp(e->checkpoint, base) || strcmp(e->target_domain, target)) continue;
     *pub = e;
+    snprintf(d->source, sizeof d->source, "%s", e->source_domain);
+    snprintf(d->target, sizeof d->target, "%s", e->target_domain);
     return g_strdup(e->task);
   }
-  if (o->task) return sanitize_task(o->task);
+  /* CycleGAN: the source is --domains' other side, else the other generator's domain */
+  const char *other = NULL;
   if (target[0]) {
-    /* CycleGAN: the source is the other generator's domain */
-    const char *other = src[0] && !strcmp(dst, target) ? src : NULL;
+    other = src[0] && !strcmp(dst, target) ? src : NULL;
     for (guint i = 0; !other && i < groups->len; i++) {
       const netkeys *x = &g_array_index(groups, netkeys, i);
       if (x->role == ROLE_G && x->domain[0] && strcmp(x->domain, target)) other = x->domain;
     }
-    if (other) {
-      char *t = g_strdup_printf("%s2%s", other, target);
-      char *r = sanitize_task(t);
-      g_free(t);
-      return r;
-    }
   }
-  if (src[0] && dst[0]) {
-    char *t = g_strdup_printf("%s2%s", src, dst);
-    char *r = sanitize_task(t);
-    g_free(t);
-    return r;
+  char *task;
+  if (target[0] && other) task = named_task(d, other, target);
+  else if (!target[0] && src[0] && dst[0]) task = named_task(d, src, dst);
+  else {
+    snprintf(d->source, sizeof d->source, "%s", src[0] && !strcmp(dst, target) ? src : "");
+    snprintf(d->target, sizeof d->target, "%s", target[0] ? target : dst);
+    task = sanitize_task(stem);
   }
-  return sanitize_task(stem);
+  if (o->task) {
+    g_free(task);
+    task = sanitize_task(o->task);
+  }
+  return task;
 }
 
 i2i_status convert_load(i2i_ctx *ctx, const char *path, const convert_opts *opts, convert_set *set, char *err,
@@ -999,7 +1012,8 @@ i2i_status convert_load(i2i_ctx *ctx, const char *path, const convert_opts *opts
     }
     if (a == ARCH_PATCH) set->has_discriminators = true;
     const i2i_manifest_entry *dpub = NULL;
-    char *task = task_for(nk, groups, base, stem, opts, &dpub, ctx);
+    domains dom;
+    char *task = task_for(nk, groups, base, stem, opts, &dpub, &dom, ctx);
     gb g = {0};
     g.ctx = ctx;
     g.nk = nk;
@@ -1034,8 +1048,8 @@ i2i_status convert_load(i2i_ctx *ctx, const char *path, const convert_opts *opts
         {"i2i.source_channel_order", order},
         {"i2i.value_range", "-1,1"},
         {"i2i.converter", conv_ver},
-        {"i2i.source_domain", me ? me->source_domain : ""},
-        {"i2i.target_domain", me ? me->target_domain : nk->domain},
+        {"i2i.source_domain", dom.source},
+        {"i2i.target_domain", dom.target},
         {"i2i.variant", me ? (me->variant ? "id0" : "standard") : ""},
         {"i2i.source_side", me ? me->source_side : ""},
         {"i2i.provisional", me && me->provisional ? "true" : ""},
@@ -1173,10 +1187,11 @@ int convert_inspect_checkpoint(const char *path, bool strict, FILE *out) {
     for (size_t i = 0; i < set.n; i++) {
       const char *src = i2i_model_meta(set.nets[i].model, "i2i.source_domain");
       const char *dst = i2i_model_meta(set.nets[i].model, "i2i.target_domain");
-      fprintf(out, "    %-28s %s -> %s%s  %s%s%s%s%s\n", set.nets[i].key, set.nets[i].task,
+      bool known = (src && src[0]) || (dst && dst[0]);
+      fprintf(out, "    %-28s %s%s.onnx%s  %s%s%s%s%s\n", set.nets[i].key, set.nets[i].task,
               set.nets[i].discriminator ? ".D" : "", set.nets[i].discriminator ? " (discriminator)" : "",
-              set.nets[i].architecture, src || dst ? "; domains " : "", src ? src : "?", src || dst ? " -> " : "",
-              dst ? dst : (src ? "?" : ""));
+              set.nets[i].architecture, known ? "; domains " : "", known ? (src && src[0] ? src : "?") : "",
+              known ? " -> " : "", known ? (dst && dst[0] ? dst : "?") : "");
     }
     convert_set_free(&set);
   }

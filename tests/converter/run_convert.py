@@ -87,7 +87,7 @@ for c in man["checkpoints"]:
     out = os.path.join(work, "out", re.sub(r"[^A-Za-z0-9_.-]", "_", name))
     r, written = convert(path, out)
     if not c.get("name_tells_order", True) and c["layout"] != "junyanz":
-        check(r.returncode != 0 and "--channel-order" in r.stderr, "refuses an unknown colour order: " + name,
+        check(r.returncode == 1 and "--channel-order" in r.stderr, "refuses an unknown colour order: " + name,
               r.stderr.strip()[:200])
         r, written = convert(path, out, "--channel-order", c["channel_order"])
     if r.returncode:
@@ -151,6 +151,39 @@ if pub:
         bad = {k: (meta.get(k), v) for k, v in want.items() if meta.get(k) != v}
         check(not bad, "published file: metadata", str(bad))
 
+# ---- task names and domains of files outside the manifest --------------------------------------
+def meta_of(path):
+    return {p.key: p.value for p in onnx.load(path).metadata_props}
+
+
+def names_and_domains(path, extra, want, label):
+    out = os.path.join(work, "out", "domains_" + label)
+    shutil.rmtree(out, ignore_errors=True)
+    r = run([i2i, "convert", path, "-o", out] + extra)
+    got = {}
+    for task in want:
+        f = os.path.join(out, task + ".onnx")
+        if os.path.exists(f):
+            m = meta_of(f)
+            got[task] = (m.get("i2i.task"), m.get("i2i.source_domain"), m.get("i2i.target_domain"))
+    exp = {t: (t, s_, d) for t, (s_, d) in want.items()}
+    check(r.returncode == 0 and got == exp, label + ": task names and source/target domains",
+          "got %s, want %s %s" % (got, exp, r.stderr.strip()[:200]))
+
+
+old_ab = [c for c in man["checkpoints"] if c["file"] == "iter_266800.pth"]
+if old_ab:
+    # an a/b-layout file with no name to go by: --domains names both directions
+    names_and_domains(os.path.join(ck, "iter_266800.pth"), ["--channel-order", "rgb", "--domains", "horse,zebra"],
+                      {"horse2zebra": ("horse", "zebra"), "zebra2horse": ("zebra", "horse")}, "a/b layout with --domains")
+if pub:
+    # a user's own mmagic run (a name the manifest does not know): the domains come from the keys
+    own = os.path.join(work, "my_run.pth")
+    shutil.copy(os.path.join(ck, pub[0]["file"]), own)
+    names_and_domains(own, ["--channel-order", "rgb"],
+                      {"summer2winter": ("summer", "winter"), "winter2summer": ("winter", "summer")},
+                      "own mmagic checkpoint")
+
 # ---- hostile and broken files ------------------------------------------------------------------
 
 
@@ -200,7 +233,7 @@ def bad(name, path, want, *extra, expect_ok=False):
     if expect_ok:
         check(r.returncode == 0, name, r.stderr.strip())
     else:
-        check(r.returncode != 0 and not made and re.search(want, r.stderr) is not None, name,
+        check(r.returncode == 1 and not made and re.search(want, r.stderr) is not None, name,
               (r.stderr.strip() or "(no message)")[:260] + ("; wrote %s" % made if made else ""))
     return r
 
