@@ -95,7 +95,7 @@ typedef struct {
 typedef struct {
   i2i_backend backend;     /* I2I_BACKEND_AUTO by default; the environment variable I2I_BACKEND
                             * (cpu|cuda|auto) overrides AUTO only */
-  int threads;             /* CPU threads; 0 = every online CPU */
+  int threads;             /* CPU threads; 0 = every online CPU; at most 4 per online CPU */
   int device;              /* CUDA device index (default 0) */
   uint64_t memory_budget;  /* bytes of engine working memory on the device that runs (the
                             * caller's image buffers are not part of it); 0 = automatic */

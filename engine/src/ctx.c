@@ -74,7 +74,9 @@ i2i_status i2i_ctx_create(const i2i_ctx_params *p, i2i_ctx **out) {
   }
   ctx->forced = env_backend(p->backend);
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-  ctx->threads = p->threads > 0 ? p->threads : (ncpu > 0 ? (int)ncpu : 1);
+  if (ncpu < 1) ncpu = 1;
+  /* more threads than 4 per CPU only costs, and far more makes OpenMP fail to start them */
+  ctx->threads = p->threads > 0 ? (p->threads > 4 * ncpu ? (int)(4 * ncpu) : p->threads) : (int)ncpu;
   *out = ctx;
   return I2I_OK;
 }

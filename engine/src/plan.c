@@ -95,6 +95,17 @@ i2i_status plan_build(i2i_ctx *ctx, const i2i_model *m, int nimg, int h, int w, 
     goto done;
   }
   if ((st = infer_shapes(ctx, m, nimg, h, w, p->shape))) goto done;
+  {
+    /* the run writes the output over the input's pixels: it must be an RGB image of the same size */
+    shape4 y = p->shape[g->output];
+    if (y.c != 3 || y.h != h || y.w != w || y.n != nimg) {
+      st = i2i_fail(ctx, I2I_E_FORMAT,
+                    "the model's output is %lld channels at %lldx%lld for a %dx%d input; an image translation model "
+                    "returns 3 channels at the input's size",
+                    (long long)y.c, (long long)y.w, (long long)y.h, w, h);
+      goto done;
+    }
+  }
   for (int v = 0; v < nv; v++) {
     p->offset[v] = SIZE_MAX;
     buf_of[v] = -1;

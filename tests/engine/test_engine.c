@@ -360,6 +360,20 @@ static void test_api_misuse(void) {
   CHECK(i2i_run(ctx, m, NULL, 1, 1, 1, ins, outs, NULL) == I2I_E_UNSUPPORTED, "a 1-channel model is refused");
   CHECK(strstr(i2i_ctx_errmsg(ctx), "not an image-to-image"), "message: %s", i2i_ctx_errmsg(ctx));
   i2i_model_free(m);
+  /* a 3-channel model whose output is smaller than its input (an unpadded 5x5 convolution) is
+   * refused before anything is read past its output */
+  i2i_builder_new(ctx, &b);
+  i2i_builder_add_input(b, "input", 3);
+  conv_node(b, "c", "input", "output", 3, 3, 5, 1, 0, false, &seed);
+  i2i_builder_add_output(b, "output", 3);
+  CHECK(i2i_builder_finish(b, &m) == I2I_OK, "shrinking model builds: %s", i2i_ctx_errmsg(ctx));
+  float big[4 * 16 * 16], bigout[4 * 16 * 16];
+  for (int i = 0; i < 4 * 16 * 16; i++) big[i] = 0.5f;
+  const float *bins[1] = {big};
+  float *bouts[1] = {bigout};
+  CHECK(i2i_run(ctx, m, NULL, 1, 16, 16, bins, bouts, NULL) == I2I_E_FORMAT, "an output smaller than the input is refused");
+  CHECK(strstr(i2i_ctx_errmsg(ctx), "at the input's size"), "message: %s", i2i_ctx_errmsg(ctx));
+  i2i_model_free(m);
   /* builder misuse */
   i2i_builder_new(ctx, &b);
   CHECK(i2i_builder_add_input(b, "", 3) == I2I_E_ARG, "empty input name");
