@@ -180,8 +180,10 @@ i2i_previewer *i2i_previewer_new(const float *input, int width, int height,
                                  GMainContext *main_context, i2i_preview_notify notify, void *user);
 
 /* Asks for a render of these options with the model `name` (task or path); cancels a render in
- * progress for older options. Results already cached for equal options are kept. */
-void i2i_previewer_request(i2i_previewer *p, const i2i_opts *o, const char *name);
+ * progress for older options. When the exact result for equal options is cached, nothing is
+ * computed: its event is delivered again at once (to `notify`, on this thread) and the call
+ * returns true; otherwise false. Call on the main thread. */
+bool i2i_previewer_request(i2i_previewer *p, const i2i_opts *o, const char *name);
 
 /* The latest result delivered (strength 1; while a render runs it may be of earlier options),
  * or NULL; *stage says which stage. Valid on the main thread until the next event is delivered,

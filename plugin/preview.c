@@ -35,6 +35,7 @@ struct i2i_previewer {
   i2i_stage cache_stage;
   i2i_opts cache_opts;
   char *cache_name;
+  i2i_preview_event cache_ev; /* the event that delivered the cached result */
   /* worker only */
   i2i_ctx *ctx;
   int ctx_device;
@@ -86,6 +87,7 @@ static gboolean deliver_cb(gpointer data) {
     g_free(p->cache_name);
     p->cache_name = d->name;
     d->name = NULL;
+    p->cache_ev = d->ev;
   } else {
     /* no stale result of other options on show next to an error */
     g_free(p->cache);
@@ -268,12 +270,18 @@ i2i_previewer *i2i_previewer_new(const float *input, int width, int height, GMai
   return p;
 }
 
-void i2i_previewer_request(i2i_previewer *p, const i2i_opts *o, const char *name) {
-  if (!p) return;
+bool i2i_previewer_request(i2i_previewer *p, const i2i_opts *o, const char *name) {
+  if (!p) return false;
   if (p->cache && p->cache_stage == I2I_STAGE_EXACT && same_render(o, name, &p->cache_opts, p->cache_name)) {
-    /* nothing to compute; a render for other options in flight is stale now */
+    /* nothing to compute; a render for other options in flight is stale now, and so is a
+     * request still queued (the worker would otherwise render it under the new generation).
+     * The cached result's event is delivered again, since the stale render posts none. */
+    g_mutex_lock(&p->lock);
+    p->have_req = false;
     g_atomic_int_inc(&p->gen);
-    return;
+    g_mutex_unlock(&p->lock);
+    if (p->notify) p->notify(p->user, &p->cache_ev);
+    return true;
   }
   g_mutex_lock(&p->lock);
   p->req = *o;
@@ -285,6 +293,7 @@ void i2i_previewer_request(i2i_previewer *p, const i2i_opts *o, const char *name
   g_atomic_int_inc(&p->gen);
   g_cond_signal(&p->cond);
   g_mutex_unlock(&p->lock);
+  return false;
 }
 
 const float *i2i_previewer_result(i2i_previewer *p, i2i_stage *stage) {

@@ -97,13 +97,8 @@ static gboolean render_now(gpointer data) {
     g_free(err);
     return G_SOURCE_REMOVE;
   }
-  i2i_previewer_request(u->pv, &u->o, name);
-  bool busy;
-  (void)i2i_previewer_progress(u->pv, &busy);
-  i2i_stage stage;
-  const float *r = i2i_previewer_result(u->pv, &stage);
-  if (busy) set_status(u, "Rendering the preview...", false);
-  else if (r && stage == I2I_STAGE_EXACT) i2i_ui_redraw(u);
+  /* a cached result is shown again by its event; otherwise a render is on its way */
+  if (!i2i_previewer_request(u->pv, &u->o, name)) set_status(u, "Rendering the preview...", false);
   g_free(name);
   return G_SOURCE_REMOVE;
 }
