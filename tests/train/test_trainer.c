@@ -92,7 +92,7 @@ static void random_images(float *a, float *b, int w, int h) {
   }
 }
 
-static i2i_trainer *cyclegan_trainer(i2i_ctx *ctx, i2i_model **g, int pool, int batch, float lr) {
+static i2i_trainer *cyclegan_trainer_iters(i2i_ctx *ctx, i2i_model **g, int pool, int batch, float lr, int64_t iters) {
   g[0] = tiny_generator(ctx, "x2y", false);
   g[1] = tiny_generator(ctx, "y2x", false);
   i2i_train_params p;
@@ -100,7 +100,7 @@ static i2i_trainer *cyclegan_trainer(i2i_ctx *ctx, i2i_model **g, int pool, int 
   p.size = 32;
   p.batch = batch;
   p.pool_size = pool;
-  p.iters = 20;
+  p.iters = iters;
   p.seed = 77;
   p.lr = lr;
   p.d_channels = 4;
@@ -108,6 +108,10 @@ static i2i_trainer *cyclegan_trainer(i2i_ctx *ctx, i2i_model **g, int pool, int 
   i2i_trainer *tr = NULL;
   if (i2i_trainer_create(ctx, &p, &tm, &tr)) printf("    create: %s\n", i2i_ctx_errmsg(ctx));
   return tr;
+}
+
+static i2i_trainer *cyclegan_trainer(i2i_ctx *ctx, i2i_model **g, int pool, int batch, float lr) {
+  return cyclegan_trainer_iters(ctx, g, pool, batch, lr, 20);
 }
 
 static i2i_status feed_and_step(i2i_trainer *tr, int batch, int w, int h, i2i_train_report *r) {
@@ -358,6 +362,39 @@ static void test_pool_hook(void) {
   i2i_ctx_free(ctx);
 }
 
+/* CycleGAN's schedule as mmagic's LinearLrInterval scaled to --iters: constant for the first
+ * half, then 100 equal stages down to zero, whatever the length (a run of 300 iterations had 150
+ * stages) and exactly the published config's values at its own length. */
+static void test_lr_schedule(void) {
+  i2i_ctx *ctx = new_ctx(1);
+  i2i_model *g[2];
+  i2i_trainer *tr = cyclegan_trainer_iters(ctx, g, 0, 1, 2e-4f, 300);
+  int changes = 0;
+  double prev = i2i_trainer_lr(tr, 0), first_drop = -1;
+  for (int64_t it = 1; it < 300; it++) {
+    double lr = i2i_trainer_lr(tr, it);
+    if (lr != prev && first_drop < 0) first_drop = (double)it;
+    changes += lr != prev;
+    prev = lr;
+  }
+  CHECK(changes == 99 && i2i_trainer_lr(tr, 150) == 2e-4f && first_drop == 152,
+        "300 iterations: %d lr changes after the first value (want 99: 100 stages), first drop at %g", changes, first_drop);
+  CHECK(fabs(i2i_trainer_lr(tr, 299) - 2e-6) < 1e-12, "last iteration at 1/100 of the lr: %g", i2i_trainer_lr(tr, 299));
+  i2i_trainer_free(tr);
+  i2i_model_free(g[0]);
+  i2i_model_free(g[1]);
+  /* summer2winter's config: 246,200 iterations, decay from 123,100 in intervals of 1231 */
+  tr = cyclegan_trainer_iters(ctx, g, 0, 1, 2e-4f, 246200);
+  CHECK(fabs(i2i_trainer_lr(tr, 123100 + 1231 * 50) - 1e-4) < 1e-10 &&
+        fabs(i2i_trainer_lr(tr, 123100 + 1231 * 50 - 1) - 1.02e-4) < 1e-10,
+        "published length: stage 50 at 123100 + 50 x 1231 (%g, %g)", i2i_trainer_lr(tr, 123100 + 1231 * 50),
+        i2i_trainer_lr(tr, 123100 + 1231 * 50 - 1));
+  i2i_trainer_free(tr);
+  i2i_model_free(g[0]);
+  i2i_model_free(g[1]);
+  i2i_ctx_free(ctx);
+}
+
 static void test_nonfinite(void) {
   i2i_ctx *ctx = new_ctx(2);
   i2i_model *g[2];
@@ -567,6 +604,7 @@ int main(int argc, char **argv) {
   RUN(test_resize);
   RUN(test_augmentation);
   RUN(test_pool_hook);
+  RUN(test_lr_schedule);
   RUN(test_nonfinite);
   RUN(test_state_roundtrip);
   RUN(test_no_alloc_per_step);

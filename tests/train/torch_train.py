@@ -34,7 +34,9 @@ CLI:
 Each .npz holds loss.* and, per network role and tensor, ROLE/value/KEY (after the step),
 ROLE/grad/KEY (of the step), ROLE/adam_m/KEY and ROLE/adam_v/KEY.
 """
+import fractions
 import json
+import math
 import os
 import sys
 
@@ -69,10 +71,13 @@ def lr_at(c, it):
     span = iters - begin
     if it < begin or span <= 0:
         return LR
-    interval = max(span // 100, 1)
-    stages = span // interval
-    stage = min((it - begin) // interval, stages)
-    return LR * (1.0 - stage / stages)
+    # mmagic's LinearLrInterval: start + (end_f - start) * floor((it - begin) / interval) /
+    # floor((end - begin) / interval), with the published configs' interval = (end - begin) / 100
+    # (exact, as a fraction) and start_factor used as the absolute lr, end_factor 0
+    interval = fractions.Fraction(span, 100)
+    stages = math.floor(span / interval)
+    stage = min(math.floor((it - begin) / interval), stages)
+    return LR + (0.0 - LR) * stage / stages
 
 
 class ForcedPool:

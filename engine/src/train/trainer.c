@@ -74,13 +74,14 @@ i2i_status train_params_check(i2i_ctx *ctx, i2i_train_params *p) {
 double i2i_trainer_lr(const i2i_trainer *tr, int64_t it) {
   const i2i_train_params *p = &tr->p;
   if (!p->lr_decay) return p->lr;
-  /* mmagic LinearLrInterval scaled: constant to iters/2, then 100 stages linearly to zero */
+  /* mmagic LinearLrInterval scaled: constant to iters/2, then 100 stages linearly to zero. The
+   * published configs use interval = (end - begin) / 100 exactly; with a span of any length the
+   * stage is floor(100 (it - begin) / span), the same thing without rounding the interval (an
+   * integer interval of floor(span / 100) gave up to 199 stages) */
   int64_t begin = p->iters / 2, span = p->iters - begin;
   if (it < begin || span <= 0) return p->lr;
-  int64_t interval = span / 100 > 0 ? span / 100 : 1;
-  int64_t stages = span / interval, stage = (it - begin) / interval;
-  if (stage > stages) stage = stages;
-  return (double)p->lr * (1.0 - (double)stage / (double)stages);
+  int64_t stage = it - begin >= span ? 100 : (int64_t)((__int128)100 * (it - begin) / span);
+  return (double)p->lr * (1.0 - (double)stage / 100.0);
 }
 
 /* ---- creation --------------------------------------------------------------------------------- */
