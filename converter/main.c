@@ -40,7 +40,13 @@ int main(int argc, char **argv) {
     return 0;
   }
   for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-    if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
+    if (!strcmp(argv[1], cmds[i].name)) {
+      /* GOption's usage line and messages name the program: "i2i translate", not "translate" */
+      char prg[32];
+      snprintf(prg, sizeof prg, "i2i %s", cmds[i].name);
+      g_set_prgname(prg);
+      return cmds[i].fn(argc - 1, argv + 1);
+    }
   fprintf(stderr, "i2i: unknown command '%s'\n\n", argv[1]);
   usage(stderr);
   return 2;

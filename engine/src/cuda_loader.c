@@ -2,7 +2,9 @@
  *
  * Search order: $I2I_CUDA_MODULE, the build tree's module folder, the installed module folder.
  * Any failure (module absent, libcudart or libcudnn absent, no driver, no device) leaves the
- * context on the CPU with the reason in ctx->cuda_why; nothing here links CUDA.
+ * context on the CPU with the reason in ctx->cuda_why; nothing here links CUDA. The candidate
+ * paths are fixed at build time or read from the environment, so this file allocates nothing;
+ * g_module_open (dlopen) and the module itself allocate outside the context's allocator hook.
  */
 #include <gmodule.h>
 #include <stdio.h>
@@ -30,12 +32,12 @@ const i2i_backend_ops *cuda_backend(i2i_ctx *ctx, void **self) {
   }
   ctx->cuda_probed = 1;
   const char *env = getenv("I2I_CUDA_MODULE");
-  char *cands[3] = {NULL, NULL, NULL};
+  const char *cands[2] = {NULL, NULL};
   int nc = 0;
-  if (env && *env) cands[nc++] = g_strdup(env);
+  if (env && *env) cands[nc++] = env;
   else {
-    if (I2I_CUDA_BUILD_DIR[0]) cands[nc++] = g_build_filename(I2I_CUDA_BUILD_DIR, "libi2i-cuda.so", NULL);
-    if (I2I_CUDA_INSTALL_DIR[0]) cands[nc++] = g_build_filename(I2I_CUDA_INSTALL_DIR, "libi2i-cuda.so", NULL);
+    if (I2I_CUDA_BUILD_DIR[0]) cands[nc++] = I2I_CUDA_BUILD_DIR "/libi2i-cuda.so";
+    if (I2I_CUDA_INSTALL_DIR[0]) cands[nc++] = I2I_CUDA_INSTALL_DIR "/libi2i-cuda.so";
   }
   const char *path = NULL;
   for (int i = 0; i < nc; i++)
@@ -86,7 +88,6 @@ const i2i_backend_ops *cuda_backend(i2i_ctx *ctx, void **self) {
     }
   }
 out:
-  for (int i = 0; i < nc; i++) g_free(cands[i]);
   *self = ctx->cuda_self;
   return ctx->cuda_ops;
 }

@@ -636,13 +636,10 @@ static int resolve(const i2i_graph *g, int v) {
   return v;
 }
 
-/* Marks the nodes the output depends on. */
-static void mark_live(const i2i_graph *g, const int *order, int n_order, bool *live) {
-  bool *vneed = calloc((size_t)g->n_values + 1, 1);
-  if (!vneed) {
-    for (int i = 0; i < n_order; i++) live[order[i]] = true;
-    return;
-  }
+/* Marks the nodes the output depends on; its scratch goes through the allocator hook. */
+static i2i_status mark_live(i2i_ctx *ctx, const i2i_graph *g, const int *order, int n_order, bool *live) {
+  bool *vneed = i2i_calloc(ctx, (size_t)g->n_values + 1, 1);
+  if (!vneed) return i2i_fail(ctx, I2I_E_NOMEM, "out of memory finding the live nodes");
   vneed[g->output] = true;
   for (int k = n_order - 1; k >= 0; k--) {
     const i2i_node *n = &g->nodes[order[k]];
@@ -654,7 +651,8 @@ static void mark_live(const i2i_graph *g, const int *order, int n_order, bool *l
     for (int i = 0; i < n->n_in; i++)
       if (n->in[i] >= 0) vneed[n->in[i]] = true;
   }
-  free(vneed);
+  i2i_dealloc(ctx, vneed);
+  return I2I_OK;
 }
 
 static i2i_status parse_compute(i2i_ctx *ctx, i2i_graph *g, i2i_node *n) {
@@ -904,7 +902,7 @@ i2i_status model_from_graph(i2i_ctx *ctx, i2i_graph *g, i2i_model **out) {
   for (int k = 0; k < g->n_nodes; k++)
     if (!removed[order[k]]) order[n_comp++] = order[k];
   i2i_dealloc(ctx, removed);
-  mark_live(g, order, n_comp, live);
+  if ((st = mark_live(ctx, g, order, n_comp, live))) goto fail;
   int n_live = 0;
   for (int k = 0; k < n_comp; k++)
     if (live[order[k]]) order[n_live++] = order[k];
@@ -1076,6 +1074,7 @@ i2i_status i2i_builder_add_node(i2i_builder *b, const char *op_type, const char 
   for (int i = 0; i < n_outputs; i++)
     if (!outputs[i] || !outputs[i][0]) return i2i_fail(ctx, I2I_E_ARG, "builder: node '%s' has an unnamed output", name ? name : "");
   i2i_node *n;
+  /* once the node is in the graph, any error leaves it half built: the builder keeps that error */
   i2i_status st = graph_add_node(ctx, &b->g, op_type, name ? name : "", "", n_inputs, inputs, n_outputs, outputs, &n);
   if (st) return b->failed = st;
   n->attr = i2i_calloc(ctx, (size_t)(n_attrs ? n_attrs : 1), sizeof *n->attr);
@@ -1092,7 +1091,7 @@ i2i_status i2i_builder_add_node(i2i_builder *b, const char *op_type, const char 
     case I2I_ATTR_FLOAT: d->f = a->f; break;
     case I2I_ATTR_INTS:
       if (a->n_ints < 0 || a->n_ints > 64 || (a->n_ints && !a->ints))
-        return i2i_fail(ctx, I2I_E_ARG, "builder: attribute '%s' has a bad list", a->name);
+        return b->failed = i2i_fail(ctx, I2I_E_ARG, "builder: attribute '%s' has a bad list", a->name);
       d->ints = i2i_alloc(ctx, sizeof(int64_t) * (size_t)(a->n_ints ? a->n_ints : 1));
       if (!d->ints) return b->failed = i2i_fail(ctx, I2I_E_NOMEM, "out of memory");
       if (a->n_ints) memcpy(d->ints, a->ints, sizeof(int64_t) * (size_t)a->n_ints);
@@ -1103,9 +1102,9 @@ i2i_status i2i_builder_add_node(i2i_builder *b, const char *op_type, const char 
       if (!d->s) return b->failed = i2i_fail(ctx, I2I_E_NOMEM, "out of memory");
       break;
     default:
-      return i2i_fail(ctx, I2I_E_ARG, "builder: attribute '%s' has an unknown type", a->name ? a->name : "");
+      return b->failed = i2i_fail(ctx, I2I_E_ARG, "builder: attribute '%s' has an unknown type", a->name ? a->name : "");
     }
-    if (!a->name || !a->name[0]) return i2i_fail(ctx, I2I_E_ARG, "builder: unnamed attribute");
+    if (!a->name || !a->name[0]) return b->failed = i2i_fail(ctx, I2I_E_ARG, "builder: unnamed attribute");
   }
   return I2I_OK;
 }

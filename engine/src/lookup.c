@@ -2,7 +2,9 @@
  * the list of installed models the plug-in's generic procedure shows.
  *
  * Search order: each folder of $I2I_MODEL_PATH, then $XDG_DATA_HOME/i2i/models, then the
- * installed data folder. Listing reads only each file's metadata, never its weights.
+ * installed data folder. Listing reads only each file's metadata, never its weights. Every
+ * allocation here goes through the context's allocator hook (GLib only names the user's data
+ * folder, which it computes once per process).
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -19,20 +21,54 @@
 #define I2I_DATADIR "/usr/local/share/i2i"
 #endif
 
-/* The folders to search, in order; free with g_strfreev. */
-static gchar **search_dirs(void) {
-  GPtrArray *a = g_ptr_array_new();
+/* DIR "/" NAME SUFFIX as a new string from the allocator hook (no '/' added when DIR is empty
+ * or ends with one); NULL when out of memory. */
+static char *path_join(i2i_ctx *ctx, const char *dir, const char *name, const char *suffix) {
+  size_t ld = strlen(dir), ln = strlen(name), ls = strlen(suffix), total;
+  size_t sep = ld && dir[ld - 1] != '/';
+  if (!i2i_add_ok(ld, ln, &total) || !i2i_add_ok(total, ls, &total) || !i2i_add_ok(total, sep + 1, &total)) return NULL;
+  char *p = i2i_alloc(ctx, total);
+  if (!p) return NULL;
+  memcpy(p, dir, ld);
+  if (sep) p[ld] = '/';
+  memcpy(p + ld + sep, name, ln);
+  memcpy(p + ld + sep + ln, suffix, ls);
+  p[total - 1] = 0;
+  return p;
+}
+
+static void free_dirs(i2i_ctx *ctx, char **dirs) {
+  if (!dirs) return;
+  for (char **d = dirs; *d; d++) i2i_dealloc(ctx, *d);
+  i2i_dealloc(ctx, dirs);
+}
+
+/* The folders to search, in order, NULL-terminated, from the allocator hook; NULL when out of
+ * memory. Free with free_dirs. */
+static char **search_dirs(i2i_ctx *ctx) {
   const char *mp = getenv("I2I_MODEL_PATH");
-  if (mp && *mp) {
-    gchar **parts = g_strsplit(mp, ":", -1);
-    for (gchar **p = parts; *p; p++)
-      if (**p) g_ptr_array_add(a, g_strdup(*p));
-    g_strfreev(parts);
+  if (!mp) mp = "";
+  size_t n = 4; /* one part more than the colons, the two fixed folders, the NULL */
+  for (const char *p = mp; *p; p++) n += *p == ':';
+  char **dirs = i2i_calloc(ctx, n, sizeof *dirs);
+  if (!dirs) return NULL;
+  size_t k = 0;
+  for (const char *p = mp; *p;) {
+    size_t len = strcspn(p, ":");
+    if (len) {
+      if (!(dirs[k] = i2i_alloc(ctx, len + 1))) goto oom;
+      memcpy(dirs[k], p, len);
+      dirs[k++][len] = 0;
+    }
+    p += len;
+    if (*p == ':') p++;
   }
-  g_ptr_array_add(a, g_build_filename(g_get_user_data_dir(), "i2i", "models", NULL));
-  g_ptr_array_add(a, g_build_filename(I2I_DATADIR, "models", NULL));
-  g_ptr_array_add(a, NULL);
-  return (gchar **)g_ptr_array_free(a, FALSE);
+  if (!(dirs[k++] = path_join(ctx, g_get_user_data_dir(), "i2i/models", ""))) goto oom;
+  if (!(dirs[k++] = path_join(ctx, I2I_DATADIR, "models", ""))) goto oom;
+  return dirs;
+oom:
+  free_dirs(ctx, dirs);
+  return NULL;
 }
 
 static bool is_file(const char *p) {
@@ -42,9 +78,7 @@ static bool is_file(const char *p) {
 
 i2i_status i2i_model_user_dir(i2i_ctx *ctx, char **path) {
   if (!ctx || !path) return ctx ? i2i_fail(ctx, I2I_E_ARG, "i2i_model_user_dir: NULL argument") : I2I_E_ARG;
-  gchar *d = g_build_filename(g_get_user_data_dir(), "i2i", "models", NULL);
-  *path = i2i_strdup(ctx, d);
-  g_free(d);
+  *path = path_join(ctx, g_get_user_data_dir(), "i2i/models", "");
   return *path ? I2I_OK : i2i_fail(ctx, I2I_E_NOMEM, "out of memory");
 }
 
@@ -61,35 +95,37 @@ i2i_status i2i_model_find(i2i_ctx *ctx, const char *name, char **path) {
     return *path ? I2I_OK : i2i_fail(ctx, I2I_E_NOMEM, "out of memory");
   }
   if (name[0] == '.') return i2i_fail(ctx, I2I_E_ARG, "'%s' is not a model name", name);
-  gchar **dirs = search_dirs();
-  gchar *file = g_strconcat(name, ".onnx", NULL);
-  GString *looked = g_string_new(NULL);
+  char **dirs = search_dirs(ctx);
+  if (!dirs) return i2i_fail(ctx, I2I_E_NOMEM, "out of memory");
+  char looked[I2I_ERRLEN] = ""; /* the message holds no more than this anyway */
   i2i_status st = I2I_E_NOT_FOUND;
-  for (gchar **d = dirs; *d; d++) {
-    gchar *p = g_build_filename(*d, file, NULL);
-    if (is_file(p)) {
-      *path = i2i_strdup(ctx, p);
-      st = *path ? I2I_OK : i2i_fail(ctx, I2I_E_NOMEM, "out of memory");
-      g_free(p);
+  for (char **d = dirs; *d; d++) {
+    char *p = path_join(ctx, *d, name, ".onnx");
+    if (!p) {
+      st = i2i_fail(ctx, I2I_E_NOMEM, "out of memory");
       break;
     }
-    g_string_append_printf(looked, "%s%s", looked->len ? ", " : "", *d);
-    g_free(p);
+    if (is_file(p)) {
+      *path = p;
+      st = I2I_OK;
+      break;
+    }
+    size_t used = strlen(looked);
+    snprintf(looked + used, sizeof looked - used, "%s%s", used ? ", " : "", *d);
+    i2i_dealloc(ctx, p);
   }
   if (st == I2I_E_NOT_FOUND) {
     const i2i_manifest_entry *e = i2i_manifest_find(ctx, name);
     if (e)
       i2i_fail(ctx, I2I_E_NOT_FOUND, "model '%s' (%s) is not installed (looked in %s); install it with: i2i fetch %s",
-               name, e->label, looked->str, name);
+               name, e->label, looked, name);
     else
       i2i_fail(ctx, I2I_E_NOT_FOUND,
-               "no model named '%s' (looked for %s in %s); `i2i fetch --list` shows the published models, "
+               "no model named '%s' (looked for %s.onnx in %s); `i2i fetch --list` shows the published models, "
                "`i2i convert CHECKPOINT.pth` converts your own",
-               name, file, looked->str);
+               name, name, looked);
   }
-  g_string_free(looked, TRUE);
-  g_free(file);
-  g_strfreev(dirs);
+  free_dirs(ctx, dirs);
   return st;
 }
 
@@ -197,11 +233,11 @@ i2i_status i2i_model_list(i2i_ctx *ctx, i2i_model_entry **entries, size_t *count
   if (!ctx || !entries || !count) return ctx ? i2i_fail(ctx, I2I_E_ARG, "i2i_model_list: NULL argument") : I2I_E_ARG;
   *entries = NULL;
   *count = 0;
-  gchar **dirs = search_dirs();
+  char **dirs = search_dirs(ctx);
   size_t n = 0, cap = 16;
-  i2i_model_entry *e = i2i_calloc(ctx, cap, sizeof *e);
+  i2i_model_entry *e = dirs ? i2i_calloc(ctx, cap, sizeof *e) : NULL;
   i2i_status st = e ? I2I_OK : i2i_fail(ctx, I2I_E_NOMEM, "out of memory");
-  for (gchar **d = dirs; *d && !st; d++) {
+  for (char **d = dirs; !st && *d; d++) {
     DIR *dir = opendir(*d);
     if (!dir) continue;
     size_t first = n;
@@ -216,12 +252,16 @@ i2i_status i2i_model_list(i2i_ctx *ctx, i2i_model_entry **entries, size_t *count
       for (size_t i = 0; i < n; i++)
         if (!strcmp(e[i].task, task)) dup = true;
       if (dup) continue;
-      gchar *p = g_build_filename(*d, de->d_name, NULL);
+      char *p = path_join(ctx, *d, de->d_name, "");
+      if (!p) {
+        st = i2i_fail(ctx, I2I_E_NOMEM, "out of memory");
+        break;
+      }
       char *label = NULL;
       i2i_family fam;
       if (!is_file(p) || !read_entry(ctx, p, &label, &fam) || fam == I2I_FAMILY_PATCHGAN) {
         i2i_dealloc(ctx, label);
-        g_free(p);
+        i2i_dealloc(ctx, p);
         continue;
       }
       if (n == cap) {
@@ -229,7 +269,7 @@ i2i_status i2i_model_list(i2i_ctx *ctx, i2i_model_entry **entries, size_t *count
         if (!ne) {
           st = i2i_fail(ctx, I2I_E_NOMEM, "out of memory");
           i2i_dealloc(ctx, label);
-          g_free(p);
+          i2i_dealloc(ctx, p);
           break;
         }
         memcpy(ne, e, sizeof *e * n);
@@ -238,17 +278,16 @@ i2i_status i2i_model_list(i2i_ctx *ctx, i2i_model_entry **entries, size_t *count
         cap *= 2;
       }
       e[n].task = i2i_strdup(ctx, task);
-      e[n].path = i2i_strdup(ctx, p);
+      e[n].path = p;
       e[n].label = label ? label : i2i_strdup(ctx, task);
       e[n].family = fam;
-      g_free(p);
       n++;
       if (!e[n - 1].task || !e[n - 1].path || !e[n - 1].label) st = i2i_fail(ctx, I2I_E_NOMEM, "out of memory");
     }
     closedir(dir);
     qsort(e + first, n - first, sizeof *e, entry_cmp);
   }
-  g_strfreev(dirs);
+  free_dirs(ctx, dirs);
   if (st) {
     i2i_model_list_free(ctx, e, n);
     return st;
