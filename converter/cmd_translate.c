@@ -49,12 +49,15 @@ static int file_progress(void *user, double f) {
 
 /* --verbose: one line per file with the size, device, time, tiles and working memory. */
 static void report(const char *in, const char *out, int w, int h, const i2i_run_report *r) {
+  char peak[64] = "";
+  if (r->backend == I2I_BACKEND_CUDA)
+    snprintf(peak, sizeof peak, "; peak GPU memory %.2f MiB", r->peak_device_bytes / 1048576.0);
   fprintf(stderr,
           "%s -> %s: %dx%d (model at %dx%d) in %.2f s on the %s; %d tile%s, %d whole-image intermediates "
-          "(%.1f MiB) + %.1f MiB workspace%s%s\n",
+          "(%.1f MiB) + %.1f MiB workspace%s%s%s\n",
           in, out, w, h, r->run_width, r->run_height, r->seconds, r->backend == I2I_BACKEND_CUDA ? "GPU" : "CPU",
           r->tiles, r->tiles == 1 ? "" : "s", r->whole_intermediates, r->intermediate_bytes / 1048576.0,
-          r->workspace_bytes / 1048576.0, r->message[0] ? "; " : "", r->message);
+          r->workspace_bytes / 1048576.0, peak, r->message[0] ? "; " : "", r->message);
 }
 
 static bool translate_npy(job *j, const char *in, const char *out, char *err, size_t errlen) {

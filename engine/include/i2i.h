@@ -73,8 +73,18 @@ typedef enum {
  * called into the engine only. */
 typedef void (*i2i_log_fn)(void *user, i2i_log_level level, const char *msg);
 
-/* Every host allocation of the engine goes through this hook, protobuf-c's included. `alloc`
- * returns NULL on failure and memory aligned at least as malloc's; `free` accepts NULL. */
+/* Every host allocation of the engine goes through this hook, protobuf-c's included: models,
+ * the builder, runs, training, ONNX reading and writing, model lookup and listing. `alloc`
+ * returns NULL on failure and memory aligned at least as malloc's; `free` accepts NULL.
+ * Outside the hook, so not covered by failure injection (GLib's g_malloc aborts when out of
+ * memory):
+ *  - the published-model manifest, parsed once per context on the first i2i_manifest_* call (or
+ *    a failed i2i_model_find) with GLib's key-file reader: a few KiB for the built-in text, the
+ *    whole file for $I2I_MANIFEST;
+ *  - the CUDA backend: g_module_open (dlopen) of the module, the module's host-side plans and
+ *    cuDNN algorithm cache (malloc), and the CUDA runtime and cuDNN libraries;
+ *  - GLib's one per-process copy of the user's data folder name (model lookup);
+ *  - the OpenMP and OpenBLAS runtimes' thread pools and buffers. */
 typedef struct {
   void *(*alloc)(void *user, size_t size);
   void (*free)(void *user, void *ptr);
@@ -98,7 +108,14 @@ typedef struct {
   int threads;             /* CPU threads; 0 = every online CPU; at most 4 per online CPU */
   int device;              /* CUDA device index (default 0) */
   uint64_t memory_budget;  /* bytes of engine working memory on the device that runs (the
-                            * caller's image buffers are not part of it); 0 = automatic */
+                            * caller's image buffers are not part of it); 0 = automatic.
+                            * GPU: weights, activations and workspace; an image whose whole
+                            * run needs more goes layer by layer (whole-image intermediates in
+                            * host memory, each convolution in bands of rows on the GPU, same
+                            * result); automatic: the whole image when the GPU has the memory,
+                            * else layer by layer in 90% of the free device memory. CPU: bounds
+                            * the convolution scratch (automatic: 64 MiB); the whole-image
+                            * intermediates are counted apart and checked against free RAM. */
   i2i_log_fn log;          /* NULL: no logging */
   void *log_user;
   i2i_log_level log_level; /* lines above this level are dropped (default I2I_LOG_WARNING) */
@@ -122,10 +139,11 @@ void i2i_ctx_free(i2i_ctx *ctx);
 /* The message of the last failed call on this context ("" if none). Valid until the next call. */
 const char *i2i_ctx_errmsg(const i2i_ctx *ctx);
 
-/* Changes the memory budget (bytes, 0 = automatic) for later runs. */
+/* Changes the memory budget (bytes, 0 = automatic) for later runs. NULL is ignored. */
 void i2i_ctx_set_memory_budget(i2i_ctx *ctx, uint64_t bytes);
 
-/* Changes the backend choice for later runs (the environment override applies as at creation). */
+/* Changes the backend choice for later runs (the environment override applies as at creation).
+ * NULL is ignored. */
 void i2i_ctx_set_backend(i2i_ctx *ctx, i2i_backend backend);
 
 /* Frees memory the engine handed to the caller (strings, arrays). NULL is accepted. */
@@ -176,14 +194,15 @@ i2i_status i2i_model_save_memory(i2i_ctx *ctx, const i2i_model *model, void **da
 /* Frees a model. NULL is accepted. The context that made it must still exist. */
 void i2i_model_free(i2i_model *model);
 
-/* Fills `info`. Always succeeds for a valid model. */
+/* Fills `info`. Always succeeds for a valid model; with a NULL model or info it does nothing. */
 void i2i_model_get_info(const i2i_model *model, i2i_model_info *info);
 
 /* Metadata (ONNX metadata_props). Returns NULL when the key is absent. The strings live as long
  * as the model. Keys used by i2i: see the README ("Model metadata"). */
 const char *i2i_model_meta(const i2i_model *model, const char *key);
+/* The number of metadata entries, in file order; 0 for a NULL model. */
 size_t i2i_model_meta_count(const i2i_model *model);
-/* The i-th key and value; NULL when i is out of range. */
+/* The i-th key and value (owned by the model); NULL when i is out of range or model is NULL. */
 const char *i2i_model_meta_key(const i2i_model *model, size_t i);
 const char *i2i_model_meta_value(const i2i_model *model, size_t i);
 
@@ -197,8 +216,11 @@ typedef struct {
   const char *const *outputs;
 } i2i_node_desc;
 
+/* The number of compute nodes of the folded graph (info.n_nodes), indexed in run order by
+ * i2i_model_node and i2i_model_shapes; 0 for a NULL model. */
 int i2i_model_node_count(const i2i_model *model);
-/* Fills `d` for node i (0 <= i < count); I2I_E_ARG otherwise. */
+/* Fills `d` for node i (0 <= i < count); the strings are owned by the model. I2I_E_ARG for a
+ * NULL model or `d` or an index out of range; no message is set (there is no context). */
 i2i_status i2i_model_node(const i2i_model *model, int i, i2i_node_desc *d);
 
 /* Infers the shape of output 0 of every compute node for a batch of `n` images of `height` x
@@ -217,9 +239,16 @@ typedef struct {
   size_t nbytes;
 } i2i_tensor_desc;
 
+/* The number of tensors (initializers and constants left after folding, used or not); 0 for a
+ * NULL model. */
 size_t i2i_model_tensor_count(const i2i_model *model);
+/* Fills `d` for tensor i (0 <= i < count, a stable order while the model lives); `name` and
+ * `data` are owned by the model and read-only; dtype is 1 (float32, whatever the file's float
+ * type) or 7 (int64, for every integer or boolean type). I2I_E_ARG for a NULL model or `d` or an
+ * index out of range, with no message (there is no context). Each call scans the model's values. */
 i2i_status i2i_model_tensor(const i2i_model *model, size_t i, i2i_tensor_desc *d);
-/* Looks a tensor up by name; I2I_E_NOT_FOUND when absent. */
+/* Looks a tensor up by name, filling `d` as i2i_model_tensor does; I2I_E_NOT_FOUND when absent,
+ * I2I_E_ARG for a NULL argument (no message either way). */
 i2i_status i2i_model_tensor_by_name(const i2i_model *model, const char *name, i2i_tensor_desc *d);
 
 /* ---------------------------------------------------------------------------------------------
@@ -238,7 +267,11 @@ typedef struct {
   const char *s;        /* I2I_ATTR_STRING */
 } i2i_attr;
 
-/* Starts an empty graph (opset 17). */
+/* Starts an empty graph (opset 17) on `ctx`, which must outlive the builder. *out is consumed
+ * by i2i_builder_finish or freed with i2i_builder_free. Errors: I2I_E_ARG, I2I_E_NOMEM.
+ * The add and set calls below return I2I_E_ARG for a bad argument, with the builder unchanged;
+ * I2I_E_NOMEM, I2I_E_LIMIT or an error in a node's attributes spoils the builder: every later
+ * call, i2i_builder_finish included, returns that first error. Messages go to the context. */
 i2i_status i2i_builder_new(i2i_ctx *ctx, i2i_builder **out);
 /* Frees a builder that was not finished. NULL is accepted. */
 void i2i_builder_free(i2i_builder *b);
@@ -258,7 +291,8 @@ i2i_status i2i_builder_add_node(i2i_builder *b, const char *op_type, const char 
                                 int n_outputs, const char *const *outputs,
                                 int n_attrs, const i2i_attr *attrs);
 
-/* Sets (or replaces) one metadata entry. */
+/* Sets (or replaces) one metadata entry; key and value are copied. I2I_E_ARG, without a
+ * message, for a NULL builder, an empty key or a NULL value. */
 i2i_status i2i_builder_set_meta(i2i_builder *b, const char *key, const char *value);
 
 /* Checks the graph exactly as a loaded file is checked and turns it into a model. The builder is
@@ -297,11 +331,12 @@ typedef struct {
 typedef struct {
   i2i_backend backend;       /* the backend that produced the result */
   char message[512];         /* why that backend (a fallback reason), or "" */
-  int tiles;                 /* tiles of the largest layer; 1 = whole image */
+  int tiles;                 /* tiles (GPU layer by layer: bands) of the largest layer; 1 = whole image */
   int whole_intermediates;   /* whole-image intermediates alive at once at the peak */
   uint64_t intermediate_bytes; /* bytes of those whole-image intermediates */
   uint64_t workspace_bytes;  /* engine working memory besides them (tile buffers, scratch) */
-  uint64_t peak_device_bytes; /* CUDA only */
+  uint64_t peak_device_bytes; /* CUDA only: the most device memory held during this run (cached
+                              * weights and plans included) */
   int run_width, run_height; /* the size the model ran at (after scale and padding) */
   double seconds;
 } i2i_run_report;
@@ -346,6 +381,8 @@ typedef struct {
  * that are not ONNX are skipped) in lookup order, a task found twice listed once (the first).
  * Only each file's metadata is read. Free with i2i_model_list_free. */
 i2i_status i2i_model_list(i2i_ctx *ctx, i2i_model_entry **entries, size_t *n);
+/* Frees the `n` entries i2i_model_list returned and their strings; `ctx` must be the context
+ * that listed them. NULL entries are accepted (nothing to free). */
 void i2i_model_list_free(i2i_ctx *ctx, i2i_model_entry *entries, size_t n);
 
 /* One direction of a published checkpoint (weights/manifest, compiled into the library;
@@ -520,13 +557,18 @@ i2i_status i2i_trainer_set_iters(i2i_trainer *tr, int64_t iters);
  * return that stored image and store the current one in its place. NULL restores the seeded
  * random choice (probability 0.5, then a uniform slot). */
 typedef int (*i2i_pool_choice_fn)(void *user, int domain, int64_t iteration, int image);
+/* Installs `fn` (with `user`) for later steps; NULL tr is ignored. */
 void i2i_trainer_set_pool_hook(i2i_trainer *tr, i2i_pool_choice_fn fn, void *user);
 
 /* Inspection (tests): the tensors of network `net` that training changes: trained parameters
  * (trainable = 1) and running statistics (0), by index. */
 typedef enum { I2I_TENSOR_VALUE = 0, I2I_TENSOR_GRAD, I2I_TENSOR_ADAM_M, I2I_TENSOR_ADAM_V } i2i_train_tensor;
+/* The number of such tensors of network `net` (I2I_NET_*); 0 for a NULL trainer or a network
+ * the trainer does not have. */
 size_t i2i_trainer_tensor_count(const i2i_trainer *tr, int net);
-/* The name (valid while the trainer lives), element count and whether it is trained. */
+/* The name (valid while the trainer lives), element count and whether it is trained, for tensor
+ * i (0 <= i < count); each output pointer may be NULL. I2I_E_ARG (with a message) for a network
+ * or index out of range. */
 i2i_status i2i_trainer_tensor_info(const i2i_trainer *tr, int net, size_t i, const char **name, size_t *numel,
                                    int *trainable);
 /* Copies `what` of tensor `name` into dst (numel floats). The gradients are those of the last

@@ -297,6 +297,13 @@ typedef struct i2i_run_state {
   void *progress_user;
   double progress_base, progress_span;
   int tiles;               /* out: chunks of the most-tiled layer */
+  uint64_t device_budget;  /* GPU: bytes of device memory the run may hold; 0 = automatic */
+  /* Layer-wise GPU runs (large images): when set, the CPU executor hands every convolution
+   * step to this hook (all images of the step; `done` is the FLOPs before it) instead of running
+   * it itself. The hook reads the step's input from and writes its output to the arena. */
+  i2i_status (*conv_hook)(void *user, i2i_ctx *ctx, const i2i_model *m, const struct i2i_plan *plan,
+                          struct i2i_run_state *st, int step, double done);
+  void *conv_user;
 } i2i_run_state;
 
 /* shape.c / plan.c */

@@ -163,6 +163,22 @@ static void after_device_failure(i2i_ctx *ctx, const i2i_cuda_ext *ext, void *se
   i2i_clear_err(ctx);
 }
 
+/* A layer-wise GPU run: the CPU executor hands each convolution to the module's conv_step. */
+typedef struct {
+  const i2i_cuda_ext *ext;
+  void *self;
+  int bands; /* the most bands of a step */
+} layerwise;
+
+static i2i_status layerwise_conv(void *user, i2i_ctx *ctx, const i2i_model *m, const i2i_plan *p, i2i_run_state *st,
+                                 int step, double done) {
+  layerwise *L = user;
+  int b = 0;
+  i2i_status s = L->ext->conv_step(L->self, ctx, m, p, st, step, done, &b);
+  if (b > L->bands) L->bands = b;
+  return s;
+}
+
 i2i_status run_native(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp, int nimg, int width, int height,
                       const float *const *inputs, float *const *outputs, i2i_run_report *rep, double pbase, double pspan) {
   int ch = rp->layout == I2I_PIXELS_RGBA ? 4 : 3;
@@ -199,13 +215,25 @@ i2i_status run_native(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp
   rs.progress_user = rp->progress_user;
   rs.progress_base = pbase;
   rs.progress_span = pspan;
+  rs.device_budget = ctx->p.memory_budget;
   double t0 = now_s();
   bool done = false;
+  /* the whole image on the GPU; when it needs more device memory than the budget (or than the
+   * GPU has), layer by layer with the whole-image intermediates in host memory; then the CPU */
+  layerwise lw = {ext, self, 0};
+  bool by_layer = false;
+  if (ext && ext->begin_run) ext->begin_run(self, rs.device_budget);
   if (ext && ext->execute_images) {
     i2i_cuda_images im = {nimg, width, height, (int)rp->layout, rp->strength, inputs, outputs};
     st = ext->execute_images(self, ctx, m, plan, &rs, &im);
-    done = st == I2I_OK || !device_failure(st) || ctx->forced == I2I_BACKEND_CUDA;
-    if (!done) {
+    by_layer = st == I2I_E_DEVICE_NOMEM && ext->conv_step;
+    done = st == I2I_OK || !device_failure(st) || (ctx->forced == I2I_BACKEND_CUDA && !by_layer);
+    if (by_layer) {
+      i2i_log(ctx, I2I_LOG_INFO, "%s; running layer by layer on the GPU", ctx->err);
+      snprintf(why, sizeof why, "layer by layer: the whole image needs more GPU memory than %s; whole-image "
+               "intermediates in host memory", ctx->p.memory_budget ? "the budget" : "is free");
+      i2i_clear_err(ctx);
+    } else if (!done) {
       after_device_failure(ctx, ext, self, why, sizeof why);
       be = &i2i_cpu_backend;
     }
@@ -225,10 +253,19 @@ i2i_status run_native(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp
       return i2i_fail(ctx, I2I_E_NOMEM, "out of memory: the run needs %.1f MiB of working memory", total / 1048576.0);
     }
     fill_input(m, plan, rs.arena, nimg, width, height, ch, inputs);
-    st = be->execute(be == &i2i_cpu_backend ? NULL : self, ctx, m, plan, &rs);
+    if (by_layer) {
+      rs.conv_hook = layerwise_conv;
+      rs.conv_user = &lw;
+      st = i2i_cpu_backend.execute(NULL, ctx, m, plan, &rs);
+      rs.conv_hook = NULL;
+      rs.tiles = lw.bands;
+    } else {
+      st = be->execute(be == &i2i_cpu_backend ? NULL : self, ctx, m, plan, &rs);
+    }
     if (device_failure(st) && be != &i2i_cpu_backend && ctx->forced != I2I_BACKEND_CUDA) {
       after_device_failure(ctx, ext, self, why, sizeof why);
       be = &i2i_cpu_backend;
+      rs.tiles = 0;
       fill_input(m, plan, rs.arena, nimg, width, height, ch, inputs); /* the failed run may have written it */
       st = be->execute(NULL, ctx, m, plan, &rs);
     }

@@ -1,7 +1,8 @@
 /* tests/gpu/parity.c: CUDA against CPU, op by op and end to end, on both generators (C-built
  * ResNet 9x64 and U-Net 8x64, plus --onnx exports): fresh random inputs, NaN-poisoned outputs;
  * e2e fp32 max <= 1e-3, fp16 max <= 3e-2 and mean <= 3e-3; op by op (single steps and 3-step
- * fusion windows via run_steps) normalised max <= 1e-4 / 1e-2; the device image path; --fault.
+ * fusion windows via run_steps) normalised max <= 1e-4 / 1e-2; the device image path; --fault;
+ * --layerwise: layer by layer inside a device budget equals the whole image (1e-4), peak within.
  * Exits 77 when no CUDA backend opens. Ends with "N passed, N failed". */
 #include <gmodule.h>
 #include <math.h>
@@ -148,6 +149,55 @@ static void e2e(env_t *E, const model_t *M, i2i_pix2pix_mode mode, int w, int h,
 done:
   free(in);
   free(ref);
+  free(out);
+}
+
+/* ---- layer by layer inside a device budget (large images) ---------------------------------------- */
+
+/* fp32: the whole image on the GPU against the same run with a device budget that forces the
+ * layer-by-layer path (tiled equals whole, 1e-4), and the budgeted run's peak inside it. */
+static void layerwise_check(env_t *E, const model_t *M, i2i_pix2pix_mode mode, int w, int h, uint64_t budget) {
+  size_t n = (size_t)w * h * 3;
+  float *in = malloc(n * sizeof *in), *whole = malloc(n * sizeof *whole), *out = malloc(n * sizeof *out);
+  if (!in || !whole || !out) {
+    result(0, "%s layer by layer %dx%d: out of host memory", M->name, w, h);
+    goto done;
+  }
+  random_rgb(in, n);
+  E->ext->set_precision(E->self, I2I_CUDA_FP32);
+  i2i_run_report rw, rl;
+  i2i_ctx_set_memory_budget(E->gpu, 0);
+  double t0 = now_s();
+  i2i_status st = run_rgb(E->gpu, M->m, mode, 7, w, h, in, whole, &rw);
+  double tw = now_s() - t0;
+  if (st || rw.backend != I2I_BACKEND_CUDA) {
+    /* no whole-image reference on this GPU: the CPU's */
+    st = run_rgb(E->cpu, M->m, mode, 7, w, h, in, whole, &rw);
+    if (st) {
+      result(0, "%s layer by layer %dx%d: no reference: %s", M->name, w, h, i2i_ctx_errmsg(E->cpu));
+      goto done;
+    }
+  }
+  i2i_ctx_set_memory_budget(E->gpu, budget);
+  t0 = now_s();
+  st = run_rgb(E->gpu, M->m, mode, 7, w, h, in, out, &rl);
+  double tl = now_s() - t0;
+  i2i_ctx_set_memory_budget(E->gpu, 0);
+  if (st || rl.backend != I2I_BACKEND_CUDA) {
+    result(0, "%-22s fp32 layer by layer %4dx%-4d: the CUDA run failed: %s", M->name, w, h,
+           st ? i2i_ctx_errmsg(E->gpu) : rl.message);
+    goto done;
+  }
+  double mx, mean, rmax;
+  stats(out, whole, n, &mx, &mean, &rmax);
+  result(mx <= 1e-4 && rl.tiles > 1 && rl.peak_device_bytes <= budget,
+         "%-22s fp32 layer by layer %4dx%-4d %-13s: %d bands, max %.3g (<= 1e-4) against the whole image (%s), peak "
+         "%.0f MiB (budget %.0f MiB); %.2f s, whole image %.2f s host-to-host",
+         M->name, w, h, M->unet ? mode_name(mode) : "-", rl.tiles, mx, rw.backend == I2I_BACKEND_CUDA ? "GPU" : "CPU",
+         rl.peak_device_bytes / 1048576.0, budget / 1048576.0, tl, tw);
+done:
+  free(in);
+  free(whole);
   free(out);
 }
 
@@ -401,6 +451,7 @@ static int parse_sizes(const char *s, int (*sz)[2], int max) {
 int main(int argc, char **argv) {
   const char *sizes_s = "256x256,67x45,1024x1024", *op_sizes_s = "256x256,67x45", *prec_s = "fp32,fp16";
   const char *models_s = "resnet,unet", *onnx[8];
+  const char *layer_s = NULL;
   int n_onnx = 0, small = 0, expect_no_search = 0;
   uint64_t seed = (uint64_t)time(NULL);
   for (int i = 1; i < argc; i++) {
@@ -413,6 +464,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--small")) small = 1;
     else if (!strcmp(a, "--seed") && v) seed = strtoull(argv[++i], NULL, 10);
     else if (!strcmp(a, "--expect-no-search")) expect_no_search = 1;
+    else if (!strcmp(a, "--layerwise") && v) layer_s = argv[++i];
     else if (!strcmp(a, "--out") && v) out_file = fopen(argv[++i], "a");
     else if (!strcmp(a, "--fault") && v) {
       test_rng_seed(&rng, seed);
@@ -421,6 +473,7 @@ int main(int argc, char **argv) {
       fprintf(stderr,
               "usage: parity [--sizes WxH,...] [--op-sizes WxH,...|none] [--precisions fp32,fp16] [--models resnet,unet]\n"
               "              [--onnx FILE]... [--small] [--seed N] [--expect-no-search] [--out FILE]\n"
+              "              [--layerwise WxH:MiB]  (fp32 only: layer by layer in a MiB device budget)\n"
               "       parity --fault oom|oom-once|sticky\n");
       return 2;
     }
@@ -473,6 +526,15 @@ int main(int argc, char **argv) {
     for (int md = 0; md < nmodes; md++) {
       for (int s = 0; s < nop; s++) op_by_op(&E, M, modes[md], op_sizes[s][0], op_sizes[s][1], nprec, precs);
       for (int s = 0; s < nsz; s++) e2e(&E, M, modes[md], sizes[s][0], sizes[s][1], nprec, precs);
+    }
+    if (layer_s) {
+      int lw = 0, lh = 0;
+      unsigned long long mib = 0;
+      if (sscanf(layer_s, "%dx%d:%llu", &lw, &lh, &mib) == 3 && lw > 0 && lh > 0 && mib > 0)
+        layerwise_check(&E, M, M->unet ? I2I_PIX2PIX_FAITHFUL : I2I_PIX2PIX_DETERMINISTIC, lw, lh, (uint64_t)mib << 20);
+      else
+        result(0, "--layerwise %s: expected WxH:MiB", layer_s);
+      continue;
     }
     image_path(&E, M, 67, 45, nprec, precs);
   }

@@ -1,4 +1,5 @@
-/* cpu/exec.c: the CPU backend: walks a plan's steps over the activation workspace.
+/* cpu/exec.c: the CPU backend: walks a plan's steps over the activation workspace (also for a
+ * layer-wise GPU run, which hands its convolutions to the GPU through the run state's hook).
  *
  * Chooses the statistics and dropout behaviour each norm and Dropout step takes in the run's
  * Pix2Pix mode (design.md), reports progress by FLOPs after every step and stops when the
@@ -80,7 +81,13 @@ static i2i_status cpu_execute(void *self, i2i_ctx *ctx, const i2i_model *m, cons
     const i2i_node *n = &g->nodes[s->node];
     double t0 = prof ? mono() : 0;
     shape4 xs = p->shape[s->in[0]], ys = p->shape[s->out];
-    for (int img = 0; img < p->n; img++) {
+    /* a layer-wise GPU run takes the convolutions (internal.h: conv_hook) */
+    bool hooked = (s->op == OP_CONV || s->op == OP_CONVT) && st->conv_hook;
+    if (hooked) {
+      i2i_status hs = st->conv_hook(st->conv_user, ctx, m, p, st, k, done);
+      if (hs) return hs;
+    }
+    for (int img = 0; img < p->n && !hooked; img++) {
       const float *x = st->arena + p->offset[s->in[0]] + per_image(xs) * (size_t)img;
       float *y = st->arena + p->offset[s->out] + per_image(ys) * (size_t)img;
       switch (s->op) {

@@ -138,6 +138,8 @@ typedef struct {
 static int run_once(cu_backend *B, i2i_ctx *ctx, const i2i_model *m, const i2i_plan *plan, i2i_run_state *st,
                     const run_req *rq) {
   if (B->fault_armed && B->fault == FAULT_STICKY) return inject_sticky(B);
+  /* a budget smaller than what the caches hold: start from empty caches */
+  if (B->run_budget && B->stats.device_bytes > B->run_budget) free_caches(B);
   cu_weights *W;
   CU_OK(weights_get(B, m, B->precision == I2I_CUDA_FP16, &W));
   struct cplan *cp;
@@ -207,6 +209,7 @@ static i2i_status to_status(cu_backend *B, i2i_ctx *ctx, int kind) {
   switch (kind) {
   case CE_OK: return I2I_OK;
   case CE_OOM: return h->fail(ctx, I2I_E_DEVICE_NOMEM, "cuda: out of GPU memory after freeing the caches and retrying: %s", B->err.msg);
+  case CE_BUDGET: return h->fail(ctx, I2I_E_DEVICE_NOMEM, "cuda: %s", B->err.msg);
   case CE_STICKY:
     B->dead = 1;
     snprintf(B->dead_why, sizeof B->dead_why, "%s", B->err.msg);
@@ -240,6 +243,7 @@ static i2i_status run_common(cu_backend *B, i2i_ctx *ctx, const i2i_model *m, co
   i2i_status s0 = cu_begin(B, ctx);
   if (s0) return s0;
   B->fault_armed = B->fault != FAULT_NONE;
+  B->run_budget = st && rq->kind != RUN_BENCH ? st->device_budget : 0;
   int kind = CE_OK;
   for (int attempt = 0; attempt < 2; attempt++) {
     kind = run_once(B, ctx, m, plan, st, rq);
@@ -248,6 +252,7 @@ static i2i_status run_common(cu_backend *B, i2i_ctx *ctx, const i2i_model *m, co
     B->host->log(ctx, I2I_LOG_WARNING, "cuda: %s; freeing the GPU caches and retrying", B->err.msg);
     free_caches(B);
   }
+  B->run_budget = 0;
   if (kind) return cu_finish(B, ctx, kind);
   if (st && st->progress && rq->kind != RUN_BENCH) {
     double t = plan->total_flops > 0 ? plan->total_flops : 1;
@@ -332,9 +337,15 @@ static void ext_trim(void *self) { free_caches((cu_backend *)self); }
 
 void cu_free_caches(cu_backend *B) { free_caches(B); }
 
+static void ext_begin_run(void *self, uint64_t budget) {
+  cu_backend *B = (cu_backend *)self;
+  if (budget && B->stats.device_bytes > budget) free_caches(B);
+  B->stats.peak_device_bytes = B->stats.device_bytes;
+}
+
 static const i2i_cuda_ext cuda_ext = {I2I_CUDA_EXT_VERSION, ext_execute_images, ext_get_stats, ext_set_precision,
                                       ext_run_steps,        ext_bench,          ext_trim,
-                                      cu_train_open};
+                                      cu_train_open,        cu_conv_step,       ext_begin_run};
 
 /* ---- open --------------------------------------------------------------------------------------- */
 

@@ -8,7 +8,7 @@
 
 #include "../internal.h"
 
-#define I2I_CUDA_API_VERSION 1
+#define I2I_CUDA_API_VERSION 2
 
 typedef struct {
   int api_version;
@@ -27,7 +27,7 @@ typedef int (*i2i_cuda_open_fn)(const i2i_cuda_host *host, int device, const i2i
 
 /* ---- extension table (exported as i2i_cuda_get_ext) ----------------------------------------- */
 
-#define I2I_CUDA_EXT_VERSION 2
+#define I2I_CUDA_EXT_VERSION 3
 
 /* Device precisions. FP32: NCHW float32, cuDNN with CUDNN_FMA_MATH (no TF32 anywhere): the
  * parity path. FP16: NHWC half activations and KRSC half filters on tensor cores, float32
@@ -93,6 +93,21 @@ typedef struct {
    * (cuDNN with CUDNN_FMA_MATH, no TF32). Fills *ops and *tself (freed by ops->destroy, before
    * the backend itself goes). I2I_E_DEVICE with the reason when the GPU is unusable. */
   i2i_status (*train_open)(void *self, i2i_ctx *ctx, const i2i_train_backend_ops **ops, void **tself);
+  /* Layer-wise runs of images too large for the device budget (banded.cu): runs convolution
+   * step `step` of `plan` for every image on the GPU in bands of output rows, reading its input
+   * from st->arena (the halo rows a band needs are real neighbouring rows; padding is applied
+   * only at the image's edges, as the CPU does) and writing its output there. Device memory:
+   * the model's weights plus band buffers and workspace within st->device_budget (0 =
+   * automatic: 90% of the free device memory); an out-of-memory halves the band and retries.
+   * *bands: the bands of the step. Progress is reported through the host from `done` FLOPs
+   * (plan->total_flops in all). Errors as execute (I2I_E_DEVICE_NOMEM when one row does not
+   * fit). */
+  i2i_status (*conv_step)(void *self, i2i_ctx *ctx, const i2i_model *model, const struct i2i_plan *plan,
+                          struct i2i_run_state *st, int step, double done, int *bands);
+  /* Starts a run with a device budget (bytes, 0 = none given): cached plans and weights that do
+   * not fit in it are freed, and peak_device_bytes starts again from what the module then holds
+   * (run.c, once per run, so the run's report has its own peak). */
+  void (*begin_run)(void *self, uint64_t budget);
 } i2i_cuda_ext;
 
 /* Returns the module's extension table (static storage). */

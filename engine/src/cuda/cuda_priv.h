@@ -20,7 +20,9 @@ extern "C" {
 /* Kinds of failure. CE_OOM is non-sticky (free caches, retry once); CE_STICKY means the CUDA
  * context is corrupt and the backend is dead for its i2i context; CE_DEVICE is any other
  * non-sticky device or cuDNN failure; CE_UNSUPPORTED is a graph feature the GPU path lacks. */
-enum { CE_OK = 0, CE_OOM, CE_STICKY, CE_DEVICE, CE_UNSUPPORTED, CE_HOSTMEM, CE_INTERNAL, CE_CANCELLED };
+enum { CE_OK = 0, CE_OOM, CE_STICKY, CE_DEVICE, CE_UNSUPPORTED, CE_HOSTMEM, CE_INTERNAL, CE_CANCELLED, CE_BUDGET };
+/* CE_BUDGET: a whole-image plan would exceed the run's device budget (I2I_E_DEVICE_NOMEM, no
+ * retry: run.c goes layer-wise). */
 
 typedef struct {
   int kind;
@@ -58,6 +60,8 @@ typedef struct cu_backend {
   algo_cache *algos;
   i2i_cuda_stats stats;
   int max_grid;           /* blocks for grid-stride kernels */
+  uint64_t run_budget;    /* the current run's device budget in bytes (0: none given) */
+  size_t ws_cap;          /* with run_budget: the workspace a plan being built may still take */
 } cu_backend;
 
 /* Records a CUDA error (kind from the code: out of memory, sticky, other) with the call's text
@@ -316,5 +320,14 @@ int cplan_download_images(cu_backend *B, struct cplan *cp, const i2i_cuda_images
 int weights_get(cu_backend *B, const i2i_model *m, int half, cu_weights **out);
 /* Frees one model's device weights (NULL is accepted). */
 void weights_free(cu_backend *B, cu_weights *W);
+/* The float offset of constant value v (at least min_numel floats) in the model's weight
+ * buffer, which is also its offset in cu_weights.w32. */
+int weight_offset(cu_backend *B, const i2i_model *m, int v, size_t min_numel, size_t *off);
+
+/* ---- layer-wise runs (banded.cu) -------------------------------------------------------------- */
+
+/* The ext table's conv_step (cuda_api.h). */
+i2i_status cu_conv_step(void *self, i2i_ctx *ctx, const i2i_model *m, const i2i_plan *plan, i2i_run_state *st, int step,
+                        double done, int *bands);
 
 #endif

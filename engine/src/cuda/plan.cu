@@ -103,7 +103,7 @@ void weights_free(cu_backend *B, cu_weights *W) {
   free(W);
 }
 
-static int weight_offset(cu_backend *B, const i2i_model *m, int v, size_t min_numel, size_t *off) {
+int weight_offset(cu_backend *B, const i2i_model *m, int v, size_t min_numel, size_t *off) {
   const i2i_graph *g = &m->g;
   if (v < 0 || v >= g->n_values || !g->values[v].c) return cu_fail(B, CE_INTERNAL, "a weight input is not a constant");
   const i2i_tensor *t = g->values[v].c;
@@ -176,7 +176,18 @@ int weights_get(cu_backend *B, const i2i_model *m, int half, cu_weights **out) {
   for (int i = 0; i < CU_MAX_MODELS; i++) {
     cu_weights *W = B->weights[i];
     if (W && W->serial == m->serial) {
-      if (half && !W->w16) CU_OK(build_half_filters(B, m, W));
+      if (half && !W->w16) {
+        int k = build_half_filters(B, m, W);
+        if (k) {
+          /* a half-built set must not pass for a complete one at the next run */
+          cu_free(B, W->w16_block, W->w16_bytes);
+          W->w16_block = NULL;
+          W->w16_bytes = 0;
+          free(W->w16);
+          W->w16 = NULL;
+          return k;
+        }
+      }
       W->last_use = ++B->clock;
       *out = W;
       return CE_OK;
@@ -726,6 +737,7 @@ static int make_convs(cu_backend *B, const i2i_model *m, struct cplan *cp) {
   cudaGetLastError();
   size_t limit = B->search_ws_limit;
   if (free_b / 2 < limit) limit = free_b / 2;
+  if (B->run_budget && B->ws_cap < limit) limit = B->ws_cap;
   limit &= ~(size_t)255;
   void *sws = NULL;
   if (nconv && !B->heuristic_only && limit >= (1u << 20)) {
@@ -746,7 +758,8 @@ static int make_convs(cu_backend *B, const i2i_model *m, struct cplan *cp) {
       rc = cu_fail(B, CE_INTERNAL, "no half filter for node '%s'", g->nodes[s->node].name);
       break;
     }
-    rc = dnn_conv_choose(B, s->dc, x, w, view_of(cp, s->out).p, sws, sws ? limit : B->search_ws_limit);
+    rc = dnn_conv_choose(B, s->dc, x, w, view_of(cp, s->out).p, sws,
+                         sws || B->run_budget ? limit : B->search_ws_limit);
     if (!rc && dnn_conv_workspace(s->dc) > ws) ws = dnn_conv_workspace(s->dc);
   }
   cu_free(B, sws, limit);
@@ -844,14 +857,23 @@ int cplan_build(cu_backend *B, i2i_ctx *ctx, const i2i_model *m, const i2i_plan 
     size_t imgs;
     if (i2i_mul_ok(cp->img_bytes, (size_t)plan->n + 1, &imgs) && imgs > io) io = imgs;
     cp->params_bytes = params + align256(partial) + 256;
+    cp->io_bytes = align256(io ? io : 256);
+    if (B->run_budget) {
+      /* a budget given for the run: the whole image fits in it, or the run goes layer-wise */
+      uint64_t need = (uint64_t)B->stats.device_bytes + cp->arena_bytes + cp->params_bytes + cp->io_bytes;
+      if (need > B->run_budget)
+        rc = cu_fail(B, CE_BUDGET, "the whole-image plan needs %.1f MiB of device memory, over the budget of %.1f MiB",
+                     need / 1048576.0, B->run_budget / 1048576.0);
+      else
+        B->ws_cap = (size_t)(B->run_budget - need);
+    }
+  }
+  if (!rc) {
     rc = cu_malloc(B, &cp->params, cp->params_bytes, "norm parameters");
     cp->partials = rc ? NULL : (float2 *)((char *)cp->params + params);
   }
   if (!rc) rc = cu_malloc(B, &cp->arena, cp->arena_bytes, "activations");
-  if (!rc) {
-    cp->io_bytes = align256(io ? io : 256);
-    rc = cu_malloc(B, &cp->io, cp->io_bytes, "transfer buffer");
-  }
+  if (!rc) rc = cu_malloc(B, &cp->io, cp->io_bytes, "transfer buffer");
   if (!rc) {
     cudaError_t e = cudaMemsetAsync(cp->arena, 0, cp->arena_bytes, B->stream);
     if (e == cudaSuccess) e = cudaMemsetAsync(cp->params, 0, cp->params_bytes, B->stream);

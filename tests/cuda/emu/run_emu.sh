@@ -2,7 +2,8 @@
 # tests/cuda/emu/run_emu.sh: the CUDA backend's logic on the emulated module, no GPU needed:
 # parity (C-built models and, with torch, PyTorch's exports), a second process served by the
 # on-disk algorithm cache, injected faults, a real device OOM and a mid-run fault, and the
-# open-time refusals (old driver, cc 6.1, no device, no kernel image); training on the emulated
+# open-time refusals (old driver, cc 6.1, no device, no kernel image); layer-by-layer runs inside a
+# device budget (large images) equal to the CPU's; training on the emulated
 # module against the CPU (train_backends), with out-of-memory and a fault mid-step.
 # "N passed, N failed".
 # Usage: run_emu.sh EMU_MODULE PARITY I2I_TOOL TEST_FALLBACK WORKDIR [PYTHON [TRAIN_BACKENDS]]
@@ -71,13 +72,55 @@ case_auto "driver too old" "driver 580 or newer" EMU_DRIVER=12040
 case_auto "compute capability 6.1" "needs 7.5" EMU_CC=61
 case_auto "no device" "no CUDA device" EMU_NO_DEVICE=1
 case_auto "no kernel image" "no code for" EMU_NO_IMAGE=1
-case_auto "device out of memory" "out of GPU memory" EMU_DEVICE_MEMORY=60000
+case_auto "device out of memory (the weights do not fit)" "out of GPU memory" EMU_DEVICE_MEMORY=30000
 case_auto "illegal address in the middle of a run" "illegal memory access" EMU_STICKY_AT=7
 if "$tool" translate -v "$work/tiny.onnx" "$work/in.npy" "$work/out.npy" 2>"$work/err" >/dev/null \
     && grep -q "on the GPU" "$work/err" && "$tf" compare "$work/out.npy" "$work/cpu.npy" 3e-2 >/dev/null; then
   ok "i2i translate runs on the (emulated) GPU within fp16 tolerance"
 else
   ko "i2i translate runs on the (emulated) GPU" "$(cat "$work/err")"
+fi
+
+# layer by layer (large images): a device budget below what the whole image needs, or a device
+# too small for it, runs each convolution in bands of rows on the GPU with the whole-image
+# intermediates in host memory; the result equals the CPU's, the peak stays inside the budget
+layerwise() { # layerwise LABEL MODEL INPUT BUDGET_BYTES MODE [ENV...]
+  local label=$1 model=$2 input=$3 budget=$4 mode=$5; shift 5
+  local mem=(); [ "$budget" != 0 ] && mem=(--memory "$budget")
+  I2I_BACKEND=cpu "$tool" translate --pix2pix-mode "$mode" "$model" "$input" "$work/lw-cpu.npy" 2>/dev/null
+  if env I2I_CUDA_PRECISION=fp32 "$@" "$tool" translate -v --backend cuda --pix2pix-mode "$mode" "${mem[@]}" "$model" \
+      "$input" "$work/lw.npy" 2>"$work/err" >/dev/null; then
+    local tiles peak
+    tiles=$(sed -n 's/.* \([0-9]*\) tiles\{0,1\}, .*/\1/p' "$work/err" | tail -1)
+    peak=$(sed -n 's/.*peak GPU memory \([0-9.]*\) MiB.*/\1/p' "$work/err" | tail -1)
+    if grep -q "on the GPU" "$work/err" && grep -q "layer by layer" "$work/err" && [ "${tiles:-0}" -gt 1 ] &&
+        "$tf" compare "$work/lw.npy" "$work/lw-cpu.npy" 1e-4 >/dev/null &&
+        { [ "$budget" = 0 ] || awk -v p="$peak" -v b="$budget" 'BEGIN { exit !(p * 1048576 <= b) }'; }; then
+      ok "$label: layer by layer on the GPU in $tiles bands, equal to the CPU (1e-4), peak $peak MiB"
+    else
+      ko "$label: layer by layer on the GPU" "$(cat "$work/err"; "$tf" compare "$work/lw.npy" "$work/lw-cpu.npy" 1e-4)"
+    fi
+  else
+    ko "$label: layer by layer on the GPU" "$(cat "$work/err")"
+  fi
+}
+layerwise "C-built model, a device too small for the whole image" "$work/tiny.onnx" "$work/in.npy" 0 eval EMU_DEVICE_MEMORY=60000
+if [ ${#onnx_args[@]} -gt 0 ] && "$py" -c "import numpy as np
+rng = np.random.default_rng(5)
+for n, (h, w) in {'lw67': (67, 45), 'lw256': (256, 256)}.items():
+    np.save('$work/' + n + '.npy', np.clip(rng.standard_normal((h, w, 3)) * 0.4, -1, 1).astype(np.float32))"; then
+  layerwise "ResNet 67x45, 300 KiB budget" "$work/onnx/resnet2_c8.onnx" "$work/lw67.npy" 307200 eval
+  layerwise "ResNet 256x256, 1 MiB budget" "$work/onnx/resnet2_c8.onnx" "$work/lw256.npy" 1048576 eval
+  layerwise "U-Net 256x256 faithful (dropout masks), 3.7 MiB budget" "$work/onnx/unet8_c8.onnx" "$work/lw256.npy" 3788800 faithful
+  layerwise "U-Net 67x45 eval, 3.7 MiB budget" "$work/onnx/unet8_c8.onnx" "$work/lw67.npy" 3788800 eval
+fi
+# a budget below the weights themselves: AUTO finishes on the CPU, forced CUDA says why
+if "$tool" translate -v --memory 1000 "$work/tiny.onnx" "$work/in.npy" "$work/out.npy" 2>"$work/err" >/dev/null &&
+    grep -q "on the CPU" "$work/err" && grep -q "fill the device budget" "$work/err" &&
+    "$tf" compare "$work/out.npy" "$work/cpu.npy" 0 >/dev/null; then
+  ok "a budget below the weights: AUTO finishes on the CPU with the reason"
+else
+  ko "a budget below the weights: AUTO finishes on the CPU with the reason" "$(cat "$work/err")"
 fi
 
 if [ -n "$tb" ]; then
