@@ -330,6 +330,44 @@ static void test_sizes_alpha_strength(void) {
   i2i_model_free(m);
 }
 
+/* Faithful mode: a batch of identical images gets identical dropout masks, equal to a run of
+ * one image (design.md: the batch index is part of the mask only in training). */
+static void test_batched_dropout(void) {
+  i2i_builder *b;
+  i2i_model *m = NULL;
+  unsigned seed = 3;
+  i2i_builder_new(ctx, &b);
+  i2i_builder_add_input(b, "input", 3);
+  conv_node(b, "c", "input", "c", 3, 3, 1, 1, 0, false, &seed);
+  const char *di[1] = {"c"}, *dout[1] = {"d"};
+  i2i_builder_add_node(b, "Dropout", "drop", 1, di, 1, dout, 0, NULL);
+  unary(b, "Tanh", "tanh", "d", "output");
+  i2i_builder_add_output(b, "output", 3);
+  CHECK(i2i_builder_finish(b, &m) == I2I_OK, "dropout model builds: %s", i2i_ctx_errmsg(ctx));
+  if (!m) return;
+  enum { W = 24, H = 16 };
+  float *img = make_image(W, H, 4, 5), *o1 = malloc(sizeof(float) * W * H * 4), *o2 = malloc(sizeof(float) * W * H * 4),
+        *o3 = malloc(sizeof(float) * W * H * 4);
+  i2i_run_params rp;
+  i2i_run_default_params(&rp);
+  rp.pix2pix_mode = I2I_PIX2PIX_FAITHFUL;
+  rp.seed = 9;
+  const float *two[2] = {img, img}, *one[1] = {img};
+  float *outs2[2] = {o1, o2}, *outs1[1] = {o3};
+  CHECK(i2i_run(ctx, m, &rp, 2, W, H, two, outs2, NULL) == I2I_OK, "batch of 2: %s", i2i_ctx_errmsg(ctx));
+  CHECK(i2i_run(ctx, m, &rp, 1, W, H, one, outs1, NULL) == I2I_OK, "one image: %s", i2i_ctx_errmsg(ctx));
+  CHECK(!memcmp(o1, o2, sizeof(float) * W * H * 4) && !memcmp(o1, o3, sizeof(float) * W * H * 4),
+        "faithful dropout: both images of a batch and a single run are identical");
+  rp.seed = 10;
+  CHECK(i2i_run(ctx, m, &rp, 1, W, H, one, outs1, NULL) == I2I_OK && memcmp(o1, o3, sizeof(float) * W * H * 4),
+        "another seed gives another mask");
+  free(img);
+  free(o1);
+  free(o2);
+  free(o3);
+  i2i_model_free(m);
+}
+
 static void test_api_misuse(void) {
   i2i_model *m = NULL;
   CHECK(i2i_model_load_file(ctx, NULL, &m) == I2I_E_ARG, "NULL path");
@@ -463,6 +501,7 @@ int main(int argc, char **argv) {
   RUN(test_bad_files);
   RUN(test_truncation);
   RUN(test_sizes_alpha_strength);
+  RUN(test_batched_dropout);
   RUN(test_api_misuse);
   RUN(test_alloc_failures);
   i2i_ctx_free(ctx);

@@ -151,8 +151,10 @@ static i2i_status cpu_execute(void *self, i2i_ctx *ctx, const i2i_model *m, cons
       }
       case OP_DROPOUT:
         if (st->mode == I2I_PIX2PIX_FAITHFUL && n->ratio > 0)
-          cpu_dropout_forward(x, y, (int)xs.c, (int)xs.h, (int)xs.w, n->ratio, st->seed, (uint32_t)n->ordinal,
-                              (uint32_t)img, st->step, th);
+          /* at inference the mask does not depend on the image's place in the batch (design.md:
+           * only training counts it), so a batched run equals one run per image */
+          cpu_dropout_forward(x, y, (int)xs.c, (int)xs.h, (int)xs.w, n->ratio, st->seed, (uint32_t)n->ordinal, 0,
+                              st->step, th);
         else
           cpu_act_forward(x, y, per_image(xs), ACT_NONE, 0, th);
         break;

@@ -259,14 +259,15 @@ KB uint32_t kb_philox(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32
   return c0;
 }
 
-/* Dropout: counter (x, y, channel | image << 16, ordinal | step << 8), key = seed. */
+/* Dropout at inference: counter (x, y, channel, ordinal | step << 8), key = seed; the image's
+ * place in the batch is not part of it (design.md: only training counts it), as on the CPU. */
 KB void kb_dropout(const kview &x, const kview &y, uint32_t k0, uint32_t k1, uint32_t c3, uint32_t threshold,
                    float scale, int64_t i) {
   int n, c, yy, xx;
   kb_coords(y, i, n, c, yy, xx);
   float v = 0.0f;
   if (c < y.c) {
-    uint32_t c2 = ((uint32_t)c & 0xffffu) | (((uint32_t)n & 0xffffu) << 16);
+    uint32_t c2 = (uint32_t)c & 0xffffu;
     bool keep = kb_philox((uint32_t)xx, (uint32_t)yy, c2, c3, k0, k1) >= threshold;
     v = keep ? kb_ld(x.p, kv_index(x, n, c, yy, xx), x.half) * scale : 0.0f;
   }
