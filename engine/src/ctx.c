@@ -73,6 +73,9 @@ i2i_status i2i_ctx_create(const i2i_ctx_params *p, i2i_ctx **out) {
     ctx->p.limits = dp.limits;
   }
   ctx->forced = env_backend(p->backend);
+  const char *eb = getenv("I2I_BACKEND");
+  if (eb && *eb && strcmp(eb, "cpu") && strcmp(eb, "cuda") && strcmp(eb, "auto"))
+    i2i_log(ctx, I2I_LOG_WARNING, "I2I_BACKEND=%s is not auto, cpu or cuda: ignored", eb);
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   if (ncpu < 1) ncpu = 1;
   /* more threads than 4 per CPU only costs, and far more makes OpenMP fail to start them */
