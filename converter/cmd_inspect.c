@@ -5,12 +5,28 @@
  * by their magic bytes): keys, shapes, architecture, domains, colour order and every pickle
  * global, through the converter's reader (convert.c).
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "convert.h"
+
+/* A broken $I2I_MANIFEST must not pass unnoticed: without the manifest a published file gets no
+ * task names, labels or colour order from it. Warns, naming the file and the problem, and goes on
+ * with the built-in manifest (`i2i fetch`, which needs the manifest's URLs, stops instead). */
+static void check_manifest_override(const char *cmd) {
+  const char *f = getenv("I2I_MANIFEST");
+  if (!f || !*f) return;
+  i2i_ctx *probe = cli_ctx(I2I_BACKEND_CPU, 1, 0);
+  if (!probe) return;
+  if (!i2i_manifest_count(probe)) {
+    fprintf(stderr, "i2i %s: warning: %s; using the built-in manifest instead\n", cmd, i2i_ctx_errmsg(probe));
+    g_unsetenv("I2I_MANIFEST");
+  }
+  i2i_ctx_free(probe);
+}
 
 static const char *family_name(i2i_family f) {
   switch (f) {
@@ -78,12 +94,21 @@ static int inspect_onnx(const char *path, int size, bool quiet_nodes) {
     const char *v = i2i_model_meta_value(m, i);
     printf("  %s = %.200s%s\n", i2i_model_meta_key(m, i), v, strlen(v) > 200 ? "..." : "");
   }
+  int status = 0;
   if (!quiet_nodes) {
-    int s = size > 0 ? size : 256;
-    s = (s + in.size_multiple - 1) / in.size_multiple * in.size_multiple;
+    /* the sample side: SIZE rounded up to the size multiple, at least the smallest side */
+    int mult = in.size_multiple > 0 ? in.size_multiple : 1, s = size, rem = size % mult;
+    if (rem && __builtin_add_overflow(s, mult - rem, &s)) {
+      cli_error("inspect", "--size %d rounded up to the model's size multiple %d exceeds %d", size, mult, INT_MAX);
+      status = 1;
+      goto done;
+    }
     if (s < in.min_side) s = in.min_side;
     int64_t (*shapes)[4] = calloc((size_t)nn + 1, sizeof *shapes);
-    if (shapes && i2i_model_shapes(ctx, m, 1, s, s, shapes) == I2I_OK) {
+    if (!shapes) {
+      cli_error("inspect", "out of memory listing %d nodes", nn);
+      status = 1;
+    } else if (i2i_model_shapes(ctx, m, 1, s, s, shapes) == I2I_OK) {
       printf("nodes (output shapes for a 1x%dx%dx%d input):\n", in.in_channels, s, s);
       for (int i = 0; i < nn; i++) {
         i2i_node_desc d;
@@ -91,14 +116,15 @@ static int inspect_onnx(const char *path, int size, bool quiet_nodes) {
         printf("  %3d %-22s %-40.40s [%lld, %lld, %lld, %lld]\n", i, d.op_type, d.name, (long long)shapes[i][0],
                (long long)shapes[i][1], (long long)shapes[i][2], (long long)shapes[i][3]);
       }
-    } else if (shapes) {
+    } else {
       printf("nodes: shapes at %dx%d fail: %s\n", s, s, i2i_ctx_errmsg(ctx));
     }
     free(shapes);
   }
+done:
   i2i_model_free(m);
   i2i_ctx_free(ctx);
-  return 0;
+  return status;
 }
 
 int cmd_inspect(int argc, char **argv) {
@@ -127,7 +153,14 @@ int cmd_inspect(int argc, char **argv) {
     cli_error("inspect", "expects one FILE (see --help)");
     return 2;
   }
+  if (size < 1) {
+    cli_error("inspect", "--size must be at least 1, not %d", size);
+    return 2;
+  }
   const char *path = argv[1];
-  if (convert_is_checkpoint(path)) return convert_inspect_checkpoint(path, strict, stdout);
+  if (convert_is_checkpoint(path)) {
+    check_manifest_override("inspect"); /* ONNX files do not use the manifest */
+    return convert_inspect_checkpoint(path, strict, stdout);
+  }
   return inspect_onnx(path, size, brief);
 }

@@ -35,6 +35,10 @@ typedef struct {
   char domain[64];       /* "summer", "a", "" */
   net_role role;
   bool junyanz;
+  struct {               /* the original authors' layout, when junyanz: for naming their keys */
+    int kind, nb, depth, nl; /* 1 ResNet (nb blocks, drop), 2 U-Net (depth), 3 NLayer (nl, bn) */
+    bool drop, bn;
+  } jz;
   GArray *keys;          /* nkey */
 } netkeys;
 
@@ -69,14 +73,20 @@ static nkey *find_key(netkeys *nk, const char *k) {
   return NULL;
 }
 
-static bool has_key(netkeys *nk, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-static bool has_key(netkeys *nk, const char *fmt, ...) {
-  char k[256];
+/* True when some key of the network starts with the formatted prefix. The architecture's shape
+ * (block count, depth, layer count, options) is read from module prefixes, not from single
+ * keys, so that one missing tensor is reported by its own name instead of changing the shape. */
+static bool has_prefix(netkeys *nk, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static bool has_prefix(netkeys *nk, const char *fmt, ...) {
+  char p[256];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(k, sizeof k, fmt, ap);
+  vsnprintf(p, sizeof p, fmt, ap);
   va_end(ap);
-  return find_key(nk, k) != NULL;
+  size_t l = strlen(p);
+  for (guint i = 0; i < nk->keys->len; i++)
+    if (!strncmp(g_array_index(nk->keys, nkey, i).key, p, l)) return true;
+  return false;
 }
 
 static void shape_str(const pth_tensor *t, char *buf, size_t len) {
@@ -86,12 +96,16 @@ static void shape_str(const pth_tensor *t, char *buf, size_t len) {
   if (o < len) snprintf(buf + o, len - o, "]");
 }
 
+static void missing_key_name(const netkeys *nk, const char *k, char *out, size_t len);
+
 /* The tensor at key `k` with `rank` dims equal to `d` (-1: any). Marks it used. */
 static const pth_tensor *need(gb *g, const char *k, int rank, const int64_t *d) {
   if (g->failed) return NULL;
   nkey *e = find_key(g->nk, k);
   if (!e) {
-    gfail(g, "missing key '%s%s'", g->nk->prefix, k);
+    char name[1536];
+    missing_key_name(g->nk, k, name, sizeof name);
+    gfail(g, "missing key %s", name);
     return NULL;
   }
   bool ok = e->t->rank == rank && e->t->dtype == PTH_F32;
@@ -259,20 +273,18 @@ static void dropout(gb *g, const char *nm, const char *x, const char *out) {
 
 static int count_resnet_blocks(netkeys *nk) {
   int n = 0;
-  while (n < 64 && has_key(nk, "model.%d.block.0.conv.weight", 3 + n)) n++;
+  while (n < 64 && has_prefix(nk, "model.%d.block.", 3 + n)) n++;
   return n;
 }
 
 static void build_resnet(gb *g, char *arch, size_t archlen) {
   netkeys *nk = g->nk;
-  const pth_tensor *w0 = find_key(nk, "model.0.conv.weight") ? find_key(nk, "model.0.conv.weight")->t : NULL;
-  if (!w0 || w0->rank != 4) {
-    gfail(g, "missing key '%smodel.0.conv.weight'", nk->prefix);
-    return;
-  }
+  const int64_t d0[4] = {-1, -1, 7, 7};
+  const pth_tensor *w0 = need(g, "model.0.conv.weight", 4, d0);
+  if (!w0) return;
   int64_t ngf = w0->dims[0], cin = w0->dims[1];
   int nb = count_resnet_blocks(nk);
-  bool drop = has_key(nk, "model.3.block.2.conv.weight");
+  bool drop = has_prefix(nk, "model.3.block.2.");
   snprintf(arch, archlen, "ResnetGenerator, %d blocks, %lld channels%s", nb, (long long)ngf, drop ? ", dropout" : "");
   char x[256], y[256], k1[256], k2[256];
   i2i_builder_add_input(g->b, "input", (int)cin);
@@ -375,13 +387,19 @@ static void unet_prefix(char *buf, size_t len, int d) {
   if (o < len) snprintf(buf + o, len - o, "model.");
 }
 
+/* Levels that hold a key of their own (not only deeper levels' keys, which go on with "1.model."). */
 static int unet_depth(netkeys *nk) {
   int d = 0;
   char p[512];
-  for (;;) {
+  for (; d <= 16; d++) {
     unet_prefix(p, sizeof p, d);
-    if (!has_key(nk, "%s0.conv.weight", p) || d > 16) break;
-    d++;
+    size_t l = strlen(p);
+    bool own = false;
+    for (guint i = 0; i < nk->keys->len && !own; i++) {
+      const char *k = g_array_index(nk->keys, nkey, i).key;
+      own = !strncmp(k, p, l) && strncmp(k + l, "1.model.", 8);
+    }
+    if (!own) break;
   }
   return d;
 }
@@ -394,7 +412,8 @@ static void unet_level(gb *g, int d, int depth, const char *x, char *out, size_t
   snprintf(k, sizeof k, "%s0.conv.weight", S);
   nkey *e = find_key(g->nk, k);
   if (!e || e->t->rank != 4) {
-    gfail(g, "missing key '%s%s'", g->nk->prefix, k);
+    const int64_t dq[4] = {-1, outer, 4, 4};
+    need(g, k, 4, dq); /* names the key, missing or mis-shaped */
     return;
   }
   int64_t inner = e->t->dims[0];
@@ -456,14 +475,14 @@ static void unet_level(gb *g, int d, int depth, const char *x, char *out, size_t
 
 static void build_unet(gb *g, char *arch, size_t archlen) {
   int depth = unet_depth(g->nk);
-  char S[512];
-  unet_prefix(S, sizeof S, 0);
-  nkey *e = find_key(g->nk, "model.model.0.conv.weight");
-  if (depth < 2 || !e || e->t->rank != 4) {
-    gfail(g, "not a U-Net: missing key '%smodel.model.0.conv.weight' or too shallow", g->nk->prefix);
+  const int64_t d0[4] = {-1, -1, 4, 4};
+  const pth_tensor *e = need(g, "model.model.0.conv.weight", 4, d0);
+  if (!e) return;
+  if (depth < 2) {
+    gfail(g, "not a U-Net: no key under '%smodel.model.1.model.' (a U-Net has at least 2 levels)", g->nk->prefix);
     return;
   }
-  int64_t cin = e->t->dims[1], ngf = e->t->dims[0];
+  int64_t cin = e->dims[1], ngf = e->dims[0];
   snprintf(arch, archlen, "UnetGenerator, %d downsamplings (unet_%d), %lld channels", depth, 1 << depth, (long long)ngf);
   i2i_builder_add_input(g->b, "input", (int)cin);
   char out[64];
@@ -484,16 +503,19 @@ static void build_unet(gb *g, char *arch, size_t archlen) {
 
 static void build_patch(gb *g, char *arch, size_t archlen) {
   netkeys *nk = g->nk;
-  int nconv = 0;
-  while (nconv < 16 && has_key(nk, "model.%d.conv.weight", nconv)) nconv++;
-  nkey *e = find_key(nk, "model.0.conv.weight");
-  if (nconv < 2 || !e || e->t->rank != 4) {
-    gfail(g, "not a PatchGAN discriminator: missing key '%smodel.0.conv.weight'", nk->prefix);
+  int nconv = 0; /* ConvModule layers model.<i>.conv/.bn; the final plain conv is model.<nconv> */
+  while (nconv < 16 && (has_prefix(nk, "model.%d.conv.", nconv) || has_prefix(nk, "model.%d.bn.", nconv))) nconv++;
+  const int64_t d0[4] = {-1, -1, 4, 4};
+  const pth_tensor *e = need(g, "model.0.conv.weight", 4, d0);
+  if (!e) return;
+  if (nconv < 2) {
+    gfail(g, "not a PatchGAN discriminator: missing key '%smodel.1.conv.weight'", nk->prefix);
     return;
   }
   int n = nconv - 1; /* stride-2 layers */
-  bool bn = has_key(nk, "model.1.bn.weight");
-  int64_t cin = e->t->dims[1], c = e->t->dims[0];
+  bool bn = false;
+  for (int i = 1; i < nconv; i++) bn |= has_prefix(nk, "model.%d.bn.", i);
+  int64_t cin = e->dims[1], c = e->dims[0];
   snprintf(arch, archlen, "PatchDiscriminator, %d layers, %lld channels, %s, %lld input channels", nconv + 1, (long long)c,
            bn ? "BatchNorm" : "InstanceNorm", (long long)cin);
   i2i_builder_add_input(g->b, "input", (int)cin);
@@ -504,7 +526,8 @@ static void build_patch(gb *g, char *arch, size_t archlen) {
     snprintf(k2, sizeof k2, "model.%d.conv.bias", i);
     nkey *w = find_key(nk, k1);
     if (!w || w->t->rank != 4) {
-      gfail(g, "missing key '%s%s'", nk->prefix, k1);
+      const int64_t dq[4] = {-1, prev, 4, 4};
+      need(g, k1, 4, dq); /* names the key, missing or mis-shaped */
       return;
     }
     int64_t co = w->t->dims[0];
@@ -629,34 +652,38 @@ static const pth_tensor *orig_tensor(netkeys *nk, const char *orig) {
   return NULL;
 }
 
-/* Detects the original authors' layout and renames the keys to mmagic's in place. */
+/* The junyanz U-Net level prefix: "model.model." + "1.model." + "3.model." * (d - 1). */
+static void junyanz_unet_prefix(char *buf, size_t len, int d) {
+  size_t o = (size_t)snprintf(buf, len, "model.model.");
+  for (int i = 0; i < d && o < len; i++) o += (size_t)snprintf(buf + o, len - o, i ? "3.model." : "1.model.");
+}
+
+/* Detects the original authors' layout and renames the keys to mmagic's in place. The shape
+ * (blocks, depth, dropout) is read from module prefixes, so one missing tensor keeps its name. */
 static bool normalise_junyanz(netkeys *nk, char *err, size_t errlen) {
   const pth_tensor *t1 = orig_tensor(nk, "model.1.weight");
   const pth_tensor *t0 = orig_tensor(nk, "model.0.weight");
   const pth_tensor *tu = orig_tensor(nk, "model.model.0.weight");
   int kind = 0, nb = 0, depth = 0, nl = 0;
   bool drop = false, bn = false;
-  if (t1 && t1->rank == 4 && t1->dims[2] == 7) {
+  if ((t1 && t1->rank == 4 && t1->dims[2] == 7) || (!t1 && has_prefix(nk, "model.10.conv_block."))) {
     kind = 1;
-    while (nb < 64) {
-      char k[64];
-      snprintf(k, sizeof k, "model.%d.conv_block.1.weight", 10 + nb);
-      if (!orig_tensor(nk, k)) break;
-      nb++;
-    }
-    char k6[64];
-    snprintf(k6, sizeof k6, "model.10.conv_block.6.weight");
-    drop = orig_tensor(nk, k6) != NULL;
-  } else if (tu) {
+    while (nb < 64 && has_prefix(nk, "model.%d.conv_block.", 10 + nb)) nb++;
+    /* with dropout the second conv is conv_block.6 (without, 6 is the InstanceNorm: stats, no weight) */
+    for (int b = 0; b < nb; b++) drop |= has_prefix(nk, "model.%d.conv_block.6.weight", 10 + b);
+  } else if (tu || has_prefix(nk, "model.model.1.model.")) {
     kind = 2;
-    depth = 1;
-    char p[512];
-    for (;;) {
-      size_t o = (size_t)snprintf(p, sizeof p, "model.model.1.");
-      for (int i = 1; i < depth && o < sizeof p; i++) o += (size_t)snprintf(p + o, sizeof p - o, "model.3.");
-      snprintf(p + o, sizeof p - o, "model.1.weight");
-      if (!orig_tensor(nk, p) || depth > 16) break;
-      depth++;
+    /* levels below the outermost that hold a key of their own (a deeper level goes on with "3.model.") */
+    for (depth = 1; depth <= 16; depth++) {
+      char p[512];
+      junyanz_unet_prefix(p, sizeof p, depth);
+      size_t l = strlen(p);
+      bool own = false;
+      for (guint i = 0; i < nk->keys->len && !own; i++) {
+        const char *k = g_array_index(nk->keys, nkey, i).key;
+        own = !strncmp(k, p, l) && strncmp(k + l, "3.model.", 8);
+      }
+      if (!own) break;
     }
   } else if (t0 && t0->rank == 4 && t0->dims[2] == 4) {
     kind = 3;
@@ -691,7 +718,47 @@ static bool normalise_junyanz(netkeys *nk, char *err, size_t errlen) {
     e->key = nkname;
   }
   nk->junyanz = true;
+  nk->jz.kind = kind;
+  nk->jz.nb = nb;
+  nk->jz.drop = drop;
+  nk->jz.depth = depth;
+  nk->jz.nl = nl;
+  nk->jz.bn = bn;
   return true;
+}
+
+/* How a missing key is named in a message: 'PREFIX+k', and for an original-authors network the
+ * name their layout gives it first (found by mapping each candidate name forward). */
+static void missing_key_name(const netkeys *nk, const char *k, char *out, size_t len) {
+  snprintf(out, len, "'%s%s'", nk->prefix, k);
+  const char *leaf = strrchr(k, '.');
+  if (!nk->junyanz || !leaf) return;
+  leaf++;
+  char c[600];
+  for (int i = 0; i < 100; i++)
+    for (int j = -1; j < 8; j++) {
+      if (nk->jz.kind == 1) {
+        if (j < 0) snprintf(c, sizeof c, "model.%d.%s", i, leaf);
+        else snprintf(c, sizeof c, "model.%d.conv_block.%d.%s", i, j, leaf);
+      } else if (nk->jz.kind == 2) {
+        if (i >= nk->jz.depth || j < 0) continue;
+        junyanz_unet_prefix(c, sizeof c, i);
+        size_t o = strlen(c);
+        snprintf(c + o, sizeof c - o, "%d.%s", j, leaf);
+      } else {
+        if (j >= 0) continue;
+        snprintf(c, sizeof c, "model.%d.%s", i, leaf);
+      }
+      char *m = nk->jz.kind == 1 ? junyanz_resnet_key(c, nk->jz.nb, nk->jz.drop)
+                : nk->jz.kind == 2 ? junyanz_unet_key(c, nk->jz.depth)
+                                   : junyanz_patch_key(c, nk->jz.nl, nk->jz.bn);
+      bool hit = m && !strcmp(m, k);
+      g_free(m);
+      if (hit) {
+        snprintf(out, len, "'%s%s' (mmagic's '%s')", nk->prefix, c, k);
+        return;
+      }
+    }
 }
 
 /* ---- the whole file ---------------------------------------------------------------------- */
@@ -701,6 +768,11 @@ static net_arch detect_arch(netkeys *nk) {
   if (find_key(nk, "model.model.0.conv.weight")) return ARCH_UNET;
   if (e && e->t->rank == 4 && e->t->dims[2] == 7) return ARCH_RESNET;
   if (e && e->t->rank == 4 && e->t->dims[2] == 4) return ARCH_PATCH;
+  /* The first convolution is missing or mis-shaped: tell mmagic's networks by their other module
+   * names (the original authors' keys have none of these), so that the builder names the bad key. */
+  if (has_prefix(nk, "model.model.1.model.0.conv.")) return ARCH_UNET;
+  if (has_prefix(nk, "model.3.block.")) return ARCH_RESNET;
+  if (has_prefix(nk, "model.1.conv.")) return ARCH_PATCH;
   return ARCH_NONE;
 }
 

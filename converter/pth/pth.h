@@ -318,12 +318,13 @@ const pth_tensor *pth_file_find(const pth_file *f, const char *key);
 /* The main pickle's top-level object (for reading meta). Valid until pth_file_free. */
 const pth_value *pth_file_root(const pth_file *f);
 
-/* Frees the result, its converted tensors and its mapping. NULL is accepted. */
 /* Lets the kernel drop the pages of a mapped zip checkpoint read so far; they come back from the
  * page cache when a tensor is read again, so every pointer stays valid. Lowers the resident
  * memory of a caller that copies the tensors out network by network. Does nothing for a file read
  * into memory (legacy format) or one whose mapping had to be written to. */
 void pth_file_release_pages(pth_file *f);
+
+/* Frees the result, its converted tensors and its mapping. NULL is accepted. */
 void pth_file_free(pth_file *f);
 
 #ifdef __cplusplus

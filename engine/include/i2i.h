@@ -406,7 +406,8 @@ typedef struct {
   int provisional;            /* domain labels uncertain upstream */
 } i2i_manifest_entry;
 
-/* The number of directions in the manifest; 0 with a message if it cannot be parsed. */
+/* The number of directions in the manifest; 0 with a message if it cannot be parsed (a bad
+ * sha256 prefix or score, a repeated task or label, or no direction at all). */
 size_t i2i_manifest_count(i2i_ctx *ctx);
 /* The i-th direction, NULL out of range. Valid while the context lives. */
 const i2i_manifest_entry *i2i_manifest_get(i2i_ctx *ctx, size_t i);

@@ -32,14 +32,27 @@ static const char *kf_str(GKeyFile *kf, GStringChunk *sc, const char *group, con
   return r;
 }
 
-static double kf_num(GKeyFile *kf, const char *group, const char *key) {
+/* A reported score into *d: -1 when the key is absent; false when it is present but not a
+ * non-negative number (a typo must not silently read as "no score"). */
+static bool kf_score(GKeyFile *kf, const char *group, const char *key, double *d) {
+  *d = -1;
   gchar *v = g_key_file_get_string(kf, group, key, NULL);
-  if (!v) return -1;
+  if (!v) return true;
+  g_strstrip(v);
   char *end;
-  double d = g_ascii_strtod(v, &end);
-  bool ok = end != v && *end == 0;
+  double x = g_ascii_strtod(v, &end);
+  bool ok = end != v && *end == 0 && x >= 0 && x < 1e9; /* also false for nan and inf */
   g_free(v);
-  return ok ? d : -1;
+  if (ok) *d = x;
+  return ok;
+}
+
+/* The sha256 prefix of a published file name: exactly 8 hex digits ("fcf08dc1"). */
+static bool sha_prefix_ok(const char *s) {
+  if (strlen(s) != 8) return false;
+  for (int i = 0; i < 8; i++)
+    if (!g_ascii_isxdigit(s[i])) return false;
+  return true;
 }
 
 static bool file_safe(const char *t) {
@@ -76,12 +89,16 @@ static i2i_status manifest_parse(i2i_ctx *ctx, const char *text, size_t len, con
     e->target_domain = kf_str(kf, mf->strings, groups[i], "target", &miss);
     e->source_side = kf_str(kf, mf->strings, groups[i], "source_side", NULL);
     e->provisional = g_key_file_get_boolean(kf, groups[i], "provisional", NULL);
-    e->fid = kf_num(kf, groups[i], "fid");
-    e->is = kf_num(kf, groups[i], "is");
+    bool scores_ok = kf_score(kf, groups[i], "fid", &e->fid);
+    scores_ok &= kf_score(kf, groups[i], "is", &e->is);
     char cg[256];
     snprintf(cg, sizeof cg, "checkpoint %s", ck);
     if (miss || !g_key_file_has_group(kf, cg)) {
       st = i2i_fail(ctx, I2I_E_FORMAT, "manifest %s: direction '%s' lacks checkpoint, label, source or target, or names an unknown checkpoint", origin, task);
+      break;
+    }
+    if (!scores_ok) {
+      st = i2i_fail(ctx, I2I_E_FORMAT, "manifest %s: direction '%s': fid or is is not a non-negative number", origin, task);
       break;
     }
     e->checkpoint = kf_str(kf, mf->strings, cg, "file", &miss);
@@ -93,6 +110,11 @@ static i2i_status manifest_parse(i2i_ctx *ctx, const char *text, size_t len, con
     if (miss || !file_safe(task) || (strcmp(e->channel_order, "bgr") && strcmp(e->channel_order, "rgb")) ||
         (strcmp(e->family, "resnet") && strcmp(e->family, "unet"))) {
       st = i2i_fail(ctx, I2I_E_FORMAT, "manifest %s: direction '%s' or its checkpoint is incomplete or invalid", origin, task);
+      break;
+    }
+    if (!sha_prefix_ok(e->sha256_prefix)) {
+      st = i2i_fail(ctx, I2I_E_FORMAT, "manifest %s: [%s] (direction '%s'): sha256 '%s' is not 8 hex digits "
+                    "(the prefix in the published file name)", origin, cg, task, e->sha256_prefix);
       break;
     }
     size_t tl = strlen(task);
@@ -114,6 +136,7 @@ static i2i_status manifest_parse(i2i_ctx *ctx, const char *text, size_t len, con
   }
   g_strfreev(groups);
   g_key_file_free(kf);
+  if (!st && !mf->n) st = i2i_fail(ctx, I2I_E_FORMAT, "manifest %s: no [direction TASK] group", origin);
   if (st) {
     g_string_chunk_free(mf->strings);
     g_free(mf->e);
@@ -136,7 +159,9 @@ static struct i2i_manifest *manifest(i2i_ctx *ctx) {
       st = i2i_fail(ctx, I2I_E_IO, "manifest '%s' (I2I_MANIFEST): %s", path, err ? err->message : "unreadable");
       g_clear_error(&err);
     } else {
-      st = manifest_parse(ctx, text, len, path);
+      gchar *origin = g_strdup_printf("'%s' (I2I_MANIFEST)", path);
+      st = manifest_parse(ctx, text, len, origin);
+      g_free(origin);
       g_free(text);
     }
   } else {

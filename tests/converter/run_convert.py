@@ -8,7 +8,10 @@ module's on the BGR image (or RGB for RGB files) within 1e-4, Pix2Pix in determi
 faithful modes; every discriminator, run by the fixtures' ONNX interpreter, equals torch's; and
 hostile or broken files (pickle payloads in the weights and in meta, bad storages, sizes and
 strides, a zip entry outside the file, truncation, an unknown architecture, an empty file, a
-directory, an old layout with no known colour order) are refused, or kept inert, with a message.
+directory, an old layout with no known colour order) are refused, or kept inert, with a message;
+missing, unexpected and mis-shaped keys (mmagic and original-authors layouts) are refused with
+nothing written and the key named; a broken I2I_MANIFEST makes convert and inspect warn (file and
+problem named) and go on with the built-in manifest.
 
 Usage: run_convert.py BUILD_DIR SOURCE_DIR WORK_DIR [--full]. Ends with "N passed, N failed".
 """
@@ -150,6 +153,7 @@ if pub:
                 "i2i.source_checkpoint": pub[0]["file"], "i2i.value_range": "-1,1"}
         bad = {k: (meta.get(k), v) for k, v in want.items() if meta.get(k) != v}
         check(not bad, "published file: metadata", str(bad))
+    check("warning" not in r.stderr, "a sound I2I_MANIFEST: no warning", r.stderr.strip()[:300])
 
 # ---- task names and domains of files outside the manifest --------------------------------------
 def meta_of(path):
@@ -183,6 +187,39 @@ if pub:
     names_and_domains(own, ["--channel-order", "rgb"],
                       {"summer2winter": ("summer", "winter"), "winter2summer": ("winter", "summer")},
                       "own mmagic checkpoint")
+
+# ---- a broken I2I_MANIFEST: convert and inspect warn, naming the file and the problem, and go on
+# with the built-in manifest (the file below carries a published name the built-in one knows) ---
+if pub:
+    pd = os.path.join(work, "published_name")
+    os.makedirs(pd, exist_ok=True)
+    pp = os.path.join(pd, "cyclegan_lsgan_resnet_in_1x1_246200_summer2winter_convert-bgr_20210902_165932-fcf08dc1.pth")
+    if os.path.lexists(pp):
+        os.remove(pp)
+    os.symlink(os.path.abspath(os.path.join(ck, pub[0]["file"])), pp)
+    broken = os.path.join(work, "broken.manifest")
+    open(broken, "w").write(open(os.path.join(src, "weights", "manifest")).read()
+                            .replace("sha256=fcf08dc1", "sha256=fcf08dc"))
+    notext = os.path.join(work, "not-a-key-file.manifest")
+    open(notext, "w").write("this is not a key file\n")
+    for label, mf, why in (("a 7-digit sha256", broken, r"\[checkpoint cyclegan-summer2winter\].*sha256 'fcf08dc' is not 8 hex digits"),
+                           ("a missing file", os.path.join(work, "no-such.manifest"), r"No such file|[Ff]ailed to open"),
+                           ("not a key file", notext, r"\S")):
+        env = dict(os.environ, I2I_MANIFEST=mf)
+        warning = r"warning: manifest '%s' \(I2I_MANIFEST\): .*(%s).*using the built-in manifest" % (re.escape(mf), why)
+        out = os.path.join(work, "out", "broken_manifest")
+        shutil.rmtree(out, ignore_errors=True)
+        r = run([i2i, "convert", pp, "-o", out], env=env)
+        files = sorted(os.listdir(out)) if os.path.isdir(out) else []
+        label_meta = meta_of(os.path.join(out, "winter2summer.onnx")).get("i2i.menu_label") if "winter2summer.onnx" in files else None
+        check(r.returncode == 0 and re.search("i2i convert: " + warning, r.stderr) is not None and
+              "(from the manifest)" in r.stdout and label_meta == "Winter to Summer",
+              "I2I_MANIFEST with %s: convert warns and uses the built-in manifest" % label,
+              "rc %d, label %s: %s" % (r.returncode, label_meta, r.stderr.strip()[:300]))
+        ins = run([i2i, "inspect", "--brief", pp], env=env)
+        check(ins.returncode == 0 and re.search("i2i inspect: " + warning, ins.stderr) is not None and
+              "published:   yes" in ins.stdout, "I2I_MANIFEST with %s: inspect warns and uses the built-in manifest" % label,
+              ins.stderr.strip()[:300])
 
 # ---- hostile and broken files ------------------------------------------------------------------
 
@@ -315,6 +352,75 @@ bad("a directory", hd, r"directory")
 p = os.path.join(hd, "text.pth")
 open(p, "w").write("not a checkpoint\n")
 bad("not a checkpoint", p, r"not a|unknown|format|magic")
+
+# ---- missing, unexpected and mis-shaped keys: exit 1, nothing written, the key named --------------
+# (the converter reports the first problem of a network; keys that set the architecture's shape,
+# such as a block's first weight or a U-Net level's down convolution, must be named too, not
+# change the shape and blame another key)
+
+
+def keyed(name, c, edit, want):
+    """Loads checkpoint c with torch, applies edit to its state dict, saves it, expects a refusal."""
+    obj = torch.load(os.path.join(ck, c["file"]))
+    sd = obj["state_dict"] if "state_dict" in obj else obj
+    edit(sd)
+    p = os.path.join(hd, "keys_%s.pth" % re.sub(r"[^A-Za-z0-9]+", "_", name))
+    torch.save(obj, p)
+    bad(name, p, want, "--channel-order", "rgb")
+
+
+def rm(k):
+    return lambda sd: sd.pop(k)
+
+
+def add(k, like):
+    return lambda sd: sd.__setitem__(k, sd[like].clone())
+
+
+def edit(k, f):
+    return lambda sd: sd.__setitem__(k, f(sd[k]))
+
+
+def q(k):
+    return re.escape("'%s'" % k)
+
+
+one = lambda pred: ([c for c in man["checkpoints"] if pred(c)] or [None])[0]  # noqa: E731
+s2w = one(lambda c: c["layout"] == "mmagic" and "summer2winter_convert-bgr_20210902" in c["file"])
+e2s = one(lambda c: c["layout"] == "mmagic" and "edges2shoes" in c["file"])
+jres = one(lambda c: c["layout"] == "junyanz" and c["file"].endswith("horse2zebra.pth"))
+junet = one(lambda c: c["layout"] == "junyanz" and c["file"].endswith("facades_label2photo.pth"))
+if s2w:
+    G, W, D = "generators.summer.", "generators.winter.", "discriminators.winter."
+    keyed("missing key", s2w, rm(G + "model.3.block.0.conv.bias"), "missing key " + q(G + "model.3.block.0.conv.bias"))
+    keyed("unexpected key", s2w, add(G + "model.3.block.0.conv.scale", G + "model.3.block.0.conv.bias"),
+          "unexpected key " + q(G + "model.3.block.0.conv.scale"))
+    keyed("mis-shaped tensor", s2w, edit(W + "model.1.conv.weight", lambda t: t[:, :, :, :2].clone()),
+          q(W + "model.1.conv.weight") + r" has shape \[\d+, \d+, 3, 2\] \(float32\), expected \[\d+, \d+, 3, 3\]")
+    keyed("missing block weight", s2w, rm(G + "model.5.block.0.conv.weight"), "missing key " + q(G + "model.5.block.0.conv.weight"))
+    keyed("missing first conv", s2w, rm(W + "model.0.conv.weight"), "missing key " + q(W + "model.0.conv.weight"))
+    keyed("missing discriminator weight", s2w, rm(D + "model.2.conv.weight"), "missing key " + q(D + "model.2.conv.weight"))
+    keyed("int64 tensor", s2w, edit(W + "model.1.conv.bias", lambda t: t.long()),
+          q(W + "model.1.conv.bias") + r" has shape \[\d+\] \(int64\)")
+    keyed("key outside the networks", s2w, add("ema.model.0.conv.weight", G + "model.0.conv.weight"),
+          "unexpected key " + q("ema.model.0.conv.weight"))
+if e2s:
+    P = "generators.photo.model.model.1.model.1."
+    keyed("missing U-Net level conv", e2s, rm(P + "model.0.conv.weight"), "missing key " + q(P + "model.0.conv.weight"))
+    keyed("missing BatchNorm running_var", e2s, rm(P + "model.0.bn.running_var"), "missing key " + q(P + "model.0.bn.running_var"))
+    keyed("missing discriminator BatchNorm", e2s, rm("discriminators.photo.model.1.bn.weight"),
+          "missing key " + q("discriminators.photo.model.1.bn.weight"))
+if jres:
+    keyed("original authors: missing key", jres, rm("model.10.conv_block.5.weight"),
+          "missing key " + q("model.10.conv_block.5.weight"))
+    keyed("original authors: missing block weight", jres, rm("model.11.conv_block.1.weight"),
+          "missing key " + q("model.11.conv_block.1.weight"))
+    keyed("original authors: unexpected key", jres, add("model.10.conv_block.1.extra", "model.10.conv_block.1.bias"),
+          "unexpected key " + q("model.10.conv_block.1.extra"))
+if junet:
+    ks = list(torch.load(os.path.join(ck, junet["file"])).keys())
+    inner = max((k for k in ks if k.startswith("model.model.1.model.") and k.endswith(".1.weight")), key=len)
+    keyed("original authors: missing innermost conv", junet, rm(inner), "missing key " + q(inner))
 
 print("%d passed, %d failed" % (passed, failed))
 sys.exit(1 if failed else 0)
