@@ -1,12 +1,15 @@
 /* golden.c: the library side of the golden tests, driven by run_golden.py.
  *
- *   golden run MODEL IN.npy REF.npy MODE SEED TOL   i2i_run on IN; max |out - REF| <= TOL
+ *   golden run MODEL IN.npy REF.npy MODE SEED TOL   i2i_run on IN; every output finite and
+ *                                                   max |out - REF| <= TOL (TOL may be inf)
  *   golden ops MODEL                                compute-op counts of the folded graph
  *   golden philox DUMP.bin N SEED                   Philox4x32-10 equals philox.py's dump
+ *   golden mask DUMP.bin SEED ORDINAL N,C,H,W STEP RATIO
+ *                                                   dropout_keep equals philox.py --mask-dump
  *   golden dropfrac MODEL SIZE SEED                 dropped fraction of each Dropout layer
  *   golden tiles MODEL IN.npy MODE                  budgets forcing 1, ~4 and many tiles agree
- * It links the engine statically and reaches rng.c's Philox (an engine internal) for the
- * known-answer comparison; everything else goes through the public API.
+ * It links the engine statically and reaches rng.c's Philox and dropout_keep (engine internals)
+ * for the comparisons with philox.py; everything else goes through the public API.
  */
 #include <math.h>
 #include <stdbool.h>
@@ -67,16 +70,23 @@ static int cmd_run(int argc, char **argv) {
     printf("reference is %dx%d, input %dx%d\n", ref.width, ref.height, in.width, in.height);
     return 1;
   }
+  size_t nonfinite = 0; /* fmax ignores NaN: count them apart */
   for (size_t i = 0; i < n; i++)
-    for (int c = 0; c < 3; c++) maxd = fmax(maxd, fabs((double)y[i * 3 + (size_t)c] - ref.rgba[i * 4 + (size_t)c]));
-  printf("max_abs %.3g\n", maxd);
+    for (int c = 0; c < 3; c++) {
+      float v = y[i * 3 + (size_t)c];
+      nonfinite += !isfinite(v);
+      maxd = fmax(maxd, fabs((double)v - ref.rgba[i * 4 + (size_t)c]));
+    }
+  printf("max_abs %.3g", maxd);
+  if (nonfinite) printf(", %zu non-finite outputs", nonfinite);
+  printf("\n");
   free(x);
   free(y);
   i2i_npy_free(&in);
   i2i_npy_free(&ref);
   i2i_model_free(m);
   i2i_ctx_free(ctx);
-  return maxd <= tol ? 0 : 1;
+  return maxd <= tol && !nonfinite ? 0 : 1;
 }
 
 static int cmd_ops(int argc, char **argv) {
@@ -131,6 +141,61 @@ static int cmd_philox(int argc, char **argv) {
   fclose(f);
   printf("philox: %lu of %lu counters differ\n", bad, n);
   return bad ? 1 : 0;
+}
+
+/* Parses "N,C,H,W" into four positive ints. */
+static bool parse_shape(const char *s, int d[4]) {
+  char *end;
+  for (int i = 0; i < 4; i++) {
+    long v = strtol(s, &end, 10);
+    if (end == s || v < 1 || v > (1L << 20) || (i < 3 ? *end != ',' : *end != 0)) return false;
+    d[i] = (int)v;
+    s = end + 1;
+  }
+  return (double)d[0] * d[1] * d[2] * d[3] <= (double)(1L << 26);
+}
+
+static int cmd_mask(int argc, char **argv) {
+  if (argc != 8) return 2;
+  uint64_t seed = strtoull(argv[3], NULL, 0);
+  uint32_t ordinal = (uint32_t)strtoul(argv[4], NULL, 0);
+  int d[4];
+  if (!parse_shape(argv[5], d)) {
+    printf("bad shape '%s'\n", argv[5]);
+    return 2;
+  }
+  uint64_t step = strtoull(argv[6], NULL, 0);
+  /* the engine holds the ratio as float32 (engine/src/internal.h dropout_consts) */
+  float ratio = strtof(argv[7], NULL);
+  double th = floor((double)ratio * 4294967296.0);
+  uint32_t threshold = th >= 4294967295.0 ? 0xffffffffu : (uint32_t)th;
+  float scale = 1.0f / (1.0f - ratio);
+  FILE *f = fopen(argv[2], "rb");
+  if (!f) {
+    printf("cannot open %s\n", argv[2]);
+    return 1;
+  }
+  unsigned long bad = 0, kept = 0, total = 0, badval = 0;
+  for (int n = 0; n < d[0]; n++)
+    for (int c = 0; c < d[1]; c++)
+      for (int y = 0; y < d[2]; y++)
+        for (int x = 0; x < d[3]; x++, total++) {
+          float want;
+          if (fread(&want, sizeof want, 1, f) != 1) {
+            fclose(f);
+            printf("dump too short at element %lu\n", total);
+            return 1;
+          }
+          badval += want != 0.0f && want != scale;
+          bool keep = dropout_keep(seed, (uint32_t)x, (uint32_t)y, (uint32_t)c, (uint32_t)n, ordinal, step, threshold);
+          kept += keep;
+          bad += keep != (want != 0.0f);
+        }
+  bool extra = fgetc(f) != EOF;
+  fclose(f);
+  printf("mask: %lu of %lu differ, kept %.4f%s%s\n", bad, total, (double)kept / (double)total,
+         badval ? ", python values other than 0 and the scale" : "", extra ? ", dump too long" : "");
+  return bad || badval || extra ? 1 : 0;
 }
 
 static int cmd_dropfrac(int argc, char **argv) {
@@ -217,8 +282,9 @@ static int cmd_tiles(int argc, char **argv) {
   size_t n = (size_t)in.width * (size_t)in.height * 3;
   double d4 = 0, dn = 0;
   for (size_t i = 0; i < n; i++) {
-    d4 = fmax(d4, fabs((double)four[i] - whole[i]));
-    dn = fmax(dn, fabs((double)many[i] - whole[i]));
+    double e4 = fabs((double)four[i] - whole[i]), en = fabs((double)many[i] - whole[i]);
+    d4 = isnan(e4) || !isfinite(whole[i]) ? INFINITY : fmax(d4, e4); /* fmax ignores NaN */
+    dn = isnan(en) || !isfinite(whole[i]) ? INFINITY : fmax(dn, en);
   }
   printf("tiles %d / %d / %d: max_abs %.3g / %.3g (workspace %.1f / %.1f / %.1f MiB, %d whole-image intermediates)\n",
          r1.tiles, r4.tiles, rn.tiles, d4, dn, r1.workspace_bytes / 1048576.0, r4.workspace_bytes / 1048576.0,
@@ -239,6 +305,7 @@ int main(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "ops")) return cmd_ops(argc, argv);
   if (argc >= 2 && !strcmp(argv[1], "philox")) return cmd_philox(argc, argv);
   if (argc >= 2 && !strcmp(argv[1], "dropfrac")) return cmd_dropfrac(argc, argv);
-  fprintf(stderr, "usage: golden run|ops|philox|dropfrac ...\n");
+  if (argc >= 2 && !strcmp(argv[1], "mask")) return cmd_mask(argc, argv);
+  fprintf(stderr, "usage: golden run|ops|philox|dropfrac|tiles|mask ...\n");
   return 2;
 }
