@@ -182,6 +182,8 @@ bool i2i_layer_write(i2i_gimp_drawable d, const i2i_layer *L, const float *resul
   }
   gegl_buffer_flush(shadow);
   g_object_unref(shadow);
+  /* the commit point: until GIMP's merge the layer is untouched (tests/gimp/safety kills around it) */
+  i2i_vlog("shadow buffer written: merging it into the layer");
   gimp_drawable_merge_shadow(d, TRUE);
   gimp_drawable_update(d, L->mx, L->my, L->mw, L->mh);
   return true;
