@@ -184,6 +184,19 @@ static void build(i2i_ui *u, gtk2_widgets *w, const char *title) {
       g_strlcpy(u->o.model, u->models[0].task, sizeof u->o.model);
     }
     gtk_combo_box_set_active(GTK_COMBO_BOX(w->model_combo), active);
+    if (i2i_verbose()) { /* the list as the combo holds it (tests/gimp/interactive reads this line) */
+      GtkTreeModel *tm = gtk_combo_box_get_model(GTK_COMBO_BOX(w->model_combo));
+      GString *s = g_string_new(NULL);
+      GtkTreeIter it;
+      for (gboolean more = gtk_tree_model_get_iter_first(tm, &it); more; more = gtk_tree_model_iter_next(tm, &it)) {
+        gchar *t = NULL;
+        gtk_tree_model_get(tm, &it, 0, &t, -1);
+        g_string_append_printf(s, "%s[%s]", s->len ? " " : "", t ? t : "");
+        g_free(t);
+      }
+      i2i_vlog("model list: %d entries: %s", gtk_tree_model_iter_n_children(tm, NULL), s->str);
+      g_string_free(s, TRUE);
+    }
     g_signal_connect(w->model_combo, "changed", G_CALLBACK(on_model), u);
     row = attach_row(table, row, "_Model:", w->model_combo, NULL);
   }

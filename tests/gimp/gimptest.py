@@ -3,9 +3,10 @@
 What it is: the throw-away GIMP profile and `meson install` of the plug-in from an empty HOME,
 the fixture models (make_models.py + `i2i convert`), structured test photographs cut from the
 GIMP splash photo (Debian gimp-data), a small PNG reader/writer for 8- and 16-bit files (PIL
-reads 16-bit RGB as 8-bit), gimp-console batch calls with per-command markers, and the
-"N passed, N failed" bookkeeping. What it is not: a GIMP binding; everything goes through
-gimp-console's Script-Fu batch mode, as a user's script would.
+reads 16-bit RGB as 8-bit), a 32-bit float TIFF reader/writer and the sRGB curve, gimp-console
+batch calls with per-command markers, and the "N passed, N failed" bookkeeping. What it is
+not: a GIMP binding; everything goes through gimp-console's Script-Fu batch mode, as a user's
+script would.
 """
 import os
 import shutil
@@ -137,6 +138,65 @@ def png_read(path):
     else:
         arr = out.reshape(h, w, c)
     return arr, depth
+
+
+# ------------------------------------------------------------------------------------------
+# TIFF, 32-bit float RGB only (what `i2i translate` reads and writes for float pictures):
+# uncompressed and interleaved, one strip on writing, any strips on reading
+
+
+def tiff_write_float(path, arr):
+    """Writes HxWx3 float32 values as they are (R'G'B', no colour profile)."""
+    a = np.ascontiguousarray(arr, dtype='<f4')
+    h, w, c = a.shape
+    data = a.tobytes()
+    ifd_at = 8 + len(data)
+    n = 11
+    extra = ifd_at + 2 + 12 * n + 4          # BitsPerSample and SampleFormat values follow the IFD
+    tags = [(256, 4, 1, w), (257, 4, 1, h), (258, 3, c, extra), (259, 3, 1, 1), (262, 3, 1, 2), (273, 4, 1, 8),
+            (277, 3, 1, c), (278, 4, 1, h), (279, 4, 1, len(data)), (284, 3, 1, 1), (339, 3, c, extra + 2 * c)]
+    ifd = struct.pack('<H', n)
+    for tag, typ, cnt, v in tags:
+        ifd += struct.pack('<HHI', tag, typ, cnt) + (struct.pack('<HH', v, 0) if typ == 3 and cnt == 1
+                                                     else struct.pack('<I', v))
+    ifd += struct.pack('<I', 0) + struct.pack('<%dH' % c, *[32] * c) + struct.pack('<%dH' % c, *[3] * c)
+    with open(path, 'wb') as f:
+        f.write(b'II*\0' + struct.pack('<I', ifd_at) + data + ifd)
+
+
+def tiff_read_float(path):
+    """Reads an uncompressed, interleaved 32-bit float TIFF; returns HxWxC float32."""
+    d = open(path, 'rb').read()
+    e = '<' if d[:2] == b'II' else '>'
+    at = struct.unpack(e + 'I', d[4:8])[0]
+    size = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 7: 1, 11: 4, 12: 8}
+    fmt = {1: 'B', 2: 'B', 3: 'H', 4: 'I', 5: 'I', 7: 'B', 11: 'f', 12: 'd'}
+    t = {}
+    for i in range(struct.unpack(e + 'H', d[at:at + 2])[0]):
+        tag, typ, cnt = struct.unpack(e + 'HHI', d[at + 2 + 12 * i:at + 10 + 12 * i])
+        if typ not in size:
+            continue
+        nb = size[typ] * cnt
+        raw = d[at + 10 + 12 * i:at + 14 + 12 * i]
+        src = raw if nb <= 4 else d[struct.unpack(e + 'I', raw)[0]:][:nb]
+        t[tag] = struct.unpack(e + '%d%s' % (cnt * (2 if typ == 5 else 1), fmt[typ]), src[:nb])
+    w, h, c = t[256][0], t[257][0], t.get(277, (1,))[0]
+    if t.get(259, (1,))[0] != 1 or t.get(284, (1,))[0] != 1 or set(t[258]) != {32} or set(t.get(339, (1,))) != {3}:
+        raise ValueError('%s: not an uncompressed interleaved 32-bit float TIFF' % path)
+    data = b''.join(d[o:o + n] for o, n in zip(t[273], t[279]))
+    return np.frombuffer(data, e + 'f4', w * h * c).reshape(h, w, c).astype(np.float32)
+
+
+def srgb_encode(v):
+    """Linear light -> sRGB-encoded (perceptual) values, float64 (the sRGB curve babl uses)."""
+    v = np.asarray(v, np.float64)
+    return np.where(v <= 0.0031308, v * 12.92, 1.055 * np.power(np.maximum(v, 0.0031308), 1 / 2.4) - 0.055)
+
+
+def srgb_decode(v):
+    """sRGB-encoded -> linear light, float64."""
+    v = np.asarray(v, np.float64)
+    return np.where(v <= 0.04045, v / 12.92, np.power((np.maximum(v, 0.04045) + 0.055) / 1.055, 2.4))
 
 
 # ------------------------------------------------------------------------------------------
