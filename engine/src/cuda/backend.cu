@@ -46,6 +46,14 @@ int cu_fail_cuda(cu_backend *B, cudaError_t e, const char *what) {
   return cu_fail(B, kind, "%s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
 }
 
+/* "39 KiB", "3.3 MiB", "2.0 GiB" */
+static const char *human(char *buf, size_t len, uint64_t bytes) {
+  if (bytes < ((uint64_t)1 << 20)) snprintf(buf, len, "%.0f KiB", bytes / 1024.0);
+  else if (bytes < ((uint64_t)1 << 30)) snprintf(buf, len, "%.1f MiB", bytes / 1048576.0);
+  else snprintf(buf, len, "%.1f GiB", bytes / 1073741824.0);
+  return buf;
+}
+
 int cu_malloc(cu_backend *B, void **p, size_t bytes, const char *what) {
   *p = NULL;
   if (B->fault_armed && (B->fault == FAULT_OOM || B->fault == FAULT_OOM_ONCE)) {
@@ -53,6 +61,12 @@ int cu_malloc(cu_backend *B, void **p, size_t bytes, const char *what) {
     return cu_fail(B, CE_OOM, "cudaMalloc of %.1f MiB for the %s: out of memory (cudaErrorMemoryAllocation, injected by "
                               "I2I_CUDA_FAULT)",
                    bytes / 1048576.0, what);
+  }
+  if (B->run_budget && (uint64_t)B->stats.device_bytes + bytes > B->run_budget) {
+    char a[32], b[32], c[32];
+    return cu_fail(B, CE_BUDGET, "%s for the %s would pass the device budget of %s (%s held)",
+                   human(a, sizeof a, bytes), what, human(b, sizeof b, B->run_budget),
+                   human(c, sizeof c, B->stats.device_bytes));
   }
   cudaError_t e = cudaMalloc(p, bytes ? bytes : 1);
   if (e != cudaSuccess) {

@@ -267,6 +267,13 @@ static int conv_step_run(cu_backend *B, i2i_ctx *ctx, const i2i_model *m, const 
   if (bg.transpose && (bg.oph >= bg.sh || bg.opw >= bg.sw))
     return cu_fail(B, CE_UNSUPPORTED, "ConvTranspose '%s': output padding not below the stride", n->name);
   cu_weights *W;
+  if (st->device_budget) {
+    /* inside a budget only this model's float32 weights stay: other cached plans, models or the
+     * fp16 filters would take room the bands need */
+    int k = weights_get(B, m, 0, &W);
+    if (k && k != CE_BUDGET) return k;
+    if (k || B->stats.device_bytes > W->w32_bytes) cu_free_caches(B);
+  }
   CU_OK(weights_get(B, m, 0, &W));
   size_t woff;
   size_t wn = (size_t)n->conv.kernel[0] * (size_t)n->conv.kernel[1] * (size_t)xs.c * (size_t)ys.c;
@@ -290,7 +297,7 @@ static int conv_step_run(cu_backend *B, i2i_ctx *ctx, const i2i_model *m, const 
   for (;;) {
     rc = run_bands(B, ctx, &bg, (int)xs.n, st->arena + plan->offset[s->in[0]], st->arena + plan->offset[s->out],
                    W->w32 + woff, bias, rows, left, st, done, s->flops, plan->total_flops);
-    if (rc != CE_OOM || rows <= unit) break;
+    if ((rc != CE_OOM && rc != CE_BUDGET) || rows <= unit) break;
     B->stats.oom_retries++;
     B->host->log(ctx, I2I_LOG_INFO, "cuda: %s; bands of %d rows next", B->err.msg, next_rows(rows, unit));
     B->err.kind = CE_OK;
@@ -307,7 +314,9 @@ i2i_status cu_conv_step(void *self, i2i_ctx *ctx, const i2i_model *m, const i2i_
   *bands = 0;
   i2i_status s0 = cu_begin(B, ctx);
   if (s0) return s0;
+  B->run_budget = st->device_budget;
   int kind = conv_step_run(B, ctx, m, plan, st, step, done, bands);
+  B->run_budget = 0;
   if (!kind) B->stats.runs += step == plan->n_steps - 1;
   return cu_finish(B, ctx, kind);
 }

@@ -82,7 +82,8 @@ void cu_free_caches(cu_backend *B);
 /* The training backend on B (train.cu); the ext table's train_open. */
 i2i_status cu_train_open(void *self, i2i_ctx *ctx, const i2i_train_backend_ops **ops, void **tself);
 
-/* Checked device allocation (counts bytes; fault injection applies). *p is NULL on failure. */
+/* Checked device allocation (counts bytes; fault injection applies; with a run budget set,
+ * passing it is CE_BUDGET). *p is NULL on failure. */
 int cu_malloc(cu_backend *B, void **p, size_t bytes, const char *what);
 /* Frees what cu_malloc returned (bytes: the size it was given; NULL is accepted). */
 void cu_free(cu_backend *B, void *p, size_t bytes);
