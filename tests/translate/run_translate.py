@@ -9,10 +9,13 @@ the same decoded pixels within one level of its bit depth (PSNR >= 40 dB for JPE
 the 16-bit output has more than 256 distinct values in a channel; `cp`-style single-file use (also
 into an existing folder); commands that would lose a file refused before anything runs (an output
 that is an input, two inputs onto one output, an image written as .npy, a bit depth the format
-cannot hold), the inputs untouched; a missing model's message naming `i2i fetch`. Usage: run_translate.py BUILD_DIR SOURCE_DIR WORK_DIR.
+cannot hold), the inputs untouched; a missing model's message naming `i2i fetch`; model lookup order
+($I2I_MODEL_PATH folders in order, then the XDG folder); --strength 0; --memory tiles, same result.
+Usage: run_translate.py BUILD_DIR SOURCE_DIR WORK_DIR.
 Ends with "N passed, N failed".
 """
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -212,5 +215,55 @@ r = subprocess.run([i2i, "translate", "winter2summer", single, os.path.join(work
                    text=True, env=env)
 check(r.returncode == 1 and "i2i fetch winter2summer" in r.stderr and not os.path.exists(os.path.join(work, "never.png")),
       "a missing model names the command that installs it", r.stderr.strip()[:200])
+
+# model lookup by task name: $I2I_MODEL_PATH's folders in order (the first holding TASK.onnx
+# wins; a folder without it is skipped), then the XDG data folder
+npy_in = os.path.join(work, "look_in.npy")
+np.save(npy_in, (np.random.default_rng(4).random((20, 28, 3)) * 2 - 1).astype(np.float32))
+first, second, xdg = (os.path.join(work, d) for d in ("look1", "look2", "lookxdg"))
+for d in (first, second, os.path.join(xdg, "i2i", "models")):
+    os.makedirs(d, exist_ok=True)
+shutil.copy(model, os.path.join(second, "mytask.onnx"))
+shutil.copy(smooth, os.path.join(xdg, "i2i", "models", "mytask.onnx"))
+
+
+def by_name(path_env, dst):
+    e = dict(os.environ, I2I_MODEL_PATH=path_env, XDG_DATA_HOME=xdg)
+    return subprocess.run([i2i, "translate", "mytask", npy_in, dst, "--backend", "cpu"], capture_output=True, text=True,
+                          env=e)
+
+
+def same_as(path_model, got, name):
+    ref = os.path.join(work, "look_ref.npy")
+    subprocess.run([i2i, "translate", path_model, npy_in, ref, "--backend", "cpu"], capture_output=True, check=True)
+    check(os.path.exists(got) and np.array_equal(np.load(got), np.load(ref)), name)
+
+
+r = by_name(first + ":" + second, os.path.join(work, "look_a.npy"))
+same_as(model, os.path.join(work, "look_a.npy"), "lookup: a colon list is searched in order; a folder without the model is skipped")
+shutil.copy(smooth, os.path.join(first, "mytask.onnx"))
+r = by_name(first + ":" + second, os.path.join(work, "look_b.npy"))
+same_as(smooth, os.path.join(work, "look_b.npy"), "lookup: the first folder holding the model wins")
+r = by_name(os.path.join(work, "nowhere"), os.path.join(work, "look_c.npy"))
+same_as(smooth, os.path.join(work, "look_c.npy"), "lookup: then the XDG data folder (~/.local/share/i2i/models)")
+
+# --strength 0 gives the input back; --memory (tiles) does not change the result
+r = subprocess.run([i2i, "translate", model, npy_in, os.path.join(work, "s0.npy"), "--backend", "cpu", "--strength", "0"],
+                   capture_output=True, text=True)
+check(r.returncode == 0 and np.abs(np.load(os.path.join(work, "s0.npy")) - np.load(npy_in)).max() < 1e-6,
+      "--strength 0 returns the input", r.stderr.strip()[:200])
+big = os.path.join(work, "big_in.npy")
+np.save(big, (np.random.default_rng(6).random((300, 200, 3)) * 2 - 1).astype(np.float32))
+outs = []
+for mem in ("0", "64K"):
+    o = os.path.join(work, "mem_%s.npy" % mem)
+    r = subprocess.run([i2i, "translate", "-v", model, big, o, "--backend", "cpu", "--memory", mem], capture_output=True,
+                       text=True)
+    tiles = re.search(r"(\d+) tiles?,", r.stderr)
+    outs.append((np.load(o) if os.path.exists(o) else None, int(tiles.group(1)) if tiles else 0))
+check(outs[0][0] is not None and outs[1][0] is not None and outs[1][1] > outs[0][1] and
+      np.abs(outs[0][0] - outs[1][0]).max() <= 1e-4,
+      "--memory 64K works in more tiles with the same result (1e-4)",
+      "tiles %d vs %d" % (outs[0][1], outs[1][1]))
 print("%d passed, %d failed" % (passed, failed))
 sys.exit(1 if failed else 0)
