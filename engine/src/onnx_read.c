@@ -414,10 +414,15 @@ static i2i_status convert_model(i2i_ctx *ctx, const Onnx__ModelProto *mp, i2i_gr
   const Onnx__GraphProto *gp = mp->graph;
   if (!gp) return i2i_fail(ctx, I2I_E_FORMAT, "the file has no graph (not an ONNX model?)");
   if (gp->n_sparse_initializer) return i2i_fail(ctx, I2I_E_UNSUPPORTED, "sparse initializers are not supported");
-  if ((uint64_t)gp->n_initializer > ctx->p.limits.max_tensors)
-    return i2i_fail(ctx, I2I_E_LIMIT, "%zu initializers, over the limit of %u", gp->n_initializer, ctx->p.limits.max_tensors);
   if ((uint64_t)gp->n_node > ctx->p.limits.max_nodes)
     return i2i_fail(ctx, I2I_E_LIMIT, "%zu nodes, over the limit of %u", gp->n_node, ctx->p.limits.max_nodes);
+  /* tensors: the initializers and the Constant nodes' values */
+  uint64_t n_tensors = gp->n_initializer;
+  for (size_t i = 0; i < gp->n_node; i++)
+    if (gp->node[i] && gp->node[i]->op_type && !strcmp(gp->node[i]->op_type, "Constant")) n_tensors++;
+  if (n_tensors > ctx->p.limits.max_tensors)
+    return i2i_fail(ctx, I2I_E_LIMIT, "%llu tensors (initializers and constants), over the limit of %u",
+                    (unsigned long long)n_tensors, ctx->p.limits.max_tensors);
   g->producer_name = i2i_strdup(ctx, mp->producer_name);
   g->producer_version = i2i_strdup(ctx, mp->producer_version);
   g->graph_name = i2i_strdup(ctx, gp->name);

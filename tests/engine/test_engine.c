@@ -239,6 +239,39 @@ static void test_bad_files(void) {
   CHECK(st == I2I_E_FORMAT && !m, "text file: %s %s", i2i_status_name(st), i2i_ctx_errmsg(ctx));
 }
 
+/* The loader's limits: a file past each is refused with I2I_E_LIMIT and the figure. */
+static void test_limits(void) {
+  struct {
+    const char *what, *needle;
+    uint64_t bytes;
+    uint32_t nodes, tensors;
+  } cases[] = {{"file size", "over the limit", 1000, 0, 0},
+               {"node count", "nodes, over the limit of 5", 0, 5, 0},
+               {"tensor count", "(initializers and constants), over the limit of 4", 0, 0, 4}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    i2i_ctx_params p;
+    i2i_ctx_default_params(&p);
+    p.backend = I2I_BACKEND_CPU;
+    if (cases[i].bytes) p.limits.max_model_bytes = cases[i].bytes;
+    if (cases[i].nodes) p.limits.max_nodes = cases[i].nodes;
+    if (cases[i].tensors) p.limits.max_tensors = cases[i].tensors;
+    i2i_ctx *c = NULL;
+    CHECK(i2i_ctx_create(&p, &c) == I2I_OK, "context with a lowered limit");
+    if (!c) continue;
+    i2i_model *m = NULL;
+    i2i_status st = i2i_model_load_file(c, wpath("small.onnx"), &m);
+    CHECK(st == I2I_E_LIMIT && !m && strstr(i2i_ctx_errmsg(c), cases[i].needle), "%s limit: %s %s", cases[i].what,
+          i2i_status_name(st), i2i_ctx_errmsg(c));
+    i2i_model_free(m);
+    i2i_ctx_free(c);
+  }
+  /* at the defaults the same file loads */
+  i2i_model *m = NULL;
+  CHECK(i2i_model_load_file(ctx, wpath("small.onnx"), &m) == I2I_OK, "small.onnx loads at the default limits: %s",
+        i2i_ctx_errmsg(ctx));
+  i2i_model_free(m);
+}
+
 static void test_truncation(void) {
   const char *files[2] = {wpath("bad/good.onnx"), wpath("small.onnx")};
   for (int fi = 0; fi < 2; fi++) {
@@ -499,6 +532,7 @@ int main(int argc, char **argv) {
   if (i2i_ctx_create(&p, &ctx) != I2I_OK) return 1;
   RUN(test_builder_round_trip);
   RUN(test_bad_files);
+  RUN(test_limits);
   RUN(test_truncation);
   RUN(test_sizes_alpha_strength);
   RUN(test_batched_dropout);
