@@ -1049,8 +1049,12 @@ i2i_status i2i_builder_add_initializer(i2i_builder *b, const char *name, int dty
   int v = graph_find_value(&b->g, name);
   if (v >= 0 && (b->g.values[v].c || b->g.values[v].producer >= 0 || v == b->g.input))
     return i2i_fail(ctx, I2I_E_ARG, "builder: '%s' is already defined", name);
+  size_t numel = 1;
+  for (int i = 0; i < rank; i++)
+    if (dims[i] < 0 || !i2i_mul_ok(numel, (size_t)dims[i], &numel) || numel > ((size_t)1 << 40))
+      return i2i_fail(ctx, I2I_E_ARG, "builder: initializer '%s' has invalid dimensions", name);
   i2i_tensor *t = tensor_new(ctx, dtype, rank, dims);
-  if (!t) return i2i_fail(ctx, I2I_E_ARG, "builder: initializer '%s' has invalid dimensions or no memory", name);
+  if (!t) return i2i_fail(ctx, I2I_E_NOMEM, "builder: out of memory for the initializer '%s'", name);
   memcpy(t->data, data, t->numel * (dtype == DT_FLOAT ? 4 : 8));
   v = graph_value(ctx, &b->g, name);
   if (v < 0) {

@@ -506,53 +506,84 @@ static void test_state_roundtrip(void) {
 }
 
 /* The k-th allocation fails: every call returns an error or succeeds, never crashes. */
-static long alloc_count, alloc_fail_at;
+static long alloc_count, alloc_fail_at, alloc_live;
 static void *failing_alloc(void *user, size_t size) {
   (void)user;
   if (++alloc_count == alloc_fail_at) return NULL;
-  return malloc(size);
+  void *p = malloc(size);
+  if (p) alloc_live++;
+  return p;
 }
 static void plain_free(void *user, void *p) {
   (void)user;
+  if (p) alloc_live--;
   free(p);
 }
 
+/* One CycleGAN trainer made and stepped in ctx; the first failing call's status (I2I_OK if none). */
+static i2i_status make_and_step(i2i_ctx *ctx) {
+  i2i_status st = I2I_OK;
+  i2i_model *g[2] = {tiny_generator(ctx, "x2y", false), NULL};
+  if (g[0]) g[1] = tiny_generator(ctx, "y2x", false);
+  if (!g[0] || !g[1]) st = I2I_E_NOMEM; /* tiny_generator reports no status: the builder ran out */
+  i2i_trainer *tr = NULL;
+  if (!st) {
+    i2i_train_params p;
+    i2i_train_default_params(&p, I2I_TRAIN_CYCLEGAN);
+    p.size = 32;
+    p.d_channels = 4;
+    p.pool_size = 1;
+    i2i_train_models tm = {g[0], g[1], NULL, NULL};
+    st = i2i_trainer_create(ctx, &p, &tm, &tr);
+    if (!st) {
+      i2i_train_report r;
+      st = feed_and_step(tr, 1, 32, 32, &r);
+      if (!st) st = feed_and_step(tr, 1, 32, 32, &r);
+    }
+    i2i_trainer_free(tr);
+  }
+  i2i_model_free(g[0]);
+  i2i_model_free(g[1]);
+  return st;
+}
+
+/* Every allocation of making two generators, a trainer and two steps fails in turn: the call
+ * that meets it returns I2I_E_NOMEM with a message (never another status, never a crash), the
+ * same context then trains normally, and nothing is left allocated once all is freed. */
 static void test_alloc_failures(void) {
-  int tried = 0, ok_runs = 0;
-  for (alloc_fail_at = 1; alloc_fail_at < 100000; alloc_fail_at += alloc_fail_at < 400 ? 1 : 37) {
+  int tried = 0, failed_ok = 0, bad_status = 0, not_usable = 0, leaked = 0;
+  char first_bad[256] = "";
+  for (alloc_fail_at = 1; alloc_fail_at < 100000; alloc_fail_at++) {
     alloc_count = 0;
+    alloc_live = 0;
     i2i_ctx_params cp;
     i2i_ctx_default_params(&cp);
     cp.backend = I2I_BACKEND_CPU;
     cp.threads = 1;
     cp.allocator = (i2i_allocator){failing_alloc, plain_free, NULL};
     i2i_ctx *ctx = NULL;
-    if (i2i_ctx_create(&cp, &ctx)) continue;
-    long before = alloc_count;
-    i2i_model *g[2] = {tiny_generator(ctx, "x2y", false), tiny_generator(ctx, "y2x", false)};
-    i2i_trainer *tr = NULL;
-    if (g[0] && g[1]) {
-      i2i_train_params p;
-      i2i_train_default_params(&p, I2I_TRAIN_CYCLEGAN);
-      p.size = 32;
-      p.d_channels = 4;
-      p.pool_size = 1;
-      i2i_train_models tm = {g[0], g[1], NULL, NULL};
-      if (!i2i_trainer_create(ctx, &p, &tm, &tr)) {
-        i2i_train_report r;
-        feed_and_step(tr, 1, 32, 32, &r);
-        i2i_trainer_free(tr);
-        ok_runs++;
-      }
-    }
-    i2i_model_free(g[0]);
-    i2i_model_free(g[1]);
-    i2i_ctx_free(ctx);
+    if (i2i_ctx_create(&cp, &ctx)) continue; /* the context itself was the failing allocation */
+    i2i_status st = make_and_step(ctx);
+    bool injected = alloc_count >= alloc_fail_at;
     tried++;
-    if (alloc_fail_at > alloc_count && before >= 0) break; /* past the last allocation */
+    if (st) {
+      if (st == I2I_E_NOMEM && i2i_ctx_errmsg(ctx)[0]) failed_ok++;
+      else if (!bad_status++)
+        snprintf(first_bad, sizeof first_bad, "allocation %ld: %s '%s'", alloc_fail_at, i2i_status_name(st),
+                 i2i_ctx_errmsg(ctx));
+      long keep = alloc_fail_at;
+      alloc_fail_at = 0; /* the same context, no more failures: it must work */
+      if (make_and_step(ctx) != I2I_OK) not_usable++;
+      alloc_fail_at = keep;
+    }
+    i2i_ctx_free(ctx);
+    if (alloc_live) leaked++;
+    if (!injected) break; /* past the last allocation */
   }
-  printf("    %d failure points tried, %d runs completed\n", tried, ok_runs);
-  CHECK(tried > 50 && ok_runs >= 1, "sweep");
+  printf("    %d failure points tried: %d refused with I2I_E_NOMEM and a message, %d other statuses%s%s, %d contexts "
+         "unusable after, %d leaking\n",
+         tried, failed_ok, bad_status, bad_status ? ": first " : "", first_bad, not_usable, leaked);
+  CHECK(tried > 500 && failed_ok > 0 && !bad_status && !not_usable && !leaked, "allocation-failure sweep");
 }
 
 /* Training allocates once: after the first step (plans, arenas, pool), further steps and image
