@@ -159,8 +159,37 @@ def trained_standin():
 
 
 working_resolution(full, "random", "random-weight full ResNet")
-working_resolution(trained_standin(), "graded", "trained 8-channel U-Net (colour grade)", "--pix2pix-mode",
-                   "deterministic")
+graded = trained_standin()
+working_resolution(graded, "graded", "trained 8-channel U-Net (colour grade)", "--pix2pix-mode", "deterministic")
+
+
+def comparison_picture(model, path):
+    """The README's picture: a 360x360 crop of the photo, the model's working-size output
+    upscaled, i2i's scale 512 and the model at native size, with each one's high-frequency
+    energy against the original's."""
+    nat = os.path.join(out, "photo4000_native_graded.png")
+    translate(model, ph, nat, "--scale", "0", "--pix2pix-mode", "deterministic")
+    o = Image.open(ph).convert("RGB")
+    panels = [(o, "original (4000x3000)"),
+              (Image.open(os.path.join(out, "photo512_out_graded.png")).convert("RGB").resize(o.size, Image.BILINEAR),
+               "model at 683x512, upscaled"),
+              (Image.open(os.path.join(out, "photo4000_s512_graded.png")).convert("RGB"), "i2i --scale 512 (default)"),
+              (Image.open(nat).convert("RGB"), "model at native size")]
+    x, y, s = 1700, 1250, 360
+    canvas = Image.new("RGB", (4 * s + 24, s + 26), "white")
+    from PIL import ImageDraw
+    d = ImageDraw.Draw(canvas)
+    h0 = hf_energy(np.asarray(o.convert("L")))
+    for i, (im, label) in enumerate(panels):
+        canvas.paste(im.crop((x, y, x + s, y + s)), (i * (s + 8), 26))
+        d.text((i * (s + 8) + 4, 6), label, fill="black")
+        print("  comparison: %-28s high-frequency energy %.3f of the original's" %
+              (label, hf_energy(np.asarray(im.convert("L"))) / h0), flush=True)
+    canvas.save(path, quality=88)
+    print("comparison picture written: %s" % path, flush=True)
+
+
+comparison_picture(graded, os.path.join(out, "working-resolution.jpg"))
 
 # 3. full ResNet times
 for size, scales in ((1024, ("0", "512")), (4096, ("512",) if quick else ("512", "0"))):
