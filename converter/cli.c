@@ -47,6 +47,23 @@ bool cli_parse_size(const char *s, uint64_t *bytes) {
   return true;
 }
 
+void cli_check_manifest_override(const char *cmd) {
+  const char *f = getenv("I2I_MANIFEST");
+  if (!f || !*f) return;
+  i2i_ctx *probe = cli_ctx(I2I_BACKEND_CPU, 1, 0);
+  if (!probe) return;
+  if (!i2i_manifest_count(probe)) {
+    fprintf(stderr, "i2i %s: warning: %s; using the built-in manifest instead\n", cmd, i2i_ctx_errmsg(probe));
+    g_unsetenv("I2I_MANIFEST");
+  }
+  i2i_ctx_free(probe);
+}
+
+bool cli_has_ext(const char *p, const char *ext) {
+  size_t l = strlen(p), e = strlen(ext);
+  return l > e && !g_ascii_strcasecmp(p + l - e, ext);
+}
+
 /* g_ptr_array_sort hands the comparator pointers to the elements. */
 static gint cmp_names(gconstpointer a, gconstpointer b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 

@@ -31,6 +31,15 @@ i2i_ctx *cli_ctx(i2i_backend backend, int threads, uint64_t memory);
  * as full paths sorted by name in a GPtrArray that frees them; NULL when DIR cannot be read. */
 GPtrArray *cli_list_folder(const char *dir, bool (*want)(const char *path));
 
+/* A broken $I2I_MANIFEST must not pass unnoticed: without the manifest a published file gets no
+ * task names, labels or colour order from it. Warns on stderr ("i2i <cmd>: warning: ..."), naming
+ * the file and the problem, and unsets it so the command goes on with the built-in manifest
+ * (`i2i fetch`, which needs the manifest's URLs, stops instead). */
+void cli_check_manifest_override(const char *cmd);
+
+/* True when path p ends with ext (e.g. ".npy"), ignoring ASCII case, and is longer than it. */
+bool cli_has_ext(const char *p, const char *ext);
+
 /* Prints "i2i <cmd>: <message>" to stderr. */
 void cli_error(const char *cmd, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 

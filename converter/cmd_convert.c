@@ -11,21 +11,6 @@
 #include "cli.h"
 #include "convert.h"
 
-/* A broken $I2I_MANIFEST must not pass unnoticed: without the manifest a published file gets no
- * task names, labels or colour order from it. Warns, naming the file and the problem, and goes on
- * with the built-in manifest (`i2i fetch`, which needs the manifest's URLs, stops instead). */
-static void check_manifest_override(const char *cmd) {
-  const char *f = getenv("I2I_MANIFEST");
-  if (!f || !*f) return;
-  i2i_ctx *probe = cli_ctx(I2I_BACKEND_CPU, 1, 0);
-  if (!probe) return;
-  if (!i2i_manifest_count(probe)) {
-    fprintf(stderr, "i2i %s: warning: %s; using the built-in manifest instead\n", cmd, i2i_ctx_errmsg(probe));
-    g_unsetenv("I2I_MANIFEST");
-  }
-  i2i_ctx_free(probe);
-}
-
 int cmd_convert(int argc, char **argv) {
   gchar *outdir = NULL, *order = NULL, *domains = NULL, *task = NULL;
   gboolean strict = FALSE, no_disc = FALSE;
@@ -67,7 +52,7 @@ int cmd_convert(int argc, char **argv) {
     goto out;
   }
   rc = 1;
-  check_manifest_override("convert");
+  cli_check_manifest_override("convert");
   ctx = cli_ctx(I2I_BACKEND_CPU, 1, 0);
   if (!ctx) goto out;
   if (outdir) dir = g_strdup(outdir);

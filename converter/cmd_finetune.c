@@ -32,11 +32,6 @@ typedef struct {
   bool paired;
 } dataset;
 
-static bool has_ext(const char *p, const char *ext) {
-  size_t l = strlen(p), e = strlen(ext);
-  return l > e && !g_ascii_strcasecmp(p + l - e, ext);
-}
-
 static bool is_image(const char *p) { return i2i_img_path_is_supported(p); }
 
 /* The supported images of a folder, sorted by name; NULL when it cannot be read. */
@@ -516,7 +511,7 @@ int cmd_finetune(int argc, char **argv) {
       fprintf(stderr, "i2i finetune: --batch, --size, --lr, --identity, --seed and the models come from the state; ignored\n");
   } else {
     const char *mname = argv[1];
-    if (convert_is_checkpoint(mname) || has_ext(mname, ".pth")) {
+    if (convert_is_checkpoint(mname) || cli_has_ext(mname, ".pth")) {
       char err[1024];
       convert_opts co = {.channel_order = o.channel_order};
       if (convert_load(ctx, mname, &co, &cset, err, sizeof err)) {

@@ -13,21 +13,6 @@
 #include "cli.h"
 #include "convert.h"
 
-/* A broken $I2I_MANIFEST must not pass unnoticed: without the manifest a published file gets no
- * task names, labels or colour order from it. Warns, naming the file and the problem, and goes on
- * with the built-in manifest (`i2i fetch`, which needs the manifest's URLs, stops instead). */
-static void check_manifest_override(const char *cmd) {
-  const char *f = getenv("I2I_MANIFEST");
-  if (!f || !*f) return;
-  i2i_ctx *probe = cli_ctx(I2I_BACKEND_CPU, 1, 0);
-  if (!probe) return;
-  if (!i2i_manifest_count(probe)) {
-    fprintf(stderr, "i2i %s: warning: %s; using the built-in manifest instead\n", cmd, i2i_ctx_errmsg(probe));
-    g_unsetenv("I2I_MANIFEST");
-  }
-  i2i_ctx_free(probe);
-}
-
 static const char *family_name(i2i_family f) {
   switch (f) {
   case I2I_FAMILY_RESNET: return "resnet (CycleGAN ResnetGenerator)";
@@ -159,7 +144,7 @@ int cmd_inspect(int argc, char **argv) {
   }
   const char *path = argv[1];
   if (convert_is_checkpoint(path)) {
-    check_manifest_override("inspect"); /* ONNX files do not use the manifest */
+    cli_check_manifest_override("inspect"); /* ONNX files do not use the manifest */
     return convert_inspect_checkpoint(path, strict, stdout);
   }
   return inspect_onnx(path, size, brief);

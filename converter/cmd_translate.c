@@ -36,11 +36,6 @@ static bool is_dir(const char *p) {
   return p && stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
-static bool has_ext(const char *p, const char *ext) {
-  size_t l = strlen(p), e = strlen(ext);
-  return l > e && !g_ascii_strcasecmp(p + l - e, ext);
-}
-
 /* Progress of one file mapped into the whole job's bar. */
 static int file_progress(void *user, double f) {
   job *j = user;
@@ -126,7 +121,7 @@ static bool translate_image(job *j, const char *in, const char *out, char *err, 
 }
 
 static bool is_input_file(const char *p) {
-  return i2i_img_path_is_supported(p) || (has_ext(p, ".npy") && !is_dir(p));
+  return i2i_img_path_is_supported(p) || (cli_has_ext(p, ".npy") && !is_dir(p));
 }
 
 /* Adds the supported images (and .npy files) of a folder, sorted by name, non-recursively. */
@@ -142,7 +137,7 @@ static void add_dir(GPtrArray *files, const char *dir) {
 
 static char *out_name(const char *dir, const char *in, i2i_img_type t) {
   gchar *base = g_path_get_basename(in);
-  if (t != I2I_IMG_UNKNOWN && !has_ext(base, ".npy")) {
+  if (t != I2I_IMG_UNKNOWN && !cli_has_ext(base, ".npy")) {
     char *dot = strrchr(base, '.');
     if (dot) *dot = 0;
     static const char *ext[] = {"", ".png", ".jpg", ".tif", ".webp"};
@@ -191,7 +186,7 @@ static int check_pairs(GPtrArray *ins, GPtrArray *outs, i2i_img_type out_type, i
     const char *first = g_hash_table_lookup(seen, canon);
     i2i_img_type t = out_type != I2I_IMG_UNKNOWN ? out_type : i2i_img_type_from_name(out);
     if (t == I2I_IMG_UNKNOWN) t = i2i_img_type_from_name(in);
-    const char *bp = has_ext(in, ".npy") ? NULL : bits_problem(t, bits);
+    const char *bp = cli_has_ext(in, ".npy") ? NULL : bits_problem(t, bits);
     gchar *okey = file_key(out);
     const char *clobbered = okey ? g_hash_table_lookup(inputs, okey) : NULL;
     g_free(okey);
@@ -202,8 +197,8 @@ static int check_pairs(GPtrArray *ins, GPtrArray *outs, i2i_img_type out_type, i
                clobbered);
     } else if (first) {
       snprintf(msg, sizeof msg, "'%s' and '%s' would both be written to '%s'", first, in, out);
-    } else if (has_ext(in, ".npy") != has_ext(out, ".npy")) {
-      snprintf(msg, sizeof msg, "%s", has_ext(in, ".npy") ? "a .npy input needs a .npy output"
+    } else if (cli_has_ext(in, ".npy") != cli_has_ext(out, ".npy")) {
+      snprintf(msg, sizeof msg, "%s", cli_has_ext(in, ".npy") ? "a .npy input needs a .npy output"
                                                           : "an image input needs an image output, not .npy");
     } else if (bp) {
       snprintf(msg, sizeof msg, "--bits %d does not fit '%s': %s (TIFF holds 8, 16 or 32)", bits, out, bp);
@@ -377,7 +372,7 @@ int cmd_translate(int argc, char **argv) {
     if (is_dir(in)) {
       snprintf(err, sizeof err, "cannot read the folder");
       ok = false;
-    } else if (has_ext(in, ".npy")) {
+    } else if (cli_has_ext(in, ".npy")) {
       ok = translate_npy(&j, in, out, err, sizeof err);
     } else {
       ok = translate_image(&j, in, out, err, sizeof err);

@@ -89,6 +89,17 @@ static bool has_prefix(netkeys *nk, const char *fmt, ...) {
   return false;
 }
 
+/* True when some key starts with prefix p and does not go on with `deeper` (the next level's
+ * module path): the level holds a key of its own. */
+static bool has_own_key(netkeys *nk, const char *p, const char *deeper) {
+  size_t l = strlen(p), dl = strlen(deeper);
+  for (guint i = 0; i < nk->keys->len; i++) {
+    const char *k = g_array_index(nk->keys, nkey, i).key;
+    if (!strncmp(k, p, l) && strncmp(k + l, deeper, dl)) return true;
+  }
+  return false;
+}
+
 static void shape_str(const pth_tensor *t, char *buf, size_t len) {
   size_t o = 0;
   o += (size_t)snprintf(buf + o, len - o, "[");
@@ -393,13 +404,7 @@ static int unet_depth(netkeys *nk) {
   char p[512];
   for (; d <= 16; d++) {
     unet_prefix(p, sizeof p, d);
-    size_t l = strlen(p);
-    bool own = false;
-    for (guint i = 0; i < nk->keys->len && !own; i++) {
-      const char *k = g_array_index(nk->keys, nkey, i).key;
-      own = !strncmp(k, p, l) && strncmp(k + l, "1.model.", 8);
-    }
-    if (!own) break;
+    if (!has_own_key(nk, p, "1.model.")) break;
   }
   return d;
 }
@@ -677,13 +682,7 @@ static bool normalise_junyanz(netkeys *nk, char *err, size_t errlen) {
     for (depth = 1; depth <= 16; depth++) {
       char p[512];
       junyanz_unet_prefix(p, sizeof p, depth);
-      size_t l = strlen(p);
-      bool own = false;
-      for (guint i = 0; i < nk->keys->len && !own; i++) {
-        const char *k = g_array_index(nk->keys, nkey, i).key;
-        own = !strncmp(k, p, l) && strncmp(k + l, "3.model.", 8);
-      }
-      if (!own) break;
+      if (!has_own_key(nk, p, "3.model.")) break;
     }
   } else if (t0 && t0->rank == 4 && t0->dims[2] == 4) {
     kind = 3;

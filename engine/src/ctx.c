@@ -43,12 +43,15 @@ void i2i_ctx_default_params(i2i_ctx_params *p) {
   p->limits.max_image_pixels = (uint64_t)1 << 30;
 }
 
-static i2i_backend env_backend(i2i_backend asked) {
+/* The backend asked for after the I2I_BACKEND override (which applies to AUTO only); an unknown
+ * value is ignored, and reported on ctx when ctx is not NULL (at creation only). */
+static i2i_backend env_backend(i2i_ctx *ctx, i2i_backend asked) {
   const char *e = getenv("I2I_BACKEND");
-  if (asked != I2I_BACKEND_AUTO || !e) return asked;
-  if (!strcmp(e, "cpu")) return I2I_BACKEND_CPU;
-  if (!strcmp(e, "cuda")) return I2I_BACKEND_CUDA;
-  return I2I_BACKEND_AUTO;
+  if (!e || !*e) return asked;
+  i2i_backend b = !strcmp(e, "cpu") ? I2I_BACKEND_CPU : !strcmp(e, "cuda") ? I2I_BACKEND_CUDA : I2I_BACKEND_AUTO;
+  if (ctx && b == I2I_BACKEND_AUTO && strcmp(e, "auto"))
+    i2i_log(ctx, I2I_LOG_WARNING, "I2I_BACKEND=%s is not auto, cpu or cuda: ignored", e);
+  return asked != I2I_BACKEND_AUTO ? asked : b;
 }
 
 i2i_status i2i_ctx_create(const i2i_ctx_params *p, i2i_ctx **out) {
@@ -72,10 +75,7 @@ i2i_status i2i_ctx_create(const i2i_ctx_params *p, i2i_ctx **out) {
     i2i_ctx_default_params(&dp);
     ctx->p.limits = dp.limits;
   }
-  ctx->forced = env_backend(p->backend);
-  const char *eb = getenv("I2I_BACKEND");
-  if (eb && *eb && strcmp(eb, "cpu") && strcmp(eb, "cuda") && strcmp(eb, "auto"))
-    i2i_log(ctx, I2I_LOG_WARNING, "I2I_BACKEND=%s is not auto, cpu or cuda: ignored", eb);
+  ctx->forced = env_backend(ctx, p->backend);
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   if (ncpu < 1) ncpu = 1;
   /* more threads than 4 per CPU only costs, and far more makes OpenMP fail to start them */
@@ -104,7 +104,7 @@ void i2i_ctx_set_memory_budget(i2i_ctx *ctx, uint64_t bytes) {
 void i2i_ctx_set_backend(i2i_ctx *ctx, i2i_backend backend) {
   if (!ctx) return;
   ctx->p.backend = backend;
-  ctx->forced = env_backend(backend);
+  ctx->forced = env_backend(NULL, backend);
 }
 
 void *i2i_alloc(i2i_ctx *ctx, size_t size) {

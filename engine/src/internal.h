@@ -373,6 +373,12 @@ typedef struct {
   bool acc_dx[8];        /* the backward adds into input i's gradient (a later reader wrote it) */
 } i2i_tstep;
 
+/* A norm step's statistics groups for input shape xs: per channel (batch statistics) or per
+ * image and channel; its mean and rstd are 2 x groups floats at stat_off. */
+static inline size_t tstep_norm_groups(const i2i_tstep *s, shape4 xs) {
+  return (size_t)(s->batch_stats ? xs.c : xs.n * xs.c);
+}
+
 /* A network's training plan for N x H x W: every value's place in a forward slot (activations
  * the backward needs stay until the end; others share memory by lifetime) and in the gradient
  * arena (lifetimes in reverse order), and the convolution scratch. */

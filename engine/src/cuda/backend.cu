@@ -152,8 +152,6 @@ typedef struct {
 static int run_once(cu_backend *B, i2i_ctx *ctx, const i2i_model *m, const i2i_plan *plan, i2i_run_state *st,
                     const run_req *rq) {
   if (B->fault_armed && B->fault == FAULT_STICKY) return inject_sticky(B);
-  /* a budget smaller than what the caches hold: start from empty caches */
-  if (B->run_budget && B->stats.device_bytes > B->run_budget) free_caches(B);
   cu_weights *W;
   CU_OK(weights_get(B, m, B->precision == I2I_CUDA_FP16, &W));
   struct cplan *cp;

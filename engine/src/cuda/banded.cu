@@ -74,12 +74,18 @@ static band band_of(const bgeom *g, int y0, int y1) {
   return b;
 }
 
-/* Device bytes of a band of `rows` output rows: input, output, and the workspace allowance. */
+/* Bytes of a band's input and of its (local) output. */
+static size_t band_in_bytes(const bgeom *g, const band *b) {
+  return (size_t)g->c * (size_t)b->rows * (size_t)b->xw * sizeof(float);
+}
+static size_t band_out_bytes(const bgeom *g, const band *b) {
+  return (size_t)g->m * (size_t)b->lh * (size_t)b->lw * sizeof(float);
+}
+
+/* Device bytes of the buffers of bands of `rows` output rows. */
 static size_t band_bytes(const bgeom *g, int rows) {
   band b = band_of(g, 0, rows < g->oh ? rows : g->oh);
-  size_t in = (size_t)g->c * (size_t)b.rows * (size_t)b.xw * sizeof(float);
-  size_t out = (size_t)g->m * (size_t)b.lh * (size_t)b.lw * sizeof(float);
-  return in + out;
+  return band_in_bytes(g, &b) + band_out_bytes(g, &b);
 }
 
 /* Copies the band's input from image x (c x h x w) into dst (c x rows x xw), padding as the CPU. */
@@ -170,23 +176,17 @@ static void bufs_free(cu_backend *B, band_bufs *u) {
 
 /* Runs the step for every image with bands of `rows` output rows. */
 static int run_bands(cu_backend *B, i2i_ctx *ctx, const bgeom *g, int nimg, const float *x, float *y, const float *w,
-                     const float *bias, int rows, size_t budget_left, i2i_run_state *st, double done, double flops,
+                     const float *bias, int rows, i2i_run_state *st, double done, double flops,
                      double total) {
   band_bufs u;
   memset(&u, 0, sizeof u);
   band full = band_of(g, 0, rows);
   int last_rows = g->oh % rows ? g->oh % rows : rows;
   band tail = band_of(g, g->oh - last_rows, g->oh);
-  u.dx_bytes = (size_t)g->c * (size_t)full.rows * (size_t)full.xw * sizeof(float);
-  u.dy_bytes = (size_t)g->m * (size_t)full.lh * (size_t)full.lw * sizeof(float);
-  if (tail.rows > full.rows) u.dx_bytes = (size_t)g->c * (size_t)tail.rows * (size_t)tail.xw * sizeof(float);
-  if ((size_t)tail.lh * (size_t)tail.lw > (size_t)full.lh * (size_t)full.lw)
-    u.dy_bytes = (size_t)g->m * (size_t)tail.lh * (size_t)tail.lw * sizeof(float);
-  int rc = CE_OK;
-  if (u.dx_bytes + u.dy_bytes > budget_left)
-    rc = cu_fail(B, CE_OOM, "a band of %d rows needs %.1f MiB, %.1f MiB of the device budget is left", rows,
-                 (u.dx_bytes + u.dy_bytes) / 1048576.0, budget_left / 1048576.0);
-  if (!rc) rc = cu_malloc(B, (void **)&u.dx, u.dx_bytes, "band input");
+  /* the last, shorter band never needs more than a full one */
+  u.dx_bytes = band_in_bytes(g, &full);
+  u.dy_bytes = band_out_bytes(g, &full);
+  int rc = cu_malloc(B, (void **)&u.dx, u.dx_bytes, "band input");
   if (!rc) rc = cu_malloc(B, (void **)&u.dy, u.dy_bytes, "band output");
   if (!rc) {
     u.hx = (float *)malloc(u.dx_bytes);
@@ -197,7 +197,8 @@ static int run_bands(cu_backend *B, i2i_ctx *ctx, const bgeom *g, int nimg, cons
   if (!rc && last_rows != rows) rc = band_conv(B, g, &tail, &u.dc[1]);
   /* the workspace: what is left of the budget (at most 256 MiB), for the search and the runs */
   if (!rc) {
-    size_t left = budget_left - (u.dx_bytes + u.dy_bytes), want = left < ((size_t)256 << 20) ? left : ((size_t)256 << 20);
+    size_t left = B->run_budget > B->stats.device_bytes ? (size_t)(B->run_budget - B->stats.device_bytes) : 0;
+    size_t want = left < ((size_t)256 << 20) ? left : ((size_t)256 << 20);
     want &= ~(size_t)255;
     if (want && cu_malloc(B, &u.ws, want, "convolution workspace")) {
       u.ws = NULL;
@@ -220,8 +221,7 @@ static int run_bands(cu_backend *B, i2i_ctx *ctx, const bgeom *g, int nimg, cons
       int y0 = k * rows, y1 = y0 + rows < g->oh ? y0 + rows : g->oh;
       band b = band_of(g, y0, y1);
       struct dnn_conv *dc = y1 - y0 == rows ? u.dc[0] : u.dc[1];
-      size_t bx = (size_t)g->c * (size_t)b.rows * (size_t)b.xw * sizeof(float);
-      size_t by = (size_t)g->m * (size_t)b.lh * (size_t)b.lw * sizeof(float);
+      size_t bx = band_in_bytes(g, &b), by = band_out_bytes(g, &b);
       gather(g, &b, x + xin * (size_t)img, u.hx);
       cudaError_t e = cudaMemcpyAsync(u.dx, u.hx, bx, cudaMemcpyHostToDevice, B->stream);
       if (e != cudaSuccess) {
@@ -267,14 +267,14 @@ static int conv_step_run(cu_backend *B, i2i_ctx *ctx, const i2i_model *m, const 
   if (bg.transpose && (bg.oph >= bg.sh || bg.opw >= bg.sw))
     return cu_fail(B, CE_UNSUPPORTED, "ConvTranspose '%s': output padding not below the stride", n->name);
   cu_weights *W;
-  if (st->device_budget) {
+  int k = weights_get(B, m, 0, &W);
+  if (st->device_budget && (k == CE_BUDGET || (!k && B->stats.device_bytes > W->w32_bytes))) {
     /* inside a budget only this model's float32 weights stay: other cached plans, models or the
      * fp16 filters would take room the bands need */
-    int k = weights_get(B, m, 0, &W);
-    if (k && k != CE_BUDGET) return k;
-    if (k || B->stats.device_bytes > W->w32_bytes) cu_free_caches(B);
+    cu_free_caches(B);
+    k = weights_get(B, m, 0, &W);
   }
-  CU_OK(weights_get(B, m, 0, &W));
+  CU_OK(k);
   size_t woff;
   size_t wn = (size_t)n->conv.kernel[0] * (size_t)n->conv.kernel[1] * (size_t)xs.c * (size_t)ys.c;
   CU_OK(weight_offset(B, m, n->in[1], wn, &woff));
@@ -288,6 +288,8 @@ static int conv_step_run(cu_backend *B, i2i_ctx *ctx, const i2i_model *m, const 
   if (held >= budget)
     return cu_fail(B, CE_BUDGET, "the model's weights (%.1f MiB) fill the device budget of %.1f MiB", held / 1048576.0,
                    budget / 1048576.0);
+  /* from here every allocation is held to the budget (cu_malloc) */
+  B->run_budget = budget;
   size_t left = budget - held;
   /* the tallest band whose buffers take at most half of what is left (the rest: workspace) */
   /* a transposed convolution's bands start at multiples of its stride (one band shape) */
@@ -296,7 +298,7 @@ static int conv_step_run(cu_backend *B, i2i_ctx *ctx, const i2i_model *m, const 
   int rc;
   for (;;) {
     rc = run_bands(B, ctx, &bg, (int)xs.n, st->arena + plan->offset[s->in[0]], st->arena + plan->offset[s->out],
-                   W->w32 + woff, bias, rows, left, st, done, s->flops, plan->total_flops);
+                   W->w32 + woff, bias, rows, st, done, s->flops, plan->total_flops);
     if ((rc != CE_OOM && rc != CE_BUDGET) || rows <= unit) break;
     B->stats.oom_retries++;
     B->host->log(ctx, I2I_LOG_INFO, "cuda: %s; bands of %d rows next", B->err.msg, next_rows(rows, unit));
@@ -314,7 +316,7 @@ i2i_status cu_conv_step(void *self, i2i_ctx *ctx, const i2i_model *m, const i2i_
   *bands = 0;
   i2i_status s0 = cu_begin(B, ctx);
   if (s0) return s0;
-  B->run_budget = st->device_budget;
+  B->run_budget = st->device_budget; /* conv_step_run sets the automatic one once it knows it */
   int kind = conv_step_run(B, ctx, m, plan, st, step, done, bands);
   B->run_budget = 0;
   if (!kind) B->stats.runs += step == plan->n_steps - 1;

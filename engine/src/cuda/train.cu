@@ -233,7 +233,7 @@ static int net_setup(cu_train *T, const i2i_tnet *net, tnet_dev *d) {
     const i2i_node *nd = &g->nodes[s->node];
     shape4 xs = p->shape[s->in[0]], ys = p->shape[s->out];
     if (s->op == OP_INSTNORM || s->op == OP_BATCHNORM) {
-      size_t groups = (size_t)(s->batch_stats ? xs.c : xs.n * xs.c);
+      size_t groups = tstep_norm_groups(s, xs);
       if (5 * groups > nk_need) nk_need = 5 * groups;
     }
     if (s->op == OP_PAD && numel(ys) > io_need) io_need = numel(ys);
@@ -384,7 +384,7 @@ static int forward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *a
     case OP_INSTNORM:
     case OP_BATCHNORM: {
       float *mean = arena + s->stat_off;
-      size_t groups = (size_t)(s->batch_stats ? xs.c : xs.n * xs.c);
+      size_t groups = tstep_norm_groups(s, xs);
       float *rm = s->rm_off == SIZE_MAX ? NULL : net->param + s->rm_off;
       float *rv = s->rv_off == SIZE_MAX ? NULL : net->param + s->rv_off;
       CU_TRY(B, kt_norm_forward(st, x, y, (int)xs.n, (int)xs.c, hw, s->batch_stats, pw(net, s->w_off), pw(net, s->b_off),
@@ -477,7 +477,7 @@ static int backward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *
     case OP_BATCHNORM: {
       if (!dx && !param_grads) break;
       const float *mean = arena + s->stat_off;
-      size_t groups = (size_t)(s->batch_stats ? xs.c : xs.n * xs.c);
+      size_t groups = tstep_norm_groups(s, xs);
       CU_TRY(B, kt_norm_backward(st, x, dy, dx, acc, (int)xs.n, (int)xs.c, hw, s->batch_stats, pw(net, s->w_off),
                              pw(net, s->b_off), mean, mean + groups, s->act, s->act_alpha,
                              param_grads && s->w_train ? pg(net, s->w_off) : NULL,

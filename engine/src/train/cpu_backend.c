@@ -158,7 +158,7 @@ static i2i_status cpu_forward(void *self, i2i_ctx *ctx, const i2i_tnet *net, flo
     case OP_INSTNORM:
     case OP_BATCHNORM: {
       float *mean = arena + s->stat_off;
-      size_t groups = (size_t)(s->batch_stats ? xs.c : xs.n * xs.c);
+      size_t groups = tstep_norm_groups(s, xs);
       float *rm = s->rm_off == SIZE_MAX ? NULL : net->param + s->rm_off;
       float *rv = s->rv_off == SIZE_MAX ? NULL : net->param + s->rv_off;
       cpu_norm_train_forward(x, y, (int)xs.n, (int)xs.c, (size_t)(xs.h * xs.w), s->batch_stats, pw(net, s->w_off),
@@ -259,7 +259,7 @@ static i2i_status cpu_backward(void *self, i2i_ctx *ctx, const i2i_tnet *net, fl
       if (!dx && !param_grads) break;
       double t0 = pr ? prof_now() : 0;
       const float *mean = arena + s->stat_off;
-      size_t groups = (size_t)(s->batch_stats ? xs.c : xs.n * xs.c);
+      size_t groups = tstep_norm_groups(s, xs);
       cpu_norm_backward(x, dy, dx, dx ? s->acc_dx[0] : false, (int)xs.n, (int)xs.c, (size_t)(xs.h * xs.w),
                         s->batch_stats, pw(net, s->w_off), pw(net, s->b_off), mean, mean + groups, s->act,
                         s->act_alpha, param_grads && s->w_train ? pg(net, s->w_off) : NULL,

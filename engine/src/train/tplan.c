@@ -216,7 +216,7 @@ i2i_status tplan_build(i2i_ctx *ctx, const i2i_model *m, int nimg, int h, int w,
     i2i_tstep *s = &p->steps[k];
     if (!is_norm(s->op)) continue;
     shape4 xs = p->shape[s->in[0]];
-    size_t groups = (size_t)(s->batch_stats ? xs.c : xs.n * xs.c);
+    size_t groups = tstep_norm_groups(s, xs);
     s->stat_off = arena;
     if (!i2i_add_ok(arena, (2 * groups + 15) & ~(size_t)15, &arena)) {
       st = i2i_fail(ctx, I2I_E_LIMIT, "training workspace too large");
