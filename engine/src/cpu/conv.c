@@ -10,16 +10,6 @@
 
 #include "cpu.h"
 
-static inline int map_index(int i, int n, int mode) {
-  if (i >= 0 && i < n) return i;
-  if (mode == PAD_CONSTANT) return -1;
-  if (mode == PAD_EDGE || n == 1) return i < 0 ? 0 : n - 1;
-  int period = 2 * (n - 1);
-  i %= period;
-  if (i < 0) i += period;
-  return i >= n ? period - i : i;
-}
-
 /* Writes `run` pixels of one im2col row: input row `row` (or zeros when NULL), output x
  * positions ox0.. ox0+run-1 for kernel column offset `koff`. */
 static void im2col_run(float *dst, const float *row, int w, int ox0, int run, int sw, int koff, int mode) {

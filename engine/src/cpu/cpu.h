@@ -22,6 +22,18 @@ typedef struct {
   void *user;
 } conv_geom;
 
+/* The input index a padded position i reads (reflect, edge) or -1 (zero padding) for a plane
+ * of n pixels; reflection folds any distance. */
+static inline int map_index(int i, int n, int mode) {
+  if (i >= 0 && i < n) return i;
+  if (mode == PAD_CONSTANT) return -1;
+  if (mode == PAD_EDGE || n == 1) return i < 0 ? 0 : n - 1;
+  int period = 2 * (n - 1);
+  i %= period;
+  if (i < 0) i += period;
+  return i >= n ? period - i : i;
+}
+
 /* y[m][oh][ow] = conv(x[c][h][w] padded as g says, w[m][c][kh][kw]) + bias[m] (bias may be
  * NULL). `scratch` holds `scratch_floats` floats (at least kh*kw*c*64). */
 int cpu_conv_forward(const conv_geom *g, const float *x, const float *w, const float *bias, float *y,
@@ -39,6 +51,15 @@ bool cpu_winograd_applies(const conv_geom *g);
 size_t cpu_winograd_scratch(const conv_geom *g, size_t tiles);
 int cpu_conv_winograd(const conv_geom *g, const float *x, const float *w, const float *bias, float *y, float *scratch,
                       size_t scratch_floats, int threads);
+/* Winograd F(2x2, 2x2) over the sub-pixel phases of 4x4 stride-2 pad-1 convolutions (transpose
+ * false) and transposed convolutions (true) with at least 16 input channels and enough pixels
+ * (winograd_s2.c). Needs cpu_s2_scratch(g, transpose, 16) floats at least; returns the chunks
+ * or -1. */
+bool cpu_s2_applies(const conv_geom *g, bool transpose);
+size_t cpu_s2_tiles(const conv_geom *g, bool transpose);
+size_t cpu_s2_scratch(const conv_geom *g, bool transpose, size_t tiles);
+int cpu_conv_s2(const conv_geom *g, bool transpose, const float *x, const float *w, const float *bias, float *y,
+                float *scratch, size_t scratch_floats, int threads);
 /* Direct convolution for at most 4 output channels; cpu_direct_scratch(g, threads) floats. */
 bool cpu_direct_applies(const conv_geom *g);
 size_t cpu_direct_scratch(const conv_geom *g, int threads);
@@ -47,6 +68,11 @@ int cpu_conv_direct(const conv_geom *g, const float *x, const float *w, const fl
 
 /* The geometry of a convolution step of a plan (exec.c). */
 conv_geom cpu_step_geom(const i2i_model *m, const i2i_plan *p, const i2i_step *s);
+/* One image through a Conv (transpose false) or ConvTranspose step by the fastest kernel that
+ * applies and fits the scratch (Winograd unless `fast` is false, direct, or GEMM) (exec.c).
+ * Returns the chunks or -1 when g->chunk_done stopped it. */
+int cpu_conv_any(const conv_geom *g, bool transpose, const float *x, const float *w, const float *bias, float *y,
+                 float *scratch, size_t scratch_floats, int threads, bool fast);
 /* Scratch floats a convolution step wants for one chunk (full) and at least (min) (exec.c). */
 void cpu_conv_scratch(const conv_geom *g, int threads, size_t *full, size_t *min);
 

@@ -46,8 +46,10 @@ conv_geom cpu_step_geom(const i2i_model *m, const i2i_plan *p, const i2i_step *s
   return cg;
 }
 
+static bool is_transpose(const conv_geom *g) { return g->oph || g->opw || (g->oh > g->h && g->ow > g->w); }
+
 void cpu_conv_scratch(const conv_geom *g, int threads, size_t *full, size_t *min) {
-  bool convt = g->oph || g->opw || (g->oh > g->h && g->ow > g->w);
+  bool convt = is_transpose(g);
   size_t k = (size_t)g->c * (size_t)g->kh * (size_t)g->kw, mk = (size_t)g->m * (size_t)g->kh * (size_t)g->kw;
   size_t ohw = (size_t)g->oh * (size_t)g->ow, hw = (size_t)g->h * (size_t)g->w;
   if (convt) {
@@ -65,6 +67,22 @@ void cpu_conv_scratch(const conv_geom *g, int threads, size_t *full, size_t *min
       if (wm > *min) *min = wm;
     }
   }
+  if (cpu_s2_applies(g, convt)) {
+    size_t sf = cpu_s2_scratch(g, convt, cpu_s2_tiles(g, convt));
+    if (sf > *full) *full = sf;
+  }
+}
+
+int cpu_conv_any(const conv_geom *g, bool transpose, const float *x, const float *w, const float *bias, float *y,
+                 float *scratch, size_t scratch_floats, int threads, bool fast) {
+  if (fast && cpu_s2_applies(g, transpose) && scratch_floats >= cpu_s2_scratch(g, transpose, 16))
+    return cpu_conv_s2(g, transpose, x, w, bias, y, scratch, scratch_floats, threads);
+  if (transpose) return cpu_convt_forward(g, x, w, bias, y, scratch, scratch_floats, threads);
+  if (cpu_direct_applies(g) && scratch_floats >= cpu_direct_scratch(g, threads))
+    return cpu_conv_direct(g, x, w, bias, y, scratch, threads);
+  if (fast && cpu_winograd_applies(g) && scratch_floats >= cpu_winograd_scratch(g, 64))
+    return cpu_conv_winograd(g, x, w, bias, y, scratch, scratch_floats, threads);
+  return cpu_conv_forward(g, x, w, bias, y, scratch, scratch_floats, threads);
 }
 
 static i2i_status cpu_execute(void *self, i2i_ctx *ctx, const i2i_model *m, const i2i_plan *p, i2i_run_state *st) {
@@ -99,15 +117,8 @@ static i2i_status cpu_execute(void *self, i2i_ctx *ctx, const i2i_model *m, cons
         chunk_ctx cc = {ctx, st, done + s->flops * img / p->n, s->flops / p->n, p->total_flops, false};
         cg.user = &cc;
         const float *bias = n->n_in > 2 ? wdata(g, n->in[2]) : NULL;
-        int tiles;
-        if (s->op == OP_CONVT)
-          tiles = cpu_convt_forward(&cg, x, wt->data, bias, y, st->scratch, p->scratch_floats, th);
-        else if (cpu_direct_applies(&cg) && p->scratch_floats >= cpu_direct_scratch(&cg, th))
-          tiles = cpu_conv_direct(&cg, x, wt->data, bias, y, st->scratch, th);
-        else if (cpu_winograd_applies(&cg) && p->scratch_floats >= cpu_winograd_scratch(&cg, 64) && !getenv("I2I_NO_WINOGRAD"))
-          tiles = cpu_conv_winograd(&cg, x, wt->data, bias, y, st->scratch, p->scratch_floats, th);
-        else
-          tiles = cpu_conv_forward(&cg, x, wt->data, bias, y, st->scratch, p->scratch_floats, th);
+        int tiles = cpu_conv_any(&cg, s->op == OP_CONVT, x, wt->data, bias, y, st->scratch, p->scratch_floats, th,
+                                 !getenv("I2I_NO_WINOGRAD"));
         if (tiles < 0) return i2i_fail(ctx, I2I_E_CANCELLED, "cancelled");
         if (tiles > st->tiles) st->tiles = tiles;
         break;

@@ -19,16 +19,6 @@
 #define HOT_CLONES
 #endif
 
-static inline int map_index(int i, int n, int mode) {
-  if (i >= 0 && i < n) return i;
-  if (mode == PAD_CONSTANT) return -1;
-  if (mode == PAD_EDGE || n == 1) return i < 0 ? 0 : n - 1;
-  int period = 2 * (n - 1);
-  i %= period;
-  if (i < 0) i += period;
-  return i >= n ? period - i : i;
-}
-
 bool cpu_winograd_applies(const conv_geom *g) {
   return g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 && g->pt == 1 &&
          g->pl == 1 && g->pb == 1 && g->pr == 1 && g->c >= 16 && g->m >= 16;

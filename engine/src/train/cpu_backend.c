@@ -145,13 +145,7 @@ static i2i_status cpu_forward(void *self, i2i_ctx *ctx, const i2i_tnet *net, flo
       for (int i = 0; i < p->n; i++) {
         const float *xx = x + xi * (size_t)i;
         float *yy = y + yi * (size_t)i;
-        if (s->op == OP_CONVT) cpu_convt_forward(&cg, xx, w, b, yy, scratch, p->scratch_floats, th);
-        else if (cpu_direct_applies(&cg) && p->scratch_floats >= cpu_direct_scratch(&cg, th))
-          cpu_conv_direct(&cg, xx, w, b, yy, scratch, th);
-        else if (!no_wino && cpu_winograd_applies(&cg) && p->scratch_floats >= cpu_winograd_scratch(&cg, 64))
-          cpu_conv_winograd(&cg, xx, w, b, yy, scratch, p->scratch_floats, th);
-        else
-          cpu_conv_forward(&cg, xx, w, b, yy, scratch, p->scratch_floats, th);
+        cpu_conv_any(&cg, s->op == OP_CONVT, xx, w, b, yy, scratch, p->scratch_floats, th, !no_wino);
       }
       break;
     }

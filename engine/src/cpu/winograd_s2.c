@@ -1,0 +1,254 @@
+/* cpu/winograd_s2.c: Winograd F(2x2, 2x2) for the 4x4 stride-2 convolutions of the U-Net and the
+ * PatchGAN (Conv, padding 1 of any mode) and the U-Net's 4x4 stride-2 transposed convolutions
+ * (ConvTranspose, padding 1): 9 products where the GEMM path computes 16, through OpenBLAS.
+ *
+ * Split into its sub-pixel phases, each is a sum of 2x2 stride-1 correlations. A strided Conv
+ * reads four phases of the input (even/odd rows x even/odd columns), each with a 2x2 slice of the
+ * filter: the phases become 4C input channels of one 2x2 correlation. A transposed convolution
+ * writes four phases of the output, each a 2x2 correlation of the input with another slice:
+ * they become 4M output channels, and with the odd-row phase's tiles taken one output row
+ * earlier, all four read the same 3x3 input patch, so one input transform serves them.
+ *
+ * F(2, 2): B^T = [1 -1 0; 0 1 0; 0 -1 1], G = [1 0; 1 1; 0 1], A^T = [1 1 0; 0 1 1]: every
+ * coefficient is 0 or +-1, so the result stays within float rounding of the direct sum.
+ */
+#include <cblas.h>
+#include <string.h>
+
+#include "cpu.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define HOT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define HOT_CLONES
+#endif
+
+/* A tile is 2x2 outputs of every phase. Below these many tiles the per-run weight transform
+ * (2.25x the filter's size) and GEMMs only that wide cost more than the products saved (bench,
+ * one thread: Conv 256 -> 512 at 16x16 outputs (64 tiles) 12.0 -> 10.0 ms; ConvTranspose
+ * 1024 -> 256 from 16x16 (81 tiles) 22.9 -> 25.4 ms, 512 -> 128 from 32x32 (289) 22.8 -> 18.7). */
+#define MIN_TILES_CONV 64
+#define MIN_TILES_CONVT 256
+
+static int tiles_y(const conv_geom *g, bool transpose) { return transpose ? g->h / 2 + 1 : (g->oh + 1) / 2; }
+static int tiles_x(const conv_geom *g, bool transpose) { return transpose ? g->w / 2 + 1 : (g->ow + 1) / 2; }
+
+static size_t rows_out(const conv_geom *g, bool transpose) { return (size_t)g->m * (transpose ? 4u : 1u); }
+static size_t rows_in(const conv_geom *g, bool transpose) { return (size_t)g->c * (transpose ? 1u : 4u); }
+
+/* The distance between the 9 matrices of U, V and the products: their size and one cache line,
+ * so that the 9 streams a transform writes do not fall on one cache set (sizes that are
+ * multiples of 4 KiB made the weight transform 5x slower). */
+static size_t kstride(size_t floats) { return floats + 16; }
+
+size_t cpu_s2_tiles(const conv_geom *g, bool transpose) {
+  return (size_t)tiles_y(g, transpose) * (size_t)tiles_x(g, transpose);
+}
+
+bool cpu_s2_applies(const conv_geom *g, bool transpose) {
+  if (g->kh != 4 || g->kw != 4 || g->sh != 2 || g->sw != 2 || g->dh != 1 || g->dw != 1 || g->oph || g->opw)
+    return false;
+  if (g->pt != 1 || g->pl != 1 || g->pb != 1 || g->pr != 1 || g->c < 16) return false;
+  /* with fewer outputs the input transform outweighs the GEMMs (128 -> 3 at 256x256: 3.7 ms by
+   * GEMM, 8.2 by Winograd) */
+  if (g->m < 16) return false;
+  if (transpose ? g->oh != 2 * g->h || g->ow != 2 * g->w : g->oh != g->h / 2 || g->ow != g->w / 2) return false;
+  return cpu_s2_tiles(g, transpose) >= (transpose ? MIN_TILES_CONVT : MIN_TILES_CONV);
+}
+
+size_t cpu_s2_scratch(const conv_geom *g, bool transpose, size_t tiles) {
+  size_t mo = rows_out(g, transpose), ki = rows_in(g, transpose);
+  return 9 * (kstride(mo * ki) + kstride(ki * tiles) + kstride(mo * tiles));
+}
+
+/* Writes the 3x3 transform G g G^T of the 2x2 filter f (f[a][b] = f[a * 2 + b]) to
+ * u[k * stride], k = 0..8. */
+static inline void filter_transform(const float f[4], float *u, size_t stride) {
+  float t[3][2] = {{f[0], f[1]}, {f[0] + f[2], f[1] + f[3]}, {f[2], f[3]}};
+  for (int i = 0; i < 3; i++) {
+    u[(size_t)(i * 3 + 0) * stride] = t[i][0];
+    u[(size_t)(i * 3 + 1) * stride] = t[i][0] + t[i][1];
+    u[(size_t)(i * 3 + 2) * stride] = t[i][1];
+  }
+}
+
+/* The filter tap of a transposed convolution's output phase q (0: even rows, 1: odd) that meets
+ * input row a (0: the patch's first row, 1: its second) of a 2x2 correlation. */
+static const int convt_tap[2][2] = {{3, 1}, {2, 0}};
+
+/* U[k][row][col]: a Conv's rows are its M filters and its columns (c, phase); a ConvTranspose's
+ * rows are (phase, m) and its columns its C inputs. Parallel over filters, so that each thread
+ * writes runs of consecutive columns. */
+HOT_CLONES static void transform_weights(const conv_geom *g, bool transpose, const float *w, float *u, int threads) {
+  const size_t mo = rows_out(g, transpose), ki = rows_in(g, transpose), plane = kstride(mo * ki);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int m = 0; m < g->m; m++)
+    for (int c = 0; c < g->c; c++) {
+      const float *f = transpose ? w + ((size_t)c * (size_t)g->m + (size_t)m) * 16
+                                 : w + ((size_t)m * (size_t)g->c + (size_t)c) * 16;
+      for (int qy = 0; qy < 2; qy++)
+        for (int qx = 0; qx < 2; qx++) {
+          float f2[4];
+          for (int a = 0; a < 2; a++)
+            for (int b = 0; b < 2; b++)
+              f2[a * 2 + b] = transpose ? f[convt_tap[qy][a] * 4 + convt_tap[qx][b]] : f[(2 * a + qy) * 4 + 2 * b + qx];
+          size_t at = transpose ? ((size_t)(qy * 2 + qx) * (size_t)g->m + (size_t)m) * ki + (size_t)c
+                                : (size_t)m * ki + (size_t)c * 4 + (size_t)(qy * 2 + qx);
+          filter_transform(f2, u + at, plane);
+        }
+    }
+}
+
+/* Tiles are transformed a block of one tile row at a time, each transform a loop over the block. */
+#define BLK 64
+
+/* seg[0 .. len) = input row iy of plane xc from column x0 on, through the padding (a row or
+ * column outside reads as `mode` pads: zero, reflected or replicated). */
+static void padded_segment(const float *xc, int h, int w, int iy, int x0, int len, int mode, float *seg) {
+  iy = map_index(iy, h, mode);
+  if (iy < 0) {
+    memset(seg, 0, sizeof(float) * (size_t)len);
+    return;
+  }
+  const float *row = xc + (size_t)iy * (size_t)w;
+  if (x0 >= 0 && x0 + len <= w) {
+    memcpy(seg, row + x0, sizeof(float) * (size_t)len);
+    return;
+  }
+  for (int j = 0; j < len; j++) {
+    int ix = map_index(x0 + j, w, mode);
+    seg[j] = ix < 0 ? 0.0f : row[ix];
+  }
+}
+
+/* V[k][row][t - t0] for tiles t0 .. t0+nt-1. A Conv's tile (ty, tx) reads the 6x6 input patch at
+ * (4 ty - 1, 4 tx - 1) through the padding, phase (ey, ex) its pixels (ey + 2i, ex + 2j); a
+ * ConvTranspose's reads the 3x3 patch at (2 ty - 1, 2 tx - 1), zero outside the input. B^T d B
+ * is taken along rows (e = d B per patch row and phase) and then down columns. */
+HOT_CLONES static void transform_input(const conv_geom *g, bool transpose, const float *x, float *v, size_t t0,
+                                       size_t nt, int threads) {
+  const int h = g->h, w = g->w, tx = tiles_x(g, transpose);
+  const int step = transpose ? 2 : 4, span = transpose ? 3 : 6, nph = transpose ? 1 : 2, ds = transpose ? 1 : 2;
+  const int mode = transpose ? PAD_CONSTANT : g->pad_mode;
+  const size_t stride = kstride(rows_in(g, transpose) * nt), t1 = t0 + nt;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int c = 0; c < g->c; c++) {
+    const float *xc = x + (size_t)c * (size_t)h * (size_t)w;
+    float seg[BLK * 4 + 4], ph[4][BLK + 1], e[6][2][3][BLK];
+    for (size_t ty = t0 / (size_t)tx; ty * (size_t)tx < t1; ty++) {
+      size_t row0 = ty * (size_t)tx;
+      int lo = row0 < t0 ? (int)(t0 - row0) : 0, hi = row0 + (size_t)tx > t1 ? (int)(t1 - row0) : tx;
+      for (int bx = lo; bx < hi; bx += BLK) {
+        int nb = hi - bx < BLK ? hi - bx : BLK;
+        for (int i = 0; i < span; i++) {
+          padded_segment(xc, h, w, (int)ty * step - 1 + i, bx * step - 1, nb * step + step, mode, seg);
+          /* ph[r][b] = seg[b * step + r]: a tile's three taps of phase ex are ph[ex][b],
+           * ph[ex + ds][b] and ph[ex][b + 1], so the loops below read consecutive floats */
+          for (int b = 0; b <= nb; b++)
+            for (int r = 0; r < step; r++) ph[r][b] = seg[b * step + r];
+          for (int ex = 0; ex < nph; ex++) {
+            const float *p0 = ph[ex], *p1 = ph[ex + ds];
+            for (int b = 0; b < nb; b++) {
+              e[i][ex][0][b] = p0[b] - p1[b];
+              e[i][ex][1][b] = p1[b];
+              e[i][ex][2][b] = p0[b + 1] - p1[b];
+            }
+          }
+        }
+        for (int ey = 0; ey < nph; ey++)
+          for (int ex = 0; ex < nph; ex++) {
+            size_t r = transpose ? (size_t)c : (size_t)c * 4 + (size_t)(ey * 2 + ex);
+            float *dst = v + r * nt + (row0 + (size_t)bx - t0);
+            const int r0 = ey, r1 = ey + ds, r2 = ey + 2 * ds;
+            for (int j = 0; j < 3; j++) {
+              float *d0 = dst + (size_t)j * stride, *d1 = dst + (size_t)(3 + j) * stride, *d2 = dst + (size_t)(6 + j) * stride;
+              for (int b = 0; b < nb; b++) {
+                d0[b] = e[r0][ex][j][b] - e[r1][ex][j][b];
+                d1[b] = e[r1][ex][j][b];
+                d2[b] = e[r2][ex][j][b] - e[r1][ex][j][b];
+              }
+            }
+          }
+      }
+    }
+  }
+}
+
+/* o[s][u][b] = (A^T Mo A)[s][u] + bias for the tiles of a block: Mo's 9 rows start at src,
+ * `stride` apart. */
+static inline void output_block(const float *src, size_t stride, int nb, float bias, float o[2][2][BLK]) {
+  for (int b = 0; b < nb; b++) {
+    float s[9];
+    for (int k = 0; k < 9; k++) s[k] = src[(size_t)k * stride + (size_t)b];
+    for (int i = 0; i < 2; i++) {
+      float r0 = s[3 * i] + s[3 * i + 3], r1 = s[3 * i + 1] + s[3 * i + 4], r2 = s[3 * i + 2] + s[3 * i + 5];
+      o[i][0][b] = r0 + r1 + bias;
+      o[i][1][b] = r1 + r2 + bias;
+    }
+  }
+}
+
+/* y from the products Mo[k][row][t - t0], outside the output cropped. A Conv's tile (ty, tx) is
+ * outputs (2 ty + s, 2 tx + u); a ConvTranspose's phase (qy, qx) lands on rows 4 ty + 2 s
+ * (qy = 0) or 4 ty - 1 + 2 s (qy = 1), columns alike; its four phases are done together. */
+HOT_CLONES static void transform_output(const conv_geom *g, bool transpose, const float *mo, const float *bias,
+                                        float *y, size_t t0, size_t nt, int threads) {
+  const size_t stride = kstride(rows_out(g, transpose) * nt), t1 = t0 + nt;
+  const int oh = g->oh, ow = g->ow, tx = tiles_x(g, transpose), nq = transpose ? 4 : 1;
+  const int step = transpose ? 4 : 2, ds = transpose ? 2 : 1;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int m = 0; m < g->m; m++) {
+    float bm = bias ? bias[m] : 0.0f, o[4][2][2][BLK];
+    float *ym = y + (size_t)m * (size_t)oh * (size_t)ow;
+    for (size_t ty = t0 / (size_t)tx; ty * (size_t)tx < t1; ty++) {
+      size_t row0 = ty * (size_t)tx;
+      int lo = row0 < t0 ? (int)(t0 - row0) : 0, hi = row0 + (size_t)tx > t1 ? (int)(t1 - row0) : tx;
+      for (int bx = lo; bx < hi; bx += BLK) {
+        int nb = hi - bx < BLK ? hi - bx : BLK;
+        for (int q = 0; q < nq; q++)
+          output_block(mo + ((size_t)q * (size_t)g->m + (size_t)m) * nt + (row0 + (size_t)bx - t0), stride, nb, bm, o[q]);
+        for (int q = 0; q < nq; q++)
+          for (int s = 0; s < 2; s++) {
+            int yy = (int)ty * step - q / 2 + s * ds;
+            if (yy < 0 || yy >= oh) continue;
+            float *yr = ym + (size_t)yy * (size_t)ow;
+            for (int u = 0; u < 2; u++) {
+              int x0 = bx * step - q % 2 + u * ds;
+              const float *src = o[q][s][u];
+              for (int b = 0; b < nb; b++) {
+                int xx = x0 + b * step;
+                if (xx >= 0 && xx < ow) yr[xx] = src[b];
+              }
+            }
+          }
+      }
+    }
+  }
+}
+
+int cpu_conv_s2(const conv_geom *g, bool transpose, const float *x, const float *w, const float *bias, float *y,
+                float *scratch, size_t scratch_floats, int threads) {
+  const size_t mo = rows_out(g, transpose), ki = rows_in(g, transpose), tiles = cpu_s2_tiles(g, transpose);
+  const size_t us = kstride(mo * ki);
+  float *u = scratch;
+  /* chunk: the most tiles whose V and products fit beside U */
+  size_t chunk = (scratch_floats - 9 * us - 18 * 16) / (9 * (ki + mo));
+  if (chunk > tiles) chunk = tiles;
+  transform_weights(g, transpose, w, u, threads);
+  float *v = u + 9 * us;
+  int n_chunks = 0;
+  for (size_t t0 = 0; t0 < tiles; t0 += chunk) {
+    size_t nt = tiles - t0 < chunk ? tiles - t0 : chunk, vs = kstride(ki * nt), ps = kstride(mo * nt);
+    float *prod = v + 9 * vs;
+    n_chunks++;
+    transform_input(g, transpose, x, v, t0, nt, threads);
+    /* the 9 products share out over the threads (single-threaded GEMMs inside the region) */
+#pragma omp parallel for num_threads(threads <= 9 ? threads : 1) schedule(dynamic, 1)
+    for (int k = 0; k < 9; k++)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mo, (int)nt, (int)ki, 1.0f, u + (size_t)k * us,
+                  (int)ki, v + (size_t)k * vs, (int)nt, 0.0f, prod + (size_t)k * ps, (int)nt);
+    transform_output(g, transpose, prod, bias, y, t0, nt, threads);
+    if (g->chunk_done && t0 + nt < tiles && g->chunk_done(g->user, (double)(t0 + nt) / (double)tiles)) return -1;
+  }
+  return n_chunks;
+}

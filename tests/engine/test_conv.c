@@ -1,0 +1,168 @@
+/* tests/engine/test_conv.c: the CPU backend's convolution algorithms against the plain GEMM
+ * path, kernel by kernel: Winograd F(2x2, 2x2) for 4x4 stride-2 Conv and ConvTranspose
+ * (winograd_s2.c) at odd sizes, in every padding mode, in one chunk and in many, on 1 and 2
+ * threads, with a cancel between chunks, and what the dispatcher picks. The end-to-end numbers
+ * against PyTorch are the golden tests'; this pins the cases the U-Net's sizes do not reach.
+ * Ends with "N passed, N failed".
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "../common/check.h"
+#include "cpu/cpu.h"
+
+static uint64_t rs = 0x9E3779B97F4A7C15ull;
+static float urand(void) {
+  rs ^= rs << 13;
+  rs ^= rs >> 7;
+  rs ^= rs << 17;
+  return (float)((double)(rs >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+static conv_geom geom(int c, int h, int w, int m, bool transpose, int mode) {
+  conv_geom g = {0};
+  g.c = c;
+  g.h = h;
+  g.w = w;
+  g.m = m;
+  g.kh = g.kw = 4;
+  g.sh = g.sw = 2;
+  g.dh = g.dw = 1;
+  g.pt = g.pl = g.pb = g.pr = 1;
+  g.pad_mode = transpose ? PAD_CONSTANT : mode;
+  g.oh = transpose ? 2 * h : (h + 2 - 4) / 2 + 1;
+  g.ow = transpose ? 2 * w : (w + 2 - 4) / 2 + 1;
+  return g;
+}
+
+static int stop_after, chunks_seen;
+static int stop_at(void *user, double f) {
+  (void)user;
+  (void)f;
+  return ++chunks_seen >= stop_after;
+}
+
+/* max |winograd - gemm| / max |gemm| for one geometry, the Winograd side given `tiles` tiles of
+ * scratch per chunk (0: all); *chunks gets how many chunks it took. */
+static double compare(const conv_geom *g, bool transpose, size_t tiles, int threads, int *chunks) {
+  size_t xs = (size_t)g->c * (size_t)g->h * (size_t)g->w, ys = (size_t)g->m * (size_t)g->oh * (size_t)g->ow;
+  size_t ws = (size_t)g->m * (size_t)g->c * 16;
+  size_t full, min;
+  cpu_conv_scratch(g, threads, &full, &min);
+  size_t ss = tiles ? cpu_s2_scratch(g, transpose, tiles) : cpu_s2_scratch(g, transpose, cpu_s2_tiles(g, transpose));
+  if (full > ss) ss = full;
+  float *x = malloc(xs * 4), *w = malloc(ws * 4), *b = malloc((size_t)g->m * 4), *y1 = malloc(ys * 4),
+        *y2 = malloc(ys * 4), *s = malloc(ss * 4);
+  for (size_t i = 0; i < xs; i++) x[i] = urand();
+  for (size_t i = 0; i < ws; i++) w[i] = urand() * 0.2f;
+  for (int i = 0; i < g->m; i++) b[i] = urand();
+  for (size_t i = 0; i < ys; i++) y2[i] = NAN; /* every output must be written */
+  if (transpose) cpu_convt_forward(g, x, w, b, y1, s, ss, threads);
+  else cpu_conv_forward(g, x, w, b, y1, s, ss, threads);
+  size_t use = tiles ? cpu_s2_scratch(g, transpose, tiles) : ss;
+  *chunks = cpu_conv_s2(g, transpose, x, w, b, y2, s, use, threads);
+  double d = 0, mx = 0;
+  for (size_t i = 0; i < ys; i++) {
+    double e = fabs((double)y1[i] - (double)y2[i]);
+    if (!(e <= d)) d = e; /* NaN propagates */
+    if (fabs(y1[i]) > mx) mx = fabs(y1[i]);
+  }
+  free(x), free(w), free(b), free(y1), free(y2), free(s);
+  return d / (mx > 0 ? mx : 1);
+}
+
+/* Conv 4x4 stride 2 through Winograd equals GEMM: zero, reflect and edge padding, even and odd
+ * sizes (a cropped last tile row and column), planes smaller than a tile, 1 and 2 threads. */
+static void test_conv_s2(void) {
+  static const char *names[] = {"zero", "reflect", "edge"};
+  int sizes[][2] = {{16, 16}, {17, 15}, {9, 13}, {2, 2}, {3, 40}, {61, 7}};
+  for (int mode = 0; mode < 3; mode++)
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
+      for (int th = 1; th <= 2; th++) {
+        conv_geom g = geom(16, sizes[k][0], sizes[k][1], 20, false, mode);
+        int chunks;
+        double e = compare(&g, false, 0, th, &chunks);
+        CHECK(e < 2e-6, "Conv %s %dx%d, %d threads: relative error %.3g", names[mode], g.h, g.w, th, e);
+        CHECK(chunks == 1, "one chunk when the scratch holds every tile (%d)", chunks);
+      }
+  conv_geom g = geom(32, 150, 141, 24, false, PAD_REFLECT);
+  int chunks;
+  double e = compare(&g, false, 0, 2, &chunks);
+  printf("    Conv 32->24 150x141 reflect: relative error %.2e\n", e);
+  CHECK(e < 2e-6, "%.3g", e);
+}
+
+/* ConvTranspose 4x4 stride 2 pad 1 through Winograd equals GEMM: the odd-row phases' tiles
+ * start an output row earlier and are cropped at the top and left, odd sizes at the bottom and
+ * right; a 1x1 input (every tile cropped). */
+static void test_convt_s2(void) {
+  int sizes[][2] = {{16, 16}, {9, 7}, {1, 1}, {1, 9}, {15, 16}, {33, 20}};
+  for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
+    for (int th = 1; th <= 2; th++) {
+      conv_geom g = geom(16, sizes[k][0], sizes[k][1], 16, true, PAD_CONSTANT);
+      int chunks;
+      double e = compare(&g, true, 0, th, &chunks);
+      CHECK(e < 2e-6, "ConvTranspose %dx%d, %d threads: relative error %.3g", g.h, g.w, th, e);
+    }
+  conv_geom g = geom(48, 70, 67, 16, true, PAD_CONSTANT);
+  int chunks;
+  double e = compare(&g, true, 0, 2, &chunks);
+  printf("    ConvTranspose 48->16 70x67: relative error %.2e\n", e);
+  CHECK(e < 2e-6, "%.3g", e);
+}
+
+/* Chunks that start and end inside a tile row give the same output as one chunk. */
+static void test_s2_chunks(void) {
+  size_t tiles[] = {1, 5, 16, 77, 200};
+  for (size_t k = 0; k < sizeof tiles / sizeof tiles[0]; k++) {
+    conv_geom a = geom(16, 41, 37, 16, false, PAD_REFLECT), b = geom(16, 23, 19, 16, true, PAD_CONSTANT);
+    int ca, cb;
+    double ea = compare(&a, false, tiles[k], 2, &ca), eb = compare(&b, true, tiles[k], 2, &cb);
+    size_t want_a = (cpu_s2_tiles(&a, false) + tiles[k] - 1) / tiles[k], want_b = (cpu_s2_tiles(&b, true) + tiles[k] - 1) / tiles[k];
+    CHECK(ea < 2e-6 && eb < 2e-6, "%zu tiles a chunk: Conv %.3g, ConvTranspose %.3g", tiles[k], ea, eb);
+    CHECK((size_t)ca == want_a && (size_t)cb == want_b, "%zu tiles a chunk: %d and %d chunks, want %zu and %zu",
+          tiles[k], ca, cb, want_a, want_b);
+  }
+}
+
+/* A cancel asked for between chunks stops the convolution and reports it (-1). */
+static void test_s2_cancel(void) {
+  conv_geom g = geom(16, 64, 64, 16, true, PAD_CONSTANT);
+  g.chunk_done = stop_at;
+  stop_after = 2;
+  chunks_seen = 0;
+  size_t ss = cpu_s2_scratch(&g, true, 100), xs = 16 * 64 * 64, ys = 16 * 128 * 128, ws = 16 * 16 * 16;
+  float *x = calloc(xs, 4), *w = calloc(ws, 4), *y = calloc(ys, 4), *s = malloc(ss * 4);
+  int r = cpu_conv_s2(&g, true, x, w, NULL, y, s, ss, 1);
+  CHECK(r == -1 && chunks_seen == 2, "stopped after the second chunk: returned %d after %d", r, chunks_seen);
+  free(x), free(w), free(y), free(s);
+}
+
+/* The dispatcher takes Winograd where it pays (the U-Net's 128x128 and 64x64 layers) and not
+ * where it does not (few tiles, few outputs, other kernels, strides, paddings). */
+static void test_s2_applies(void) {
+  conv_geom down = geom(64, 256, 256, 128, false, PAD_CONSTANT), up = geom(256, 64, 64, 64, true, PAD_CONSTANT);
+  CHECK(cpu_s2_applies(&down, false) && cpu_s2_applies(&up, true), "U-Net layers at 256x256");
+  conv_geom small = geom(512, 16, 16, 512, false, PAD_CONSTANT), smallt = geom(1024, 8, 8, 512, true, PAD_CONSTANT);
+  CHECK(!cpu_s2_applies(&small, false) && !cpu_s2_applies(&smallt, true), "8x8 outputs, 8x8 inputs: GEMM");
+  conv_geom rgb = geom(128, 128, 128, 3, true, PAD_CONSTANT), first = geom(3, 256, 256, 64, false, PAD_CONSTANT);
+  CHECK(!cpu_s2_applies(&rgb, true) && !cpu_s2_applies(&first, false), "3 outputs or 3 inputs: GEMM");
+  conv_geom k3 = down;
+  k3.kh = k3.kw = 3;
+  conv_geom p2 = down;
+  p2.pt = p2.pb = 2;
+  conv_geom op = up;
+  op.oph = 1;
+  CHECK(!cpu_s2_applies(&k3, false) && !cpu_s2_applies(&p2, false) && !cpu_s2_applies(&op, true),
+        "3x3 kernel, padding 2, output padding: not this algorithm");
+}
+
+int main(void) {
+  RUN(test_conv_s2);
+  RUN(test_convt_s2);
+  RUN(test_s2_chunks);
+  RUN(test_s2_cancel);
+  RUN(test_s2_applies);
+  return check_summary();
+}
