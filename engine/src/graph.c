@@ -558,8 +558,14 @@ static i2i_status parse_simple(i2i_ctx *ctx, const i2i_graph *g, i2i_node *n) {
         return node_fail(ctx, I2I_E_UNSUPPORTED, n, "ratio must be a constant float scalar");
       n->ratio = ((const float *)r->data)[0];
     }
-    if (n->n_in >= 3 && n->in[2] >= 0 && !const_in(g, n, 2))
-      return node_fail(ctx, I2I_E_UNSUPPORTED, n, "training_mode must be constant");
+    if (n->n_in >= 3 && n->in[2] >= 0) {
+      const i2i_tensor *t = const_in(g, n, 2);
+      if (!t) return node_fail(ctx, I2I_E_UNSUPPORTED, n, "training_mode must be constant");
+      if (t->dtype != DT_BOOL || t->numel != 1) return node_fail(ctx, I2I_E_FORMAT, n, "training_mode must be a boolean scalar");
+      /* false is ONNX's inference, where Dropout is the identity: then no mode drops (the
+       * faithful mode's dropout, design.md, is for nodes that do not say) */
+      if (((const int64_t *)t->data)[0] == 0) n->ratio = 0;
+    }
     if (!(n->ratio >= 0 && n->ratio < 1)) return node_fail(ctx, I2I_E_FORMAT, n, "ratio %g outside [0, 1)", n->ratio);
     return I2I_OK;
   }

@@ -4,7 +4,8 @@
 Writes one file per case (unknown op, unsupported attribute value, external data, cycle,
 undefined input, a tensor declared far larger than its data, nested subgraphs 3000 deep and a
 TypeProto nested 3000 deep) plus good.onnx, a small valid model to truncate, and slice_steps.onnx,
-a valid model whose constant Slices have the extreme steps INT64_MIN and INT64_MAX. Built with onnx's
+a valid model whose constant Slices have the extreme steps INT64_MIN and INT64_MAX, and two
+valid Dropout models with training_mode false and true. Built with onnx's
 helpers and, where the onnx package refuses (deep nesting), as raw protobuf bytes.
 """
 import os
@@ -77,6 +78,15 @@ slice_steps = conv_model([helper.make_node("Slice", ["data", "s7", "e_lo", "ax",
                          steps_inits, "s")
 onnx.checker.check_model(slice_steps, full_check=True)
 onnx.save(slice_steps, os.path.join(out, "slice_steps.onnx"))
+# Dropout with an explicit training_mode input: false (ONNX inference: the identity) and true.
+for mode in (False, True):
+    ratio = numpy_helper.from_array(np.array(0.5, np.float32), "ratio")
+    tm = numpy_helper.from_array(np.array(mode), "training_mode")
+    dm = conv_model([helper.make_node("Conv", ["input", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+                     helper.make_node("Dropout", ["c", "ratio", "training_mode"], ["output"], name="drop")],
+                    [w, b, ratio, tm], "dropout")
+    onnx.checker.check_model(dm, full_check=True)
+    onnx.save(dm, os.path.join(out, "dropout_training_%s.onnx" % str(mode).lower()))
 for name, m in cases.items():
     onnx.save(m, os.path.join(out, name + ".onnx"))
 

@@ -401,6 +401,44 @@ static void test_batched_dropout(void) {
   i2i_model_free(m);
 }
 
+/* A Dropout whose training_mode input is false is the identity even in faithful mode (ONNX's
+ * inference); true drops there and not in deterministic mode. */
+static void test_dropout_training_mode(void) {
+  i2i_model *off = NULL, *on = NULL;
+  CHECK(i2i_model_load_file(ctx, wpath("bad/dropout_training_false.onnx"), &off) == I2I_OK, "false loads: %s",
+        i2i_ctx_errmsg(ctx));
+  CHECK(i2i_model_load_file(ctx, wpath("bad/dropout_training_true.onnx"), &on) == I2I_OK, "true loads: %s",
+        i2i_ctx_errmsg(ctx));
+  if (!off || !on) {
+    i2i_model_free(off);
+    i2i_model_free(on);
+    return;
+  }
+  enum { W = 20, H = 12, N = W * H * 4 };
+  float *img = make_image(W, H, 4, 7), *a = malloc(sizeof(float) * N), *b = malloc(sizeof(float) * N),
+        *c = malloc(sizeof(float) * N);
+  const float *ins[1] = {img};
+  float *oa[1] = {a}, *ob[1] = {b}, *oc[1] = {c};
+  i2i_run_params rp;
+  i2i_run_default_params(&rp);
+  rp.seed = 4;
+  rp.pix2pix_mode = I2I_PIX2PIX_FAITHFUL;
+  CHECK(i2i_run(ctx, off, &rp, 1, W, H, ins, oa, NULL) == I2I_OK, "false, faithful: %s", i2i_ctx_errmsg(ctx));
+  CHECK(i2i_run(ctx, on, &rp, 1, W, H, ins, oc, NULL) == I2I_OK, "true, faithful: %s", i2i_ctx_errmsg(ctx));
+  rp.pix2pix_mode = I2I_PIX2PIX_DETERMINISTIC;
+  CHECK(i2i_run(ctx, off, &rp, 1, W, H, ins, ob, NULL) == I2I_OK, "false, deterministic: %s", i2i_ctx_errmsg(ctx));
+  CHECK(!memcmp(a, b, sizeof(float) * N), "training_mode false: faithful equals deterministic (nothing dropped)");
+  int changed = 0;
+  for (int i = 0; i < N; i++) changed += a[i] != c[i];
+  CHECK(changed > N / 8, "training_mode true drops in faithful mode (%d of %d values differ)", changed, N);
+  free(img);
+  free(a);
+  free(b);
+  free(c);
+  i2i_model_free(off);
+  i2i_model_free(on);
+}
+
 static void test_api_misuse(void) {
   i2i_model *m = NULL;
   CHECK(i2i_model_load_file(ctx, NULL, &m) == I2I_E_ARG, "NULL path");
@@ -536,6 +574,7 @@ int main(int argc, char **argv) {
   RUN(test_truncation);
   RUN(test_sizes_alpha_strength);
   RUN(test_batched_dropout);
+  RUN(test_dropout_training_mode);
   RUN(test_api_misuse);
   RUN(test_alloc_failures);
   i2i_ctx_free(ctx);
