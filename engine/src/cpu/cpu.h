@@ -22,6 +22,14 @@ typedef struct {
   void *user;
 } conv_geom;
 
+/* Hot loops are compiled for AVX-512, AVX2 and plain x86-64, picked at load time (not under
+ * ASan, whose instrumentation the clones do not take). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define HOT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define HOT_CLONES
+#endif
+
 /* The input index a padded position i reads (reflect, edge) or -1 (zero padding) for a plane
  * of n pixels; reflection folds any distance. */
 static inline int map_index(int i, int n, int mode) {

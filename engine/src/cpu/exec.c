@@ -92,7 +92,7 @@ static i2i_status cpu_execute(void *self, i2i_ctx *ctx, const i2i_model *m, cons
   openblas_set_num_threads(th);
   double done = 0;
   /* I2I_PROFILE=1: time per op type, logged at the end (where the time goes) */
-  bool prof = getenv("I2I_PROFILE") != NULL;
+  bool prof = getenv("I2I_PROFILE") != NULL, fast = !getenv("I2I_NO_WINOGRAD");
   double op_time[OP_COUNT_] = {0}, op_flops[OP_COUNT_] = {0};
   for (int k = 0; k < p->n_steps; k++) {
     const i2i_step *s = &p->steps[k];
@@ -117,8 +117,7 @@ static i2i_status cpu_execute(void *self, i2i_ctx *ctx, const i2i_model *m, cons
         chunk_ctx cc = {ctx, st, done + s->flops * img / p->n, s->flops / p->n, p->total_flops, false};
         cg.user = &cc;
         const float *bias = n->n_in > 2 ? wdata(g, n->in[2]) : NULL;
-        int tiles = cpu_conv_any(&cg, s->op == OP_CONVT, x, wt->data, bias, y, st->scratch, p->scratch_floats, th,
-                                 !getenv("I2I_NO_WINOGRAD"));
+        int tiles = cpu_conv_any(&cg, s->op == OP_CONVT, x, wt->data, bias, y, st->scratch, p->scratch_floats, th, fast);
         if (tiles < 0) return i2i_fail(ctx, I2I_E_CANCELLED, "cancelled");
         if (tiles > st->tiles) st->tiles = tiles;
         break;

@@ -9,16 +9,6 @@
 
 #include "cpu.h"
 
-static inline int pad_index(int i, int n, int mode) {
-  if (i >= 0 && i < n) return i;
-  if (mode == PAD_CONSTANT) return -1;
-  if (mode == PAD_EDGE || n == 1) return i < 0 ? 0 : n - 1;
-  int period = 2 * (n - 1);
-  i %= period;
-  if (i < 0) i += period;
-  return i >= n ? period - i : i;
-}
-
 void cpu_pad_forward(const float *x, float *y, int c, int h, int w, const int pads[4], int mode, float value,
                      int threads) {
   int oh = h + pads[0] + pads[2], ow = w + pads[1] + pads[3];
@@ -28,9 +18,9 @@ void cpu_pad_forward(const float *x, float *y, int c, int h, int w, const int pa
     float *yc = y + (size_t)ci * (size_t)oh * (size_t)ow;
     for (int oy = 0; oy < oh; oy++) {
       float *yr = yc + (size_t)oy * (size_t)ow;
-      int iy = pad_index(oy - pads[0], h, mode);
+      int iy = map_index(oy - pads[0], h, mode);
       for (int ox = 0; ox < ow; ox++) {
-        int ix = pad_index(ox - pads[1], w, mode);
+        int ix = map_index(ox - pads[1], w, mode);
         yr[ox] = (iy < 0 || ix < 0) ? value : xc[(size_t)iy * (size_t)w + (size_t)ix];
       }
     }
@@ -138,12 +128,12 @@ void cpu_pad_backward(const float *dy, float *dx, int c, int h, int w, const int
     const float *yc = dy + (size_t)ci * (size_t)oh * (size_t)ow;
     if (!accumulate) memset(xc, 0, sizeof(float) * (size_t)h * (size_t)w);
     for (int oy = 0; oy < oh; oy++) {
-      int iy = pad_index(oy - pads[0], h, mode);
+      int iy = map_index(oy - pads[0], h, mode);
       if (iy < 0) continue;
       const float *yr = yc + (size_t)oy * (size_t)ow;
       float *xr = xc + (size_t)iy * (size_t)w;
       for (int ox = 0; ox < ow; ox++) {
-        int ix = pad_index(ox - pads[1], w, mode);
+        int ix = map_index(ox - pads[1], w, mode);
         if (ix >= 0) xr[ix] += yr[ox];
       }
     }

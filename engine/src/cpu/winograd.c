@@ -13,12 +13,6 @@
 
 #include "cpu.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
-#define HOT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define HOT_CLONES
-#endif
-
 bool cpu_winograd_applies(const conv_geom *g) {
   return g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 && g->pt == 1 &&
          g->pl == 1 && g->pb == 1 && g->pr == 1 && g->c >= 16 && g->m >= 16;

@@ -17,12 +17,6 @@
 
 #include "cpu.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
-#define HOT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define HOT_CLONES
-#endif
-
 /* A tile is 2x2 outputs of every phase. Below these many tiles the per-run weight transform
  * (2.25x the filter's size) and GEMMs only that wide cost more than the products saved (bench,
  * one thread: Conv 256 -> 512 at 16x16 outputs (64 tiles) 12.0 -> 10.0 ms; ConvTranspose
@@ -232,7 +226,7 @@ int cpu_conv_s2(const conv_geom *g, bool transpose, const float *x, const float 
   const size_t us = kstride(mo * ki);
   float *u = scratch;
   /* chunk: the most tiles whose V and products fit beside U */
-  size_t chunk = (scratch_floats - 9 * us - 18 * 16) / (9 * (ki + mo));
+  size_t chunk = (scratch_floats - cpu_s2_scratch(g, transpose, 0)) / (9 * (ki + mo));
   if (chunk > tiles) chunk = tiles;
   transform_weights(g, transpose, w, u, threads);
   float *v = u + 9 * us;
