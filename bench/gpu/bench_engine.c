@@ -66,6 +66,12 @@ static int write_npy(const char *path, const float *d, const shape4 s) {
   return fclose(f) == 0 && ok ? 0 : -1;
 }
 
+static void log_stderr(void *user, i2i_log_level level, const char *msg) {
+  (void)user;
+  (void)level;
+  fprintf(stderr, "%s\n", msg);
+}
+
 int main(int argc, char **argv) {
   const char *model_path = NULL, *input = NULL, *dump = NULL, *prec = "fp16", *mode_s = "deterministic";
   int w = 256, h = 256, batch = 1, warmup = -1, iters = -1, graph = 0, h2h = 5;
@@ -102,6 +108,10 @@ int main(int argc, char **argv) {
   i2i_ctx_params p;
   i2i_ctx_default_params(&p);
   p.backend = I2I_BACKEND_CUDA;
+  if (getenv("I2I_PROFILE")) { /* the bench hook's per-step profile (cplan_profile) on stderr */
+    p.log = log_stderr;
+    p.log_level = I2I_LOG_INFO;
+  }
   i2i_ctx *ctx = NULL;
   i2i_model *m = NULL;
   if (i2i_ctx_create(&p, &ctx) || i2i_model_load_file(ctx, model_path, &m)) {

@@ -37,6 +37,10 @@ for f in usr/include/onnx/onnx.proto usr/bin/protoc-c usr/bin/pkgconf usr/lib/$m
   [ -e "$p/$f" ] || { echo "fetch_debs: $f is missing from the unpacked packages" >&2; exit 1; }
 done
 tar -C "$out" -cJf "$out/prefix.tar.xz" prefix
+# cuDNN's headers, used only where the GPU machine's cuDNN wheel has none (tests/gpu/run)
+if [ -f /usr/local/cuda/include/cudnn.h ]; then
+  mkdir -p "$out/cudnn-include" && cp /usr/local/cuda/include/cudnn*.h "$out/cudnn-include/"
+fi
 rm -rf "$out/prefix" "$out/debs"
 du -sh "$out/prefix.tar.xz"
 echo "carry .gpu-carry with tests/gpu/run (see its header)"

@@ -181,6 +181,7 @@ static int run_once(cu_backend *B, i2i_ctx *ctx, const i2i_model *m, const i2i_p
     }
     if (e0) cudaEventDestroy(e0);
     if (e1) cudaEventDestroy(e1);
+    if (!rc && B->profile) rc = cplan_profile(B, ctx, cp, st);
     if (rc) return rc;
     CU_OK(cplan_download(B, cp, plan, st));
   }
@@ -439,6 +440,8 @@ extern "C" __attribute__((visibility("default"))) int i2i_cuda_open(const i2i_cu
   B->use_graphs = env_choice("I2I_CUDA_GRAPH", onoff, 2, 0);
   static const char *const algos[] = {"search", "heuristic"};
   B->heuristic_only = env_choice("I2I_CUDA_ALGO", algos, 2, 0);
+  B->profile = getenv("I2I_PROFILE") != NULL;
+  B->use_thin = env_choice("I2I_CUDA_THIN", onoff, 2, 1);
   B->search_ws_limit = (size_t)1 << 30;
   B->stats.cc_major = prop.major;
   B->stats.cc_minor = prop.minor;

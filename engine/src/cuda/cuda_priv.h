@@ -53,6 +53,8 @@ typedef struct cu_backend {
   int fault_armed;        /* the injected fault fires at the next chance */
   int use_graphs;         /* I2I_CUDA_GRAPH=1: replay whole runs as CUDA graphs */
   int heuristic_only;     /* I2I_CUDA_ALGO=heuristic: no timed algorithm search */
+  int profile;            /* I2I_PROFILE set: the bench hook logs a per-step profile */
+  int use_thin;           /* I2I_CUDA_THIN=0: cuDNN for the thin convolutions too (thin_conv.cu) */
   size_t search_ws_limit; /* workspace cap during algorithm searches */
   struct cu_weights *weights[CU_MAX_MODELS];
   struct cplan *plans[CU_MAX_PLANS];
@@ -250,6 +252,21 @@ typedef struct {
   int pad_h, pad_w, str_h, str_w, dil_h, dil_w;
 } conv_geom_d;
 
+/* True when k_conv_thin computes this convolution (thin_conv.cu): fp16 forward, stride 1, no
+ * padding or dilation (the input is the stored plane with its halo), and 8 stored channels on
+ * one side: 8 outputs from a multiple of 32 inputs, or 8 inputs to 8, 16, 32 or 64 outputs; on
+ * compute capability 8.0 or newer (mma.sync m16n8k16). */
+static inline int k_conv_thin_fits(const conv_geom_d &g, int cc_major) {
+  if (!g.half || g.transpose || g.wgrad || cc_major < 8) return 0;
+  if (g.str_h != 1 || g.str_w != 1 || g.dil_h != 1 || g.dil_w != 1 || g.pad_h || g.pad_w) return 0;
+  if (g.xh != g.yh + g.kh - 1 || g.xw != g.yw + g.kw - 1 || g.n < 1 || g.yh < 1 || g.yw < 1) return 0;
+  if (g.yc == 8 && g.xc % 32 == 0) return 1;
+  return g.xc == 8 && (g.yc == 8 || g.yc == 16 || g.yc == 32 || g.yc == 64);
+}
+/* The convolution of a k_conv_thin_fits geometry: x NHWC (n, xh, xw, xc), w KRSC (yc, kh, kw,
+ * xc), y packed NHWC (n, yh, yw, yc), all half; float accumulation. Enqueues on `s`. */
+cudaError_t k_conv_thin(cudaStream_t s, const conv_geom_d &g, const __half *x, const __half *w, __half *y);
+
 struct dnn_conv;
 
 /* Creates the cuDNN handle on B->stream; CE_* with the reason in B->err. */
@@ -273,6 +290,10 @@ int dnn_conv_run(cu_backend *B, struct dnn_conv *c, const void *x, const void *w
  * gradient y and writes the filter gradient through w. */
 int dnn_conv_run_beta(cu_backend *B, struct dnn_conv *c, const void *x, const void *w, void *y, void *ws,
                       size_t ws_bytes, float beta);
+/* The geometry the convolution was created with. */
+const conv_geom_d *dnn_conv_geom(const struct dnn_conv *c);
+/* "algo A math M ws B KEY-GEOMETRY" of a chosen convolution, for profiles; a static buffer. */
+const char *dnn_conv_describe(const struct dnn_conv *c);
 /* NULL is accepted. */
 void dnn_conv_free(struct dnn_conv *c);
 
@@ -313,6 +334,9 @@ int cplan_upload_images(cu_backend *B, struct cplan *cp, const i2i_cuda_images *
 /* Enqueues every step (or replays the captured graph). progress: report through the host (and
  * stop on cancel) at most every 10% of the FLOPs, synchronising the stream for it. */
 int cplan_run(cu_backend *B, i2i_ctx *ctx, struct cplan *cp, i2i_run_state *st, int progress, int graph);
+/* Runs the plan once eagerly with an event between steps and logs each step's milliseconds,
+ * TFLOP/s and convolution algorithm, then the time per step kind (I2I_PROFILE, bench hook). */
+int cplan_profile(cu_backend *B, i2i_ctx *ctx, struct cplan *cp, i2i_run_state *st);
 /* Downloads the values marked for download into the host arena. */
 int cplan_download(cu_backend *B, struct cplan *cp, const i2i_plan *plan, i2i_run_state *st);
 int cplan_download_images(cu_backend *B, struct cplan *cp, const i2i_cuda_images *im);

@@ -278,6 +278,16 @@ int dnn_conv_choose(cu_backend *B, struct dnn_conv *c, const void *x, const void
 
 size_t dnn_conv_workspace(const struct dnn_conv *c) { return c->ws; }
 
+const conv_geom_d *dnn_conv_geom(const struct dnn_conv *c) { return &c->g; }
+
+const char *dnn_conv_describe(const struct dnn_conv *c) {
+  static char buf[640];
+  const char *geo = strchr(c->key, '|');
+  for (int i = 0; geo && i < 4; i++) geo = strchr(geo + 1, '|'); /* past the GPU and versions */
+  snprintf(buf, sizeof buf, "algo %d math %d ws %zu KiB %s", c->algo, c->math, c->ws >> 10, geo ? geo + 1 : c->key);
+  return buf;
+}
+
 int dnn_conv_run(cu_backend *B, struct dnn_conv *c, const void *x, const void *w, void *y, void *ws, size_t ws_bytes) {
   return dnn_conv_run_beta(B, c, x, w, y, ws, ws_bytes, 0.0f);
 }

@@ -24,6 +24,7 @@ typedef struct {
   int skip;                  /* fused into another step */
   /* convolutions */
   struct dnn_conv *dc;
+  int thin;                  /* k_conv_thin instead of cuDNN */
   int wval;
   size_t w_off;              /* float32 filter in the weight buffer */
   size_t bias_off;
@@ -729,7 +730,8 @@ static int make_convs(cu_backend *B, const i2i_model *m, struct cplan *cp) {
     if (d0 != want0 || d1 != want1 || wt->dims[2] != gd.kh || wt->dims[3] != gd.kw)
       return cu_fail(B, CE_INTERNAL, "node '%s': filter %dx%d does not match its tensors", n->name, d0, d1);
     CU_OK(dnn_conv_create(B, &gd, &s->dc));
-    nconv++;
+    s->thin = B->use_thin && k_conv_thin_fits(gd, B->stats.cc_major) && round8(d0) == gd.yc && round8(d1) == gd.xc;
+    nconv += !s->thin;
   }
   /* algorithms: searched on the plan's own buffers with a temporary workspace */
   size_t free_b = 0, total_b = 0;
@@ -751,7 +753,7 @@ static int make_convs(cu_backend *B, const i2i_model *m, struct cplan *cp) {
   size_t ws = 0;
   for (int i = 0; i < cp->ns && !rc; i++) {
     cstep *s = &cp->steps[i];
-    if (!s->dc) continue;
+    if (!s->dc || s->thin) continue;
     const void *x = view_of(cp, s->explicit_pad ? s->tmp : s->in[0]).p;
     const void *w = cp->half ? (const void *)cp->W->w16[s->wval] : wptr(cp, s->w_off);
     if (!w) {
@@ -930,7 +932,12 @@ static int step_run(cu_backend *B, struct cplan *cp, int i, const i2i_run_state 
       xp = t.p;
     }
     const void *w = cp->half ? (const void *)cp->W->w16[s->wval] : wptr(cp, s->w_off);
-    CU_OK(dnn_conv_run(B, s->dc, xp, w, y.p, cp->ws, cp->ws_bytes));
+    if (s->thin) {
+      e = k_conv_thin(q, *dnn_conv_geom(s->dc), (const __half *)xp, (const __half *)w, (__half *)y.p);
+      if (e != cudaSuccess) return cu_fail_cuda(B, e, "convolution kernel");
+    } else {
+      CU_OK(dnn_conv_run(B, s->dc, xp, w, y.p, cp->ws, cp->ws_bytes));
+    }
     if (s->has_bias && s->bias_mode == BIAS_KERNEL) e = k_bias(q, y, y, (const float *)wptr(cp, s->bias_off));
     break;
   }
@@ -1001,6 +1008,47 @@ static int enqueue_all(cu_backend *B, i2i_ctx *ctx, struct cplan *cp, i2i_run_st
     }
   }
   return CE_OK;
+}
+
+/* One eager run with an event after every step: each step's milliseconds logged (I2I_PROFILE). */
+int cplan_profile(cu_backend *B, i2i_ctx *ctx, struct cplan *cp, i2i_run_state *st) {
+  static const char *const kinds[] = {"?", "Conv", "ConvTranspose", "Norm", "Pad", "Act", "Tanh", "Add", "Concat", "Dropout"};
+  cudaEvent_t *ev = (cudaEvent_t *)calloc((size_t)cp->ns + 1, sizeof *ev);
+  if (!ev) return cu_fail(B, CE_HOSTMEM, "out of host memory for the profile");
+  int k = CE_OK;
+  for (int i = 0; i <= cp->ns && !k; i++) k = cu_fail_cuda(B, cudaEventCreate(&ev[i]), "cudaEventCreate");
+  if (!k) k = cu_fail_cuda(B, cudaEventRecord(ev[0], B->stream), "cudaEventRecord");
+  for (int i = 0; i < cp->ns && !k; i++) {
+    if (!cp->steps[i].skip) k = step_run(B, cp, i, st);
+    if (!k) k = cu_fail_cuda(B, cudaEventRecord(ev[i + 1], B->stream), "cudaEventRecord");
+  }
+  if (!k) k = cu_fail_cuda(B, cudaEventSynchronize(ev[cp->ns]), "cudaEventSynchronize");
+  double by_kind[10] = {0}, total = 0;
+  for (int i = 0; i < cp->ns && !k; i++) {
+    const cstep *s = &cp->steps[i];
+    float ms = 0;
+    k = cu_fail_cuda(B, cudaEventElapsedTime(&ms, ev[i], ev[i + 1]), "cudaEventElapsedTime");
+    if (k || s->skip) continue;
+    const cval *o = &cp->vals[s->out];
+    int kd = s->kind >= 1 && s->kind <= 9 ? s->kind : 0;
+    by_kind[kd] += ms;
+    total += ms;
+    double tf = s->flops > 0 && ms > 0 ? s->flops / (ms * 1e9) : 0;
+    if (ctx)
+      B->host->log(ctx, I2I_LOG_INFO, "cuda profile: step %3d %-13s -> %4dx%4dx%4d %8.3f ms%s%s %6.1f TFLOP/s %s", i,
+                   kinds[kd], o->c, o->h, o->w, ms, s->explicit_pad ? " +pad" : "", has_halo(o) ? " +halo" : "", tf,
+                   s->thin ? "thin_conv.cu (mma.sync)" : s->dc ? dnn_conv_describe(s->dc) : "");
+  }
+  if (!k && ctx)
+    for (int j = 1; j <= 9; j++)
+      if (by_kind[j] > 0)
+        B->host->log(ctx, I2I_LOG_INFO, "cuda profile: %-13s %8.3f ms (%4.1f%%)", kinds[j], by_kind[j],
+                     100.0 * by_kind[j] / (total > 0 ? total : 1));
+  if (!k && ctx) B->host->log(ctx, I2I_LOG_INFO, "cuda profile: total %8.3f ms over %d steps", total, cp->ns);
+  for (int i = 0; i <= cp->ns; i++)
+    if (ev[i]) cudaEventDestroy(ev[i]);
+  free(ev);
+  return k;
 }
 
 int cplan_run(cu_backend *B, i2i_ctx *ctx, struct cplan *cp, i2i_run_state *st, int progress, int graph) {

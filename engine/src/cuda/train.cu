@@ -52,7 +52,94 @@ typedef struct cu_train {
   size_t nk_floats;
   double *part; /* loss partial sums (KT_LOSS_BLOCKS) */
   int *flag;
+  struct tprof *prof; /* I2I_PROFILE: GPU time per kind of work */
 } cu_train;
+
+/* ---- I2I_PROFILE: where a training step's GPU time goes ---------------------------------------- */
+
+/* An event is recorded after each piece of work, tagged with its kind; the time from the event
+ * before it is that kind's. TP_IDLE is time the GPU waited between backend calls (host work,
+ * launches, the synchronisations that read losses back); TP_SETUP a network's first pass
+ * setup (buffers, algorithm search). Logged when the trainer ends. */
+enum { TP_IDLE = 0, TP_SETUP, TP_CONV, TP_CONVT, TP_BDATA, TP_WGRAD, TP_NORM, TP_NORM_BWD, TP_PAD, TP_ELEM, TP_LOSS, TP_ADAM,
+       TP_COPY, TP_COUNT };
+#define TP_MARKS 4096
+
+struct tprof {
+  cudaEvent_t ev[TP_MARKS];
+  int kind[TP_MARKS];
+  int n;
+  double ms[TP_COUNT];
+  long count[TP_COUNT];
+  i2i_ctx *ctx; /* the last caller's context, for the report */
+};
+
+/* Adds the recorded intervals up, keeping the last event as the next interval's start. */
+static void prof_flush(struct tprof *P) {
+  if (P->n < 2 || cudaEventSynchronize(P->ev[P->n - 1]) != cudaSuccess) return;
+  for (int i = 1; i < P->n; i++) {
+    float ms = 0;
+    if (cudaEventElapsedTime(&ms, P->ev[i - 1], P->ev[i]) == cudaSuccess) {
+      P->ms[P->kind[i]] += ms;
+      P->count[P->kind[i]]++;
+    }
+  }
+  cudaEvent_t last = P->ev[P->n - 1];
+  P->ev[P->n - 1] = P->ev[0];
+  P->ev[0] = last;
+  P->n = 1;
+}
+
+/* Marks the end of a piece of work of `kind` on the stream (nothing without I2I_PROFILE). */
+static void prof_mark(cu_train *T, int kind) {
+  struct tprof *P = T->prof;
+  if (!P) return;
+  if (P->n == TP_MARKS) prof_flush(P);
+  if (P->n == TP_MARKS || cudaEventRecord(P->ev[P->n], T->B->stream) != cudaSuccess) return;
+  P->kind[P->n++] = kind;
+}
+
+/* The start of a backend call: the GPU's wait since the last mark is idle time. */
+static void prof_enter(cu_train *T, i2i_ctx *ctx) {
+  if (!T->prof) return;
+  T->prof->ctx = ctx;
+  prof_mark(T, TP_IDLE);
+}
+
+static void prof_report(cu_train *T) {
+  struct tprof *P = T->prof;
+  static const char *const names[TP_COUNT] = {"GPU idle", "setup, search", "Conv", "ConvTranspose", "data gradient", "weight gradient",
+                                              "norm", "norm backward", "pad", "elementwise", "loss", "Adam", "copy"};
+  prof_flush(P);
+  double tot = 0;
+  for (int k = 0; k < TP_COUNT; k++) tot += P->ms[k];
+  if (P->ctx)
+    for (int k = 0; k < TP_COUNT; k++)
+      if (P->count[k])
+        T->B->host->log(P->ctx, I2I_LOG_WARNING, "train profile (cuda): %-16s %10.2f ms %5.1f%% in %ld pieces", names[k],
+                        P->ms[k], 100.0 * P->ms[k] / (tot > 0 ? tot : 1), P->count[k]);
+  if (P->ctx) T->B->host->log(P->ctx, I2I_LOG_WARNING, "train profile (cuda): total %.2f ms of GPU time", tot);
+}
+
+static void prof_free(cu_train *T) {
+  if (!T->prof) return;
+  for (int i = 0; i < TP_MARKS; i++)
+    if (T->prof->ev[i]) cudaEventDestroy(T->prof->ev[i]);
+  free(T->prof);
+  T->prof = NULL;
+}
+
+/* With I2I_PROFILE set: the events (no profile when they cannot be made). */
+static void prof_open(cu_train *T) {
+  if (!getenv("I2I_PROFILE")) return;
+  T->prof = (struct tprof *)calloc(1, sizeof *T->prof);
+  if (!T->prof) return;
+  for (int i = 0; i < TP_MARKS; i++)
+    if (cudaEventCreate(&T->prof->ev[i]) != cudaSuccess) {
+      prof_free(T);
+      return;
+    }
+}
 
 static kview plain(const float *p, shape4 s) {
   kview v;
@@ -133,7 +220,9 @@ static i2i_status t_memcpy(cu_train *T, i2i_ctx *ctx, void *dst, const void *src
                            const char *what) {
   i2i_status st = cu_begin(T->B, ctx);
   if (st || !n) return st;
+  prof_enter(T, ctx);
   cudaError_t e = cudaMemcpyAsync(dst, src, n * sizeof(float), kind, T->B->stream);
+  prof_mark(T, TP_COPY);
   if (!e) e = cudaStreamSynchronize(T->B->stream);
   return cu_finish(T->B, ctx, e ? cu_fail_cuda(T->B, e, what) : CE_OK);
 }
@@ -150,7 +239,9 @@ static i2i_status t_copy(void *self, i2i_ctx *ctx, float *dst, const float *src,
   cu_train *T = (cu_train *)self;
   i2i_status st = cu_begin(T->B, ctx);
   if (st || !n || dst == src) return st;
+  prof_enter(T, ctx);
   cudaError_t e = cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, T->B->stream);
+  prof_mark(T, TP_COPY);
   return cu_finish(T->B, ctx, e ? cu_fail_cuda(T->B, e, "copy on the GPU") : CE_OK);
 }
 
@@ -158,7 +249,9 @@ static i2i_status t_fill(void *self, i2i_ctx *ctx, float *dst, float v, size_t n
   cu_train *T = (cu_train *)self;
   i2i_status st = cu_begin(T->B, ctx);
   if (st) return st;
+  prof_enter(T, ctx);
   cudaError_t e = kt_fill(T->B->stream, dst, v, (int64_t)n);
+  prof_mark(T, TP_COPY);
   return cu_finish(T->B, ctx, e ? cu_fail_cuda(T->B, e, "fill") : CE_OK);
 }
 
@@ -167,7 +260,9 @@ static i2i_status t_copy_channels(void *self, i2i_ctx *ctx, float *dst, int dst_
   cu_train *T = (cu_train *)self;
   i2i_status st = cu_begin(T->B, ctx);
   if (st) return st;
+  prof_enter(T, ctx);
   cudaError_t e = kt_copy_channels(T->B->stream, dst, dst_c, dst_c0, src, src_c, src_c0, nc, n, (int64_t)hw, accumulate);
+  prof_mark(T, TP_COPY);
   return cu_finish(T->B, ctx, e ? cu_fail_cuda(T->B, e, "channel copy") : CE_OK);
 }
 
@@ -371,13 +466,16 @@ static int forward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *a
     shape4 xs = p->shape[s->in[0]], ys = p->shape[s->out];
     float *x = arena + p->act_off[s->in[0]], *y = arena + p->act_off[s->out];
     int64_t hw = xs.h * xs.w;
+    int kind = TP_ELEM;
     switch (s->op) {
     case OP_CONV:
     case OP_CONVT: {
       const tconv *c = &d->conv[k];
       const float *in;
       CU_OK(conv_input(T, c, s, x, xs, &in));
+      if (c->explicit_pad) prof_mark(T, TP_PAD);
       CU_OK(dnn_conv_run_beta(B, c->fwd, in, pw(net, s->w_off), y, T->ws, T->ws_bytes, 0.0f));
+      prof_mark(T, s->op == OP_CONV ? TP_CONV : TP_CONVT);
       if (s->b_off != SIZE_MAX) CU_TRY(B, k_bias(st, plain(y, ys), plain(y, ys), pw(net, s->b_off)), "convolution bias");
       break;
     }
@@ -390,10 +488,12 @@ static int forward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *a
       CU_TRY(B, kt_norm_forward(st, x, y, (int)xs.n, (int)xs.c, hw, s->batch_stats, pw(net, s->w_off), pw(net, s->b_off),
                             n->eps, s->act, s->act_alpha, mean, mean + groups, rm, rv, s->momentum),
             "normalisation");
+      kind = TP_NORM;
       break;
     }
     case OP_PAD:
       CU_TRY(B, k_pad(st, plain(x, xs), plain(y, ys), (int)n->pads8[2], (int)n->pads8[3], n->pad_mode, n->pad_value), "Pad");
+      kind = TP_PAD;
       break;
     case OP_RELU: CU_TRY(B, k_act(st, plain(x, xs), plain(y, ys), ACT_RELU, 0.0f), "Relu"); break;
     case OP_LRELU: CU_TRY(B, k_act(st, plain(x, xs), plain(y, ys), ACT_LRELU, n->alpha), "LeakyRelu"); break;
@@ -426,6 +526,7 @@ static int forward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *a
       break;
     default: return cu_fail(B, CE_UNSUPPORTED, "training on the GPU has no forward for '%s'", n->op_type);
     }
+    prof_mark(T, kind);
   }
   return CE_OK;
 }
@@ -446,6 +547,7 @@ static int backward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *
     float *dx = need0 ? grads + p->grad_off[s->in[0]] : NULL;
     int acc = s->acc_dx[0];
     int64_t hw = xs.h * xs.w, cnt = (int64_t)numel(xs);
+    int kind = TP_ELEM;
     switch (s->op) {
     case OP_CONV:
     case OP_CONVT: {
@@ -456,19 +558,25 @@ static int backward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *
         } else {
           const float *in;
           CU_OK(conv_input(T, c, s, x, xs, &in));
+          if (c->explicit_pad) prof_mark(T, TP_PAD);
           CU_OK(dnn_conv_run_beta(B, c->wgrad, in, pg(net, s->w_off), (void *)dy, T->ws, T->ws_bytes, 1.0f));
         }
+        prof_mark(T, TP_WGRAD);
         if (s->b_train && s->b_off != SIZE_MAX)
           CU_TRY(B, kt_channel_sum(st, dy, (int)ys.n, (int)ys.c, ys.h * ys.w, pg(net, s->b_off)), "bias gradient");
+        prof_mark(T, TP_ELEM);
       }
       if (dx) {
         if (c->explicit_pad) {
           CU_OK(dnn_conv_run_beta(B, c->bdata, dy, pw(net, s->w_off), T->dpad, T->ws, T->ws_bytes, 0.0f));
+          prof_mark(T, TP_BDATA);
           CU_TRY(B, kt_pad_backward(st, T->dpad, dx, (int)xs.n, (int)xs.c, (int)xs.h, (int)xs.w, s->pads[0], s->pads[1],
                                 s->pads[2], s->pads[3], s->pad_mode, acc),
                 "padding backward");
+          kind = TP_PAD;
         } else {
           CU_OK(dnn_conv_run_beta(B, c->bdata, dy, pw(net, s->w_off), dx, T->ws, T->ws_bytes, acc ? 1.0f : 0.0f));
+          kind = TP_BDATA;
         }
       }
       break;
@@ -483,6 +591,7 @@ static int backward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *
                              param_grads && s->w_train ? pg(net, s->w_off) : NULL,
                              param_grads && s->b_train ? pg(net, s->b_off) : NULL, T->nk),
             "normalisation backward");
+      kind = TP_NORM_BWD;
       break;
     }
     case OP_PAD:
@@ -490,6 +599,7 @@ static int backward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *
         CU_TRY(B, kt_pad_backward(st, dy, dx, (int)xs.n, (int)xs.c, (int)xs.h, (int)xs.w, (int)n->pads8[2], (int)n->pads8[3],
                               (int)n->pads8[6], (int)n->pads8[7], n->pad_mode, acc),
               "Pad backward");
+      kind = TP_PAD;
       break;
     case OP_RELU:
     case OP_LRELU:
@@ -534,6 +644,7 @@ static int backward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *
       break;
     default: return cu_fail(B, CE_UNSUPPORTED, "training on the GPU has no backward for '%s'", n->op_type);
     }
+    prof_mark(T, kind);
   }
   return CE_OK;
 }
@@ -544,8 +655,10 @@ static i2i_status t_forward(void *self, i2i_ctx *ctx, const i2i_tnet *net, float
   cu_train *T = (cu_train *)self;
   i2i_status st = cu_begin(T->B, ctx);
   if (st) return st;
+  prof_enter(T, ctx);
   tnet_dev *d = NULL;
   int k = net_get(T, net, &d);
+  prof_mark(T, TP_SETUP);
   if (!k) k = forward_steps(T, net, d, arena, seed, step);
   return cu_finish(T->B, ctx, k);
 }
@@ -556,8 +669,10 @@ static i2i_status t_backward(void *self, i2i_ctx *ctx, const i2i_tnet *net, floa
   cu_train *T = (cu_train *)self;
   i2i_status st = cu_begin(T->B, ctx);
   if (st) return st;
+  prof_enter(T, ctx);
   tnet_dev *d = NULL;
   int k = net_get(T, net, &d);
+  prof_mark(T, TP_SETUP);
   if (!k) k = backward_steps(T, net, d, arena, grads, want_dx, param_grads, seed, step);
   return cu_finish(T->B, ctx, k);
 }
@@ -572,7 +687,9 @@ static i2i_status t_loss(void *self, i2i_ctx *ctx, int kind, const float *x, con
   i2i_status st = cu_begin(T->B, ctx);
   if (st || !n) return st;
   double part[KT_LOSS_BLOCKS];
+  prof_enter(T, ctx);
   cudaError_t e = kt_loss(B->stream, kind, x, target, label, (int64_t)n, weight, grad, accumulate, T->part);
+  prof_mark(T, TP_LOSS);
   if (!e) e = cudaMemcpyAsync(part, T->part, sizeof part, cudaMemcpyDeviceToHost, B->stream);
   if (!e) e = cudaStreamSynchronize(B->stream);
   if (e) return cu_finish(B, ctx, cu_fail_cuda(B, e, "loss"));
@@ -591,11 +708,13 @@ static i2i_status t_adam(void *self, i2i_ctx *ctx, i2i_tnet *net, float lr, floa
   float step = (float)((double)lr / bc1), bc2s = (float)sqrt(bc2);
   float a1 = (float)(1.0 - (double)beta1), a2 = (float)(1.0 - (double)beta2);
   cudaError_t e = cudaSuccess;
+  prof_enter(T, ctx);
   for (int r = 0; r < net->n_train && !e; r++) {
     size_t o = net->train[r].off;
     e = kt_adam(T->B->stream, net->param + o, net->grad + o, net->adam_m + o, net->adam_v + o,
                 (int64_t)net->train[r].n, step, bc2s, beta1, beta2, a1, a2, eps);
   }
+  prof_mark(T, TP_ADAM);
   return cu_finish(T->B, ctx, e ? cu_fail_cuda(T->B, e, "Adam") : CE_OK);
 }
 
@@ -606,8 +725,10 @@ static i2i_status t_finite(void *self, i2i_ctx *ctx, const float *x, size_t n, b
   i2i_status st = cu_begin(T->B, ctx);
   if (st) return st;
   int flag = 0;
+  prof_enter(T, ctx);
   cudaError_t e = cudaMemsetAsync(T->flag, 0, sizeof(int), B->stream);
   if (!e) e = kt_finite(B->stream, x, (int64_t)n, T->flag);
+  prof_mark(T, TP_ELEM);
   if (!e) e = cudaMemcpyAsync(&flag, T->flag, sizeof(int), cudaMemcpyDeviceToHost, B->stream);
   if (!e) e = cudaStreamSynchronize(B->stream);
   if (e) return cu_finish(B, ctx, cu_fail_cuda(B, e, "finiteness check"));
@@ -619,6 +740,11 @@ static void t_destroy(void *self) {
   cu_train *T = (cu_train *)self;
   if (!T) return;
   cu_backend *B = T->B;
+  if (!B->dead && T->prof) {
+    cudaSetDevice(B->device);
+    prof_report(T);
+  }
+  prof_free(T);
   for (int i = 0; i < T->n_nets; i++) net_release(T, &T->nets[i]);
   if (!B->dead) {
     cudaSetDevice(B->device);
@@ -660,6 +786,7 @@ i2i_status cu_train_open(void *self, i2i_ctx *ctx, const i2i_train_backend_ops *
     t_destroy(T);
     return st;
   }
+  prof_open(T);
   *ops = &train_ops;
   *tself = T;
   return I2I_OK;

@@ -100,6 +100,26 @@ cudaError_t k_filter_krsc(cudaStream_t, const float *w, __half *o, int d0, int d
   LOOP((int64_t)K * R * S * C, kb_filter_krsc(w, o, d0, d1, R, S, C, i));
 }
 
+/* thin_conv.cu's convolution as a plain float-accumulated loop (the mma.sync kernels run only on
+ * a GPU: tests/gpu/run checks them op by op against the CPU). */
+static void thin_one(const conv_geom_d &g, const __half *x, const __half *w, __half *y, int64_t i) {
+  int k = (int)(i % g.yc);
+  int64_t p = i / g.yc;
+  int ox = (int)(p % g.yw), oy = (int)(p / g.yw % g.yh), n = (int)(p / g.yw / g.yh);
+  float acc = 0.0f;
+  for (int r = 0; r < g.kh; r++)
+    for (int s = 0; s < g.kw; s++) {
+      const __half *xp = x + (((int64_t)n * g.xh + oy + r) * g.xw + ox + s) * g.xc;
+      const __half *wp = w + (((int64_t)k * g.kh + r) * g.kw + s) * g.xc;
+      for (int c = 0; c < g.xc; c++) acc += __half2float(xp[c]) * __half2float(wp[c]);
+    }
+  y[i] = __float2half_rn(acc);
+}
+
+cudaError_t k_conv_thin(cudaStream_t, const conv_geom_d &g, const __half *x, const __half *w, __half *y) {
+  LOOP((int64_t)g.n * g.yh * g.yw * g.yc, thin_one(g, x, w, y, i));
+}
+
 cudaError_t k_probe_image(void) {
   return getenv("EMU_NO_IMAGE") ? cudaErrorNoKernelImageForDevice : cudaSuccess;
 }
