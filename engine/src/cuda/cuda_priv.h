@@ -260,6 +260,7 @@ static inline int k_conv_thin_fits(const conv_geom_d &g, int cc_major) {
   if (!g.half || g.transpose || g.wgrad || cc_major < 8) return 0;
   if (g.str_h != 1 || g.str_w != 1 || g.dil_h != 1 || g.dil_w != 1 || g.pad_h || g.pad_w) return 0;
   if (g.xh != g.yh + g.kh - 1 || g.xw != g.yw + g.kw - 1 || g.n < 1 || g.yh < 1 || g.yw < 1) return 0;
+  if ((size_t)g.yc * g.kh * g.kw * g.xc > 96 * 1024 || g.n > 65535 || g.yh > 65535 * 2) return 0; /* filters in 192 KiB of shared memory */
   if (g.yc == 8 && g.xc % 32 == 0) return 1;
   return g.xc == 8 && (g.yc == 8 || g.yc == 16 || g.yc == 32 || g.yc == 64);
 }

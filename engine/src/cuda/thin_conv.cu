@@ -5,7 +5,7 @@
  * (bench/NOTES.md). Stride 1, no padding: the input is the stored plane with its halo, as the
  * cuDNN descriptor of the same step sees it; the output is packed, as cuDNN writes it.
  *
- * One warp computes 16 consecutive output pixels of a row (the 16 rows of the A operand) for
+ * The filters are copied to shared memory per block. One warp computes 16 consecutive output pixels of a row (the 16 rows of the A operand) for
  * several output rows. The K order inside a 16-wide chunk is permuted so that each thread's four
  * A values are contiguous in memory (one 8- or 16-byte load; B uses the same permutation):
  * thread t of a quad holds physical k 4t..4t+3 as the instruction's k 2t, 2t+1, 2t+8, 2t+9.
@@ -43,19 +43,25 @@ __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
 __global__ void __launch_bounds__(THIN_WARPS * 32) thin_out8_kernel(const __half *__restrict__ x,
                                                                     const __half *__restrict__ w, __half *__restrict__ y,
                                                                     int xc, int xh, int xw, int yh, int yw, int kh, int kw) {
+  extern __shared__ uint4 sw[]; /* the filters, each followed by 16 bytes against bank conflicts */
+  int per = kh * kw * xc / 8 + 1;
+  for (int i = threadIdx.x; i < 8 * per; i += blockDim.x)
+    sw[i] = i % per == per - 1 ? make_uint4(0u, 0u, 0u, 0u) : __ldg(reinterpret_cast<const uint4 *>(w) + (i / per) * (per - 1) + i % per);
+  __syncthreads();
   int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   int x0 = (blockIdx.x * THIN_WARPS + (threadIdx.x >> 5)) * 16;
   if (x0 >= yw) return;
   int y0 = blockIdx.y * OUT8_ROWS, n = blockIdx.z;
   int pa = min(x0 + g, yw - 1), pb = min(x0 + g + 8, yw - 1);
   const __half *xn = x + (size_t)n * xh * xw * xc + 8 * t;
+  const __half *wsm = reinterpret_cast<const __half *>(sw + g * per) + 8 * t;
   float acc[OUT8_ROWS][4];
   for (int rr = 0; rr < OUT8_ROWS; rr++) acc[rr][0] = acc[rr][1] = acc[rr][2] = acc[rr][3] = 0.0f;
   for (int r = 0; r < kh; r++)
     for (int s = 0; s < kw; s++) {
-      const __half *wp = w + ((size_t)(g * kh + r) * kw + s) * xc + 8 * t;
+      const __half *wp = wsm + (r * kw + s) * xc;
       for (int c0 = 0; c0 < xc; c0 += 32) {
-        uint4 wb = __ldg(reinterpret_cast<const uint4 *>(wp + c0));
+        uint4 wb = *reinterpret_cast<const uint4 *>(wp + c0);
 #pragma unroll
         for (int rr = 0; rr < OUT8_ROWS; rr++) {
           const __half *row = xn + (size_t)(min(y0 + rr, yh - 1) + r) * xw * xc + c0;
@@ -81,6 +87,10 @@ template <int NT>
 __global__ void __launch_bounds__(THIN_WARPS * 32) thin_in8_kernel(const __half *__restrict__ x,
                                                                    const __half *__restrict__ w, __half *__restrict__ y,
                                                                    int xh, int xw, int yh, int yw, int kh, int kw) {
+  extern __shared__ uint4 sw[]; /* the filters, as in global memory */
+  for (int i = threadIdx.x; i < NT * 8 * kh * kw; i += blockDim.x) sw[i] = __ldg(reinterpret_cast<const uint4 *>(w) + i);
+  __syncthreads();
+  const __half *wsm = reinterpret_cast<const __half *>(sw);
   int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   int x0 = (blockIdx.x * THIN_WARPS + (threadIdx.x >> 5)) * 16;
   if (x0 >= yw) return;
@@ -106,8 +116,7 @@ __global__ void __launch_bounds__(THIN_WARPS * 32) thin_in8_kernel(const __half 
       }
 #pragma unroll
       for (int j = 0; j < NT; j++) {
-        uint2 wb = live ? __ldg(reinterpret_cast<const uint2 *>(w + ((size_t)((j * 8 + g) * kh + r) * kw + tap) * 8 +
-                                                                 (t & 1) * 4))
+        uint2 wb = live ? *reinterpret_cast<const uint2 *>(wsm + (((j * 8 + g) * kh + r) * kw + tap) * 8 + (t & 1) * 4)
                         : make_uint2(0u, 0u);
 #pragma unroll
         for (int rr = 0; rr < IN8_ROWS; rr++) mma_16816(acc[rr][j], a[rr].x, b[rr].x, a[rr].y, b[rr].y, wb.x, wb.y);
@@ -129,19 +138,26 @@ __global__ void __launch_bounds__(THIN_WARPS * 32) thin_in8_kernel(const __half 
   }
 }
 
+/* Launches kernel k with `smem` bytes of dynamic shared memory (above 48 KiB it must be allowed). */
+template <typename K, typename... A>
+static cudaError_t launch(K k, dim3 grid, size_t smem, cudaStream_t st, A... args) {
+  if (smem > 48 * 1024) {
+    cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+  }
+  k<<<grid, THIN_WARPS * 32, smem, st>>>(args...);
+  return cudaGetLastError();
+}
+
 cudaError_t k_conv_thin(cudaStream_t st, const conv_geom_d &g, const __half *x, const __half *w, __half *y) {
-  int rows = g.yc == 8 && g.xc % 32 == 0 ? OUT8_ROWS : IN8_ROWS;
+  int out8 = g.yc == 8 && g.xc % 32 == 0, rows = out8 ? OUT8_ROWS : IN8_ROWS;
   dim3 grid((unsigned)((g.yw + THIN_WARPS * 16 - 1) / (THIN_WARPS * 16)), (unsigned)((g.yh + rows - 1) / rows),
             (unsigned)g.n);
-  if (g.yc == 8 && g.xc % 32 == 0)
-    thin_out8_kernel<<<grid, THIN_WARPS * 32, 0, st>>>(x, w, y, g.xc, g.xh, g.xw, g.yh, g.yw, g.kh, g.kw);
-  else if (g.yc == 8)
-    thin_in8_kernel<1><<<grid, THIN_WARPS * 32, 0, st>>>(x, w, y, g.xh, g.xw, g.yh, g.yw, g.kh, g.kw);
-  else if (g.yc == 16)
-    thin_in8_kernel<2><<<grid, THIN_WARPS * 32, 0, st>>>(x, w, y, g.xh, g.xw, g.yh, g.yw, g.kh, g.kw);
-  else if (g.yc == 32)
-    thin_in8_kernel<4><<<grid, THIN_WARPS * 32, 0, st>>>(x, w, y, g.xh, g.xw, g.yh, g.yw, g.kh, g.kw);
-  else
-    thin_in8_kernel<8><<<grid, THIN_WARPS * 32, 0, st>>>(x, w, y, g.xh, g.xw, g.yh, g.yw, g.kh, g.kw);
-  return cudaGetLastError();
+  size_t filters = (size_t)g.yc * g.kh * g.kw * g.xc * sizeof(__half);
+  if (out8)
+    return launch(thin_out8_kernel, grid, filters + 8 * 16, st, x, w, y, g.xc, g.xh, g.xw, g.yh, g.yw, g.kh, g.kw);
+  if (g.yc == 8) return launch(thin_in8_kernel<1>, grid, filters, st, x, w, y, g.xh, g.xw, g.yh, g.yw, g.kh, g.kw);
+  if (g.yc == 16) return launch(thin_in8_kernel<2>, grid, filters, st, x, w, y, g.xh, g.xw, g.yh, g.yw, g.kh, g.kw);
+  if (g.yc == 32) return launch(thin_in8_kernel<4>, grid, filters, st, x, w, y, g.xh, g.xw, g.yh, g.yw, g.kh, g.kw);
+  return launch(thin_in8_kernel<8>, grid, filters, st, x, w, y, g.xh, g.xw, g.yh, g.yw, g.kh, g.kw);
 }
