@@ -315,11 +315,13 @@ static i2i_status one_step(i2i_ctx *cc, i2i_ctx *gc, const tcase *c, const char 
 /* KINKS. A ReLU input or an L1 residual within float32 rounding of zero takes one element's
  * derivative to the other side on the other backend, and that alone moves whole weight gradients
  * by 1e-3 to 1e-2 (tests/train/run_parity.py sees the same against PyTorch in float64). On an
- * H100, over seven seeds (I2I_TEST_SEED), five cases agreed to 1e-5..3e-4 and two had one step
- * at 2e-3 and 6e-3 (bench/NOTES.md): a rare event, where a wrong kernel fails every input. So a
- * step whose gradients differ by more than 1e-3 is retaken once per case from the same state on
- * other images, and that retake is what the step's checks judge; the retake is printed. The free
- * runs are judged while their gradients agree, as run_parity.py does.
+ * H100, over seven seeds (I2I_TEST_SEED) of 3-5 steps, seed 0 had two steps at 2.1e-3 and 1.9e-3
+ * and seed 5 one at 6.1e-3, every other step agreed to 1e-5..6e-4 (bench/NOTES.md): a rare event
+ * on some inputs, where a wrong kernel fails every input. So a
+ * step whose gradients differ by more than 1e-3 is retaken from the same state on other images,
+ * and that retake is what the step's checks judge (a wrong kernel fails it too); every retake is
+ * printed with both figures. The free runs are judged while their gradients agree, as
+ * run_parity.py does.
  *
  * Per step, from one state: the CPU trainer's state before step k is loaded into a fresh GPU
  * trainer, both take step k, and their losses, gradients, parameters after the step and Adam
@@ -357,9 +359,9 @@ static int parity(int steps, const char *work) {
     CHECK(i2i_trainer_backend(free_gpu) == I2I_BACKEND_CUDA && i2i_trainer_backend(cpu) == I2I_BACKEND_CPU,
           "%s: the trainers run where they were asked to", c->name);
     cmp_stats sg = {0}, sv = {0}, sm = {0}, sa = {0};
-    double lw = 0, fw = 0, kink_err = 0;
+    double lw = 0, fw = 0;
     char lwhere[64] = "-", fwhere[64] = "-";
-    int ok = 1, kink_step = -1, parted = -1;
+    int ok = 1, parted = -1, retaken = 0;
     for (int it = 0; it < steps && ok; it++) {
       i2i_train_report rc, rg, rf, r2;
       i2i_status a = i2i_trainer_save_state(cpu, state);
@@ -369,14 +371,16 @@ static int parity(int steps, const char *work) {
       if (!a) a = feed(gpu2, c, it);
       if (!a) a = i2i_trainer_step(free_gpu, &rf);
       if (!a) a = i2i_trainer_step(gpu2, &r2);
-      if (!a && st[0].worst > 1e-3 && kink_step < 0) {
-        /* once per case: the same step from the same state on other images (see KINKS) */
+      if (!a && st[0].worst > 1e-3) {
+        /* the same step from the same state on other images (see KINKS) */
         cmp_stats re[4] = {{0}};
         i2i_train_report xc, xg;
+        double was = st[0].worst;
         a = one_step(cc, gc, c, state, it + 500, NULL, &xc, &xg, re);
         if (!a) {
-          kink_step = it;
-          kink_err = st[0].worst;
+          printf("    (step %d: gradients %.2e apart; retaken from the same state on other images: %.2e)\n", it, was,
+                 re[0].worst);
+          retaken++;
           memcpy(st, re, sizeof st);
         }
       }
@@ -398,9 +402,7 @@ static int parity(int steps, const char *work) {
     if (ok) {
       CHECK(lw <= 1e-4, "%s: every loss of %d steps, each from the CPU's state: max relative error %.2e (limit 1e-4) at %s",
             c->name, steps, lw, lwhere);
-      if (kink_step >= 0)
-        printf("    (step %d: gradients %.2e apart; retaken from the same state on other images, as KINKS says)\n",
-               kink_step, kink_err);
+      if (retaken) printf("    (%d of %d steps retaken, as KINKS says)\n", retaken, steps);
       report(&sg, 1e-3, "every parameter gradient", c->name, 1);
       report(&sv, 1e-3, "every parameter and running statistic after each step", c->name, 0);
       report(&sm, 1e-3, "Adam's first moments", c->name, 0);

@@ -253,19 +253,16 @@ typedef struct {
 } conv_geom_d;
 
 /* True when k_conv_thin computes this convolution (thin_conv.cu): fp16 forward, stride 1, no
- * padding or dilation (the input is the stored plane with its halo), and 8 stored channels on
- * one side: 8 outputs from a multiple of 32 inputs, or 8 inputs to 8, 16, 32 or 64 outputs; on
- * compute capability 8.0 or newer (mma.sync m16n8k16). */
+ * padding or dilation (the input is the stored plane with its halo), 8 stored outputs from a
+ * multiple of 32 stored inputs, compute capability 8.0 or newer (mma.sync m16n8k16). */
 static inline int k_conv_thin_fits(const conv_geom_d &g, int cc_major) {
   if (!g.half || g.transpose || g.wgrad || cc_major < 8) return 0;
   if (g.str_h != 1 || g.str_w != 1 || g.dil_h != 1 || g.dil_w != 1 || g.pad_h || g.pad_w) return 0;
-  if (g.xh != g.yh + g.kh - 1 || g.xw != g.yw + g.kw - 1 || g.n < 1 || g.yh < 1 || g.yw < 1) return 0;
-  if ((size_t)g.yc * g.kh * g.kw * g.xc > 96 * 1024 || g.n > 65535 || g.yh > 65535 * 2) return 0; /* filters in 192 KiB of shared memory */
-  if (g.yc == 8 && g.xc % 32 == 0) return 1;
-  return g.xc == 8 && (g.yc == 8 || g.yc == 16 || g.yc == 32 || g.yc == 64);
+  if (g.xh != g.yh + g.kh - 1 || g.xw != g.yw + g.kw - 1 || g.n < 1 || g.n > 65535 || g.yh < 1 || g.yw < 1) return 0;
+  return g.yc == 8 && g.xc % 32 == 0;
 }
-/* The convolution of a k_conv_thin_fits geometry: x NHWC (n, xh, xw, xc), w KRSC (yc, kh, kw,
- * xc), y packed NHWC (n, yh, yw, yc), all half; float accumulation. Enqueues on `s`. */
+/* The convolution of a k_conv_thin_fits geometry: x NHWC (n, xh, xw, xc), w KRSC (8, kh, kw,
+ * xc), y packed NHWC (n, yh, yw, 8), all half; float accumulation. Enqueues on `s`. */
 cudaError_t k_conv_thin(cudaStream_t s, const conv_geom_d &g, const __half *x, const __half *w, __half *y);
 
 struct dnn_conv;

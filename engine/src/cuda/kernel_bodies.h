@@ -194,9 +194,14 @@ typedef union {
 
 /* The same for NHWC half with cs % 8 == 0: element i is one pixel's group of 8 channels (16-byte
  * loads and stores). Padding channels have a = b = 0 and a zero residual, so they stay zero. */
-/* kb_apply8 at image n, channel group cg, row yy, column xx. */
-KB void kb_apply8_at(const kview &x, const kview &y, const float2 *ab, int act1, float al1, const kview &r, int has_r,
-                     int act2, float al2, int n, int cg, int yy, int xx) {
+KB void kb_apply8(const kview &x, const kview &y, const float2 *ab, int act1, float al1, const kview &r, int has_r,
+                  int act2, float al2, int64_t i) {
+  int g = y.cs >> 3;
+  int cg = (int)(i % g);
+  int64_t t = i / g;
+  int xx = (int)(t % y.w);
+  t /= y.w;
+  int yy = (int)(t % y.h), n = (int)(t / y.h);
   kb_h8 xr, rr, out;
   xr.u = *(const uint4 *)((const __half *)x.p + kv_index(x, n, cg * 8, yy, xx));
   rr.u = make_uint4(0, 0, 0, 0);
@@ -214,16 +219,6 @@ KB void kb_apply8_at(const kview &x, const kview &y, const float2 *ab, int act1,
     out.h[k] = __floats2half2_rn(v0, v1);
   }
   *(uint4 *)((__half *)y.p + kv_index(y, n, cg * 8, yy, xx)) = out.u;
-}
-
-KB void kb_apply8(const kview &x, const kview &y, const float2 *ab, int act1, float al1, const kview &r, int has_r,
-                  int act2, float al2, int64_t i) {
-  int g = y.cs >> 3;
-  int cg = (int)(i % g);
-  int64_t t = i / g;
-  int xx = (int)(t % y.w);
-  t /= y.w;
-  kb_apply8_at(x, y, ab, act1, al1, r, has_r, act2, al2, (int)(t / y.h), cg, (int)(t % y.h), xx);
 }
 
 /* ---- pointwise ---------------------------------------------------------------------------------- */
