@@ -1012,7 +1012,7 @@ static int enqueue_all(cu_backend *B, i2i_ctx *ctx, struct cplan *cp, i2i_run_st
 
 /* One eager run with an event after every step: each step's milliseconds logged (I2I_PROFILE). */
 int cplan_profile(cu_backend *B, i2i_ctx *ctx, struct cplan *cp, i2i_run_state *st) {
-  static const char *const kinds[] = {"?", "Conv", "ConvTranspose", "Norm", "Pad", "Act", "Tanh", "Add", "Concat", "Dropout"};
+  static const char *const kinds[CS_DROPOUT + 1] = {"?", "Conv", "ConvTranspose", "Norm", "Pad", "Act", "Tanh", "Add", "Concat", "Dropout"};
   cudaEvent_t *ev = (cudaEvent_t *)calloc((size_t)cp->ns + 1, sizeof *ev);
   if (!ev) return cu_fail(B, CE_HOSTMEM, "out of host memory for the profile");
   int k = CE_OK;
@@ -1023,14 +1023,14 @@ int cplan_profile(cu_backend *B, i2i_ctx *ctx, struct cplan *cp, i2i_run_state *
     if (!k) k = cu_fail_cuda(B, cudaEventRecord(ev[i + 1], B->stream), "cudaEventRecord");
   }
   if (!k) k = cu_fail_cuda(B, cudaEventSynchronize(ev[cp->ns]), "cudaEventSynchronize");
-  double by_kind[10] = {0}, total = 0;
+  double by_kind[CS_DROPOUT + 1] = {0}, total = 0;
   for (int i = 0; i < cp->ns && !k; i++) {
     const cstep *s = &cp->steps[i];
     float ms = 0;
     k = cu_fail_cuda(B, cudaEventElapsedTime(&ms, ev[i], ev[i + 1]), "cudaEventElapsedTime");
     if (k || s->skip) continue;
     const cval *o = &cp->vals[s->out];
-    int kd = s->kind >= 1 && s->kind <= 9 ? s->kind : 0;
+    int kd = s->kind >= CS_CONV && s->kind <= CS_DROPOUT ? s->kind : 0;
     by_kind[kd] += ms;
     total += ms;
     double tf = s->flops > 0 && ms > 0 ? s->flops / (ms * 1e9) : 0;
@@ -1040,7 +1040,7 @@ int cplan_profile(cu_backend *B, i2i_ctx *ctx, struct cplan *cp, i2i_run_state *
                    s->thin ? "thin_conv.cu (mma.sync)" : s->dc ? dnn_conv_describe(s->dc) : "");
   }
   if (!k && ctx)
-    for (int j = 1; j <= 9; j++)
+    for (int j = CS_CONV; j <= CS_DROPOUT; j++)
       if (by_kind[j] > 0)
         B->host->log(ctx, I2I_LOG_INFO, "cuda profile: %-13s %8.3f ms (%4.1f%%)", kinds[j], by_kind[j],
                      100.0 * by_kind[j] / (total > 0 ? total : 1));

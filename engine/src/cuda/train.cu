@@ -129,9 +129,9 @@ static void prof_free(cu_train *T) {
   T->prof = NULL;
 }
 
-/* With I2I_PROFILE set: the events (no profile when they cannot be made). */
+/* With I2I_PROFILE set (B->profile): the events (no profile when they cannot be made). */
 static void prof_open(cu_train *T) {
-  if (!getenv("I2I_PROFILE")) return;
+  if (!T->B->profile) return;
   T->prof = (struct tprof *)calloc(1, sizeof *T->prof);
   if (!T->prof) return;
   for (int i = 0; i < TP_MARKS; i++)
