@@ -8,7 +8,38 @@
 
 #include "cpu.h"
 
-void cpu_norm_forward(const float *x, float *y, int c, size_t hw, const float *scale, const float *bias,
+/* Sums in double over 8 independent lanes: a fixed order whatever the instruction set, so
+ * deterministic, and vectorisable (one running sum would wait on each addition in turn). */
+#define LANES 8
+static inline double lanes_total(const double *l) {
+  double t = 0;
+  for (int j = 0; j < LANES; j++) t += l[j];
+  return t;
+}
+
+/* acc[k % LANES] += x[k] for the hw values of one plane. */
+static inline void lanes_add(const float *x, size_t hw, double *acc) {
+  size_t body = hw / LANES * LANES;
+  for (size_t k = 0; k < body; k += LANES)
+    for (int j = 0; j < LANES; j++) acc[j] += x[k + (size_t)j];
+  for (size_t k = body; k < hw; k++) acc[k % LANES] += x[k];
+}
+
+/* acc[k % LANES] += (x[k] - mu)^2 for the hw values of one plane. */
+static inline void lanes_add_sq(const float *x, size_t hw, double mu, double *acc) {
+  size_t body = hw / LANES * LANES;
+  for (size_t k = 0; k < body; k += LANES)
+    for (int j = 0; j < LANES; j++) {
+      double d = (double)x[k + (size_t)j] - mu;
+      acc[j] += d * d;
+    }
+  for (size_t k = body; k < hw; k++) {
+    double d = (double)x[k] - mu;
+    acc[k % LANES] += d * d;
+  }
+}
+
+HOT_CLONES void cpu_norm_forward(const float *x, float *y, int c, size_t hw, const float *scale, const float *bias,
                       const float *mean, const float *var, float eps, int act, float alpha, int threads) {
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
   for (int ci = 0; ci < c; ci++) {
@@ -19,15 +50,12 @@ void cpu_norm_forward(const float *x, float *y, int c, size_t hw, const float *s
       mu = mean[ci];
       v = var[ci];
     } else {
-      double s = 0;
-      for (size_t i = 0; i < hw; i++) s += xc[i];
-      mu = s / (double)hw;
-      double q = 0;
-      for (size_t i = 0; i < hw; i++) {
-        double d = xc[i] - mu;
-        q += d * d;
-      }
-      v = q / (double)hw;
+      double acc[LANES] = {0};
+      lanes_add(xc, hw, acc);
+      mu = lanes_total(acc) / (double)hw;
+      for (int j = 0; j < LANES; j++) acc[j] = 0;
+      lanes_add_sq(xc, hw, mu, acc);
+      v = lanes_total(acc) / (double)hw;
     }
     double rstd = 1.0 / sqrt(v + (double)eps);
     float a = (float)(scale[ci] * rstd), b = (float)(bias[ci] - mu * scale[ci] * rstd);
@@ -71,21 +99,13 @@ static inline void norm_affine(const float *scale, const float *bias, float mean
   *b = bias[ci] - mean * *a;
 }
 
-/* Sums in double over 8 independent lanes (a fixed order, so deterministic; vectorisable). */
-#define LANES 8
-static inline double lanes_total(const double *l) {
-  double t = 0;
-  for (int j = 0; j < LANES; j++) t += l[j];
-  return t;
-}
-
 static inline float act_apply(float t, int act, float alpha) {
   if (act == ACT_RELU) return t > 0 ? t : 0.0f;
   if (act == ACT_LRELU) return t > 0 ? t : t * alpha;
   return t;
 }
 
-void cpu_norm_train_forward(const float *x, float *y, int n, int c, size_t hw, bool batch, const float *scale,
+HOT_CLONES void cpu_norm_train_forward(const float *x, float *y, int n, int c, size_t hw, bool batch, const float *scale,
                             const float *bias, float eps, int act, float alpha, float *mean, float *rstd, float *run_mean,
                             float *run_var, float momentum, int threads) {
   norm_shape s = {n, c, hw, batch};
@@ -94,27 +114,10 @@ void cpu_norm_train_forward(const float *x, float *y, int n, int c, size_t hw, b
   for (int gi = 0; gi < groups; gi++) {
     int ci = batch ? gi : gi % c, i0 = batch ? 0 : gi / c, i1 = batch ? n : gi / c + 1;
     double acc[LANES] = {0}, cnt = (double)(i1 - i0) * (double)hw;
-    size_t body = hw / LANES * LANES;
-    for (int i = i0; i < i1; i++) {
-      const float *xc = x + plane_off(&s, i, ci);
-      for (size_t k = 0; k < body; k += LANES)
-        for (int j = 0; j < LANES; j++) acc[j] += xc[k + (size_t)j];
-      for (size_t k = body; k < hw; k++) acc[k % LANES] += xc[k];
-    }
+    for (int i = i0; i < i1; i++) lanes_add(x + plane_off(&s, i, ci), hw, acc);
     double mu = lanes_total(acc) / cnt;
     for (int j = 0; j < LANES; j++) acc[j] = 0;
-    for (int i = i0; i < i1; i++) {
-      const float *xc = x + plane_off(&s, i, ci);
-      for (size_t k = 0; k < body; k += LANES)
-        for (int j = 0; j < LANES; j++) {
-          double d = (double)xc[k + (size_t)j] - mu;
-          acc[j] += d * d;
-        }
-      for (size_t k = body; k < hw; k++) {
-        double d = (double)xc[k] - mu;
-        acc[k % LANES] += d * d;
-      }
-    }
+    for (int i = i0; i < i1; i++) lanes_add_sq(x + plane_off(&s, i, ci), hw, mu, acc);
     double var = lanes_total(acc) / cnt;
     float mf = (float)mu, rf = (float)(1.0 / sqrt(var + (double)eps));
     mean[gi] = mf;

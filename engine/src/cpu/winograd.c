@@ -18,26 +18,40 @@ bool cpu_winograd_applies(const conv_geom *g) {
          g->pl == 1 && g->pb == 1 && g->pr == 1 && g->c >= 16 && g->m >= 16;
 }
 
+/* The 16 transformed planes of a chunk are PLANE_SKEW floats further apart than they need be:
+ * planes a power of two apart would share cache sets, and the transforms touch all 16 at once. */
+#define PLANE_SKEW 16
+
 size_t cpu_winograd_scratch(const conv_geom *g, size_t tiles) {
-  return 16 * (size_t)g->m * (size_t)g->c + 16 * ((size_t)g->c + (size_t)g->m) * tiles;
+  return 16 * (size_t)g->m * (size_t)g->c + 16 * ((size_t)g->c + (size_t)g->m) * tiles + 2 * 16 * PLANE_SKEW;
 }
 
-/* U[k][m][c] = (G g G^T)[k] for every filter. */
+/* U[k][m][c] = (G g G^T)[k] for every filter, 16 filters at a time: their taps are transposed
+ * into f[tap][filter] first, so the transform vectorises over the filters. */
 HOT_CLONES static void transform_weights(const conv_geom *g, const float *w, float *u, int threads) {
   size_t mc = (size_t)g->m * (size_t)g->c;
 #pragma omp parallel for num_threads(threads) schedule(static)
-  for (size_t i = 0; i < mc; i++) {
-    const float *f = w + i * 9;
-    float t[4][3];
-    for (int j = 0; j < 3; j++) {
-      t[0][j] = f[j];
-      t[1][j] = 0.5f * (f[j] + f[3 + j] + f[6 + j]);
-      t[2][j] = 0.5f * (f[j] - f[3 + j] + f[6 + j]);
-      t[3][j] = f[6 + j];
-    }
-    for (int r = 0; r < 4; r++) {
-      float v[4] = {t[r][0], 0.5f * (t[r][0] + t[r][1] + t[r][2]), 0.5f * (t[r][0] - t[r][1] + t[r][2]), t[r][2]};
-      for (int s = 0; s < 4; s++) u[(size_t)(r * 4 + s) * mc + i] = v[s];
+  for (size_t i0 = 0; i0 < mc; i0 += 16) {
+    int n = mc - i0 < 16 ? (int)(mc - i0) : 16;
+    float f[9][16];
+    for (int l = 0; l < n; l++)
+      for (int k = 0; k < 9; k++) f[k][l] = w[(i0 + (size_t)l) * 9 + (size_t)k];
+    float *dst = u + i0;
+#pragma GCC ivdep
+    for (int l = 0; l < n; l++) {
+      float t[4][3];
+      for (int j = 0; j < 3; j++) {
+        t[0][j] = f[j][l];
+        t[1][j] = 0.5f * (f[j][l] + f[3 + j][l] + f[6 + j][l]);
+        t[2][j] = 0.5f * (f[j][l] - f[3 + j][l] + f[6 + j][l]);
+        t[3][j] = f[6 + j][l];
+      }
+      for (int r = 0; r < 4; r++) {
+        dst[(size_t)(r * 4 + 0) * mc + (size_t)l] = t[r][0];
+        dst[(size_t)(r * 4 + 1) * mc + (size_t)l] = 0.5f * (t[r][0] + t[r][1] + t[r][2]);
+        dst[(size_t)(r * 4 + 2) * mc + (size_t)l] = 0.5f * (t[r][0] - t[r][1] + t[r][2]);
+        dst[(size_t)(r * 4 + 3) * mc + (size_t)l] = t[r][2];
+      }
     }
   }
 }
@@ -46,11 +60,6 @@ HOT_CLONES static void transform_weights(const conv_geom *g, const float *w, flo
  * convolution pads (reflect or zero) where it reaches past the plane. */
 static inline void gather_tile(const conv_geom *g, const float *xc, int y0, int x0, float d[4][4]) {
   const int h = g->h, w = g->w;
-  if (y0 >= 0 && x0 >= 0 && y0 + 4 <= h && x0 + 4 <= w) {
-    for (int i = 0; i < 4; i++)
-      for (int j = 0; j < 4; j++) d[i][j] = xc[(size_t)(y0 + i) * (size_t)w + (size_t)(x0 + j)];
-    return;
-  }
   for (int i = 0; i < 4; i++) {
     int iy = map_index(y0 + i, h, g->pad_mode);
     for (int j = 0; j < 4; j++) {
@@ -60,66 +69,128 @@ static inline void gather_tile(const conv_geom *g, const float *xc, int y0, int 
   }
 }
 
+/* dst[k * cn] = (B^T d B)[k] for one tile (see transform_input). */
+static inline __attribute__((always_inline)) void tile_in(const float d[4][4], float *dst, size_t cn, float sgn) {
+  float b[4][4];
+  for (int j = 0; j < 4; j++) {
+    b[0][j] = d[0][j] - d[2][j];
+    b[1][j] = d[1][j] + d[2][j];
+    b[2][j] = d[2][j] - d[1][j];
+    b[3][j] = sgn * (d[1][j] - d[3][j]);
+  }
+  for (int i = 0; i < 4; i++) {
+    dst[(size_t)(i * 4 + 0) * cn] = b[i][0] - b[i][2];
+    dst[(size_t)(i * 4 + 1) * cn] = b[i][1] + b[i][2];
+    dst[(size_t)(i * 4 + 2) * cn] = b[i][2] - b[i][1];
+    dst[(size_t)(i * 4 + 3) * cn] = sgn * (b[i][1] - b[i][3]);
+  }
+}
+
+/* The tiles [a, b) of a row of tx tiles that begin at column 2 t - off and reach no further than
+ * column 2 t - off + span - 1 inside a plane `w` wide: [*lo, *hi), empty when none does. */
+static inline void inner_tiles(int a, int b, int off, int span, int w, int *lo, int *hi) {
+  int l = (off + 1) / 2, e = w + off - span >= 0 ? (w + off - span) / 2 + 1 : 0;
+  *lo = l > a ? l : a;
+  *hi = e < b ? e : b;
+  if (*hi < *lo) *hi = *lo;
+}
+
 /* V[k][c][t - t0] = (B^T d B)[k] for the tiles t0 .. t0+nt-1 of every channel, tile t starting
  * at (2 ty - oy, 2 tx - ox). sgn = 1 gives the forward's B^T; sgn = -1 the weight gradient's
- * F(3x3, 2x2) B^T, which differs only in the sign of its last row (exact either way). */
-HOT_CLONES static void transform_input(const conv_geom *g, const float *x, float *v, size_t t0, size_t nt, int tx,
-                                       int oy, int ox, float sgn, int threads) {
+ * F(3x3, 2x2) B^T, which differs only in the sign of its last row (exact either way). A row of
+ * tiles that stays inside the plane runs as one loop over the tiles (stride-2 loads, one
+ * contiguous store stream per k), which the compiler vectorises; the tiles at the border gather
+ * through the padding. */
+HOT_CLONES static void transform_input(const conv_geom *g, const float *x, float *v, size_t cn, size_t t0, size_t nt,
+                                       int tx, int oy, int ox, float sgn, int threads) {
   const int h = g->h, w = g->w;
-  const size_t cn = (size_t)g->c * nt;
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int c = 0; c < g->c; c++) {
     const float *xc = x + (size_t)c * (size_t)h * (size_t)w;
-    for (size_t t = 0; t < nt; t++) {
-      int ty = (int)((t0 + t) / (size_t)tx), txx = (int)((t0 + t) % (size_t)tx);
-      int y0 = ty * 2 - oy, x0 = txx * 2 - ox;
-      float d[4][4];
-      gather_tile(g, xc, y0, x0, d);
-      float b[4][4];
-      for (int j = 0; j < 4; j++) {
-        b[0][j] = d[0][j] - d[2][j];
-        b[1][j] = d[1][j] + d[2][j];
-        b[2][j] = d[2][j] - d[1][j];
-        b[3][j] = sgn * (d[1][j] - d[3][j]);
+    float *vc = v + (size_t)c * nt;
+    for (size_t t = 0; t < nt;) {
+      int ty = (int)((t0 + t) / (size_t)tx), a = (int)((t0 + t) % (size_t)tx);
+      int b = nt - t < (size_t)(tx - a) ? a + (int)(nt - t) : tx;
+      int y0 = ty * 2 - oy, lo = a, hi = a;
+      if (y0 >= 0 && y0 + 4 <= h) inner_tiles(a, b, ox, 4, w, &lo, &hi);
+      float *row = vc + t;
+      for (int k = a; k < b; k++) {
+        if (k == lo) k = hi;
+        if (k >= b) break;
+        float d[4][4];
+        gather_tile(g, xc, y0, 2 * k - ox, d);
+        tile_in(d, row + (k - a), cn, sgn);
       }
-      float *dst = v + (size_t)c * nt + t;
-      for (int i = 0; i < 4; i++) {
-        dst[(size_t)(i * 4 + 0) * cn] = b[i][0] - b[i][2];
-        dst[(size_t)(i * 4 + 1) * cn] = b[i][1] + b[i][2];
-        dst[(size_t)(i * 4 + 2) * cn] = b[i][2] - b[i][1];
-        dst[(size_t)(i * 4 + 3) * cn] = sgn * (b[i][1] - b[i][3]);
+      if (hi > lo) {
+        const float *r0 = xc + (size_t)y0 * (size_t)w, *r1 = r0 + w, *r2 = r1 + w, *r3 = r2 + w;
+#pragma GCC ivdep
+        for (int k = lo; k < hi; k++) {
+          float d[4][4];
+          for (int j = 0; j < 4; j++) {
+            d[0][j] = r0[2 * k - ox + j];
+            d[1][j] = r1[2 * k - ox + j];
+            d[2][j] = r2[2 * k - ox + j];
+            d[3][j] = r3[2 * k - ox + j];
+          }
+          tile_in(d, row + (k - a), cn, sgn);
+        }
       }
+      t += (size_t)(b - a);
     }
   }
 }
 
-/* y = A^T M A (+ bias) for the tiles t0 .. t0+nt-1, cropped at the bottom and right edges. */
-HOT_CLONES static void transform_output(const conv_geom *g, const float *mo, const float *bias, float *y, size_t t0,
-                                        size_t nt, int tx, int threads) {
-  const size_t mn = (size_t)g->m * nt;
+/* The 2x2 outputs of one tile from its 16 products q[k * mn] (A^T M A), bias added. */
+static inline __attribute__((always_inline)) void tile_out(const float *q, size_t mn, float bias, float o[2][2]) {
+  float r[2][4];
+  for (int j = 0; j < 4; j++) {
+    r[0][j] = q[(size_t)j * mn] + q[(size_t)(4 + j) * mn] + q[(size_t)(8 + j) * mn];
+    r[1][j] = q[(size_t)(4 + j) * mn] - q[(size_t)(8 + j) * mn] - q[(size_t)(12 + j) * mn];
+  }
+  for (int i = 0; i < 2; i++) {
+    o[i][0] = r[i][0] + r[i][1] + r[i][2] + bias;
+    o[i][1] = r[i][1] - r[i][2] - r[i][3] + bias;
+  }
+}
+
+/* y = A^T M A (+ bias) for the tiles t0 .. t0+nt-1, cropped at the bottom and right edges; whole
+ * tiles of a row run as one vectorised loop, as in transform_input. */
+HOT_CLONES static void transform_output(const conv_geom *g, const float *mo, size_t mn, const float *bias, float *y,
+                                        size_t t0, size_t nt, int tx, int threads) {
   const int oh = g->oh, ow = g->ow;
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int m = 0; m < g->m; m++) {
-    float b = bias ? bias[m] : 0.0f;
+    float bm = bias ? bias[m] : 0.0f;
     float *ym = y + (size_t)m * (size_t)oh * (size_t)ow;
     const float *src = mo + (size_t)m * nt;
-    for (size_t t = 0; t < nt; t++) {
-      float q[16];
-      for (int k = 0; k < 16; k++) q[k] = src[(size_t)k * mn + t];
-      float r[2][4];
-      for (int j = 0; j < 4; j++) {
-        r[0][j] = q[j] + q[4 + j] + q[8 + j];
-        r[1][j] = q[4 + j] - q[8 + j] - q[12 + j];
+    for (size_t t = 0; t < nt;) {
+      int ty = (int)((t0 + t) / (size_t)tx), a = (int)((t0 + t) % (size_t)tx);
+      int b = nt - t < (size_t)(tx - a) ? a + (int)(nt - t) : tx;
+      int oy = ty * 2, lo = a, hi = a;
+      if (oy + 2 <= oh) inner_tiles(a, b, 0, 2, ow, &lo, &hi);
+      const float *q = src + t;
+      float *y0 = ym + (size_t)oy * (size_t)ow;
+      for (int k = a; k < b; k++) {
+        if (k == lo) k = hi;
+        if (k >= b) break;
+        float o[2][2];
+        tile_out(q + (k - a), mn, bm, o);
+        for (int i = 0; i < 2 && oy + i < oh; i++) {
+          y0[(size_t)i * (size_t)ow + (size_t)(2 * k)] = o[i][0];
+          if (2 * k + 1 < ow) y0[(size_t)i * (size_t)ow + (size_t)(2 * k + 1)] = o[i][1];
+        }
       }
-      int ty = (int)((t0 + t) / (size_t)tx), txx = (int)((t0 + t) % (size_t)tx);
-      int oy = ty * 2, ox = txx * 2;
-      for (int i = 0; i < 2; i++) {
-        if (oy + i >= oh) break;
-        float *row = ym + (size_t)(oy + i) * (size_t)ow;
-        float v0 = r[i][0] + r[i][1] + r[i][2] + b, v1 = r[i][1] - r[i][2] - r[i][3] + b;
-        row[ox] = v0;
-        if (ox + 1 < ow) row[ox + 1] = v1;
+      float *y1 = y0 + ow;
+#pragma GCC ivdep
+      for (int k = lo; k < hi; k++) {
+        float o[2][2];
+        tile_out(q + (k - a), mn, bm, o);
+        y0[2 * k] = o[0][0];
+        y0[2 * k + 1] = o[0][1];
+        y1[2 * k] = o[1][0];
+        y1[2 * k + 1] = o[1][1];
       }
+      t += (size_t)(b - a);
     }
   }
 }
@@ -129,7 +200,7 @@ int cpu_conv_winograd(const conv_geom *g, const float *x, const float *w, const 
   const int ty = (g->oh + 1) / 2, tx = (g->ow + 1) / 2;
   const size_t tiles = (size_t)ty * (size_t)tx, mc = (size_t)g->m * (size_t)g->c;
   float *u = scratch;
-  size_t left = scratch_floats - 16 * mc;
+  size_t left = scratch_floats - 16 * mc - 2 * 16 * PLANE_SKEW;
   size_t chunk = left / (16 * ((size_t)g->c + (size_t)g->m));
   if (chunk > tiles) chunk = tiles;
   transform_weights(g, w, u, threads);
@@ -137,15 +208,16 @@ int cpu_conv_winograd(const conv_geom *g, const float *x, const float *w, const 
   int n_chunks = 0;
   for (size_t t0 = 0; t0 < tiles; t0 += chunk) {
     size_t nt = tiles - t0 < chunk ? tiles - t0 : chunk;
-    float *mo = v + 16 * (size_t)g->c * nt;
+    size_t cs = (size_t)g->c * nt + PLANE_SKEW, ms = (size_t)g->m * nt + PLANE_SKEW;
+    float *mo = v + 16 * cs;
     n_chunks++;
-    transform_input(g, x, v, t0, nt, tx, 1, 1, 1.0f, threads);
+    transform_input(g, x, v, cs, t0, nt, tx, 1, 1, 1.0f, threads);
     /* the 16 products share out over the threads (single-threaded GEMMs inside the region) */
 #pragma omp parallel for num_threads(threads <= 16 ? threads : 1) schedule(dynamic, 1)
     for (int k = 0; k < 16; k++)
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->m, (int)nt, g->c, 1.0f, u + (size_t)k * mc, g->c,
-                  v + (size_t)k * (size_t)g->c * nt, (int)nt, 0.0f, mo + (size_t)k * (size_t)g->m * nt, (int)nt);
-    transform_output(g, mo, bias, y, t0, nt, tx, threads);
+                  v + (size_t)k * cs, (int)nt, 0.0f, mo + (size_t)k * ms, (int)nt);
+    transform_output(g, mo, ms, bias, y, t0, nt, tx, threads);
     if (g->chunk_done && t0 + nt < tiles && g->chunk_done(g->user, (double)(t0 + nt) / (double)tiles)) return -1;
   }
   return n_chunks;
@@ -307,7 +379,7 @@ void cpu_conv_backward_weights_winograd(const conv_geom *g, const float *x, cons
   for (size_t t0 = 0; t0 < tiles; t0 += chunk) {
     size_t nt = tiles - t0 < chunk ? tiles - t0 : chunk;
     float *u = v + 16 * (size_t)g->c * nt;
-    transform_input(g, x, v, t0, nt, tx, g->pt, g->pl, -1.0f, threads);
+    transform_input(g, x, v, (size_t)g->c * nt, t0, nt, tx, g->pt, g->pl, -1.0f, threads);
     wgrad_dy(g, dy, u, t0, nt, tx, threads);
     /* the 16 products share out over the threads, each one a single-threaded GEMM (OpenBLAS runs
      * one thread inside a parallel region): one fork instead of sixteen */
