@@ -1,7 +1,8 @@
 /* tests/engine/test_conv.c: the CPU backend's convolution algorithms against the plain GEMM
  * path, kernel by kernel: Winograd F(2x2, 2x2) for 4x4 stride-2 Conv and ConvTranspose
- * (winograd_s2.c) at odd sizes, in every padding mode, in one chunk and in many, on 1 and 2
- * threads, with a cancel between chunks, and what the dispatcher picks. The end-to-end numbers
+ * (winograd_s2.c) and F(2x2, 3x3) / F(4x4, 3x3) for 3x3 stride-1 Conv (winograd.c) at odd sizes,
+ * in every padding mode, in one chunk and in many, on 1 and 2 threads, with a cancel between
+ * chunks, and what the dispatcher picks. The end-to-end numbers
  * against PyTorch are the golden tests'; this pins the cases the U-Net's sizes do not reach.
  * Ends with "N passed, N failed".
  */
@@ -158,11 +159,128 @@ static void test_s2_applies(void) {
         "3x3 kernel, padding 2, output padding: not this algorithm");
 }
 
+/* ---- 3x3 stride 1 (winograd.c) ------------------------------------------------------------ */
+
+static conv_geom geom3(int c, int h, int w, int m, int mode) {
+  conv_geom g = {0};
+  g.c = c;
+  g.h = g.oh = h;
+  g.w = g.ow = w;
+  g.m = m;
+  g.kh = g.kw = 3;
+  g.sh = g.sw = g.dh = g.dw = 1;
+  g.pt = g.pl = g.pb = g.pr = 1;
+  g.pad_mode = mode;
+  return g;
+}
+
+/* max |winograd - gemm| / max |gemm| for a 3x3 convolution by Winograd with output tiles of
+ * edge `tile`, in chunks of `tiles` tiles (0: all); *chunks gets how many it took. */
+static double compare3(const conv_geom *g, int tile, size_t tiles, int threads, int *chunks) {
+  size_t xs = (size_t)g->c * (size_t)g->h * (size_t)g->w, ys = (size_t)g->m * (size_t)g->oh * (size_t)g->ow;
+  size_t ws = (size_t)g->m * (size_t)g->c * 9, full, min;
+  cpu_conv_scratch(g, threads, &full, &min);
+  size_t use = cpu_winograd_scratch(g, tile, tiles ? tiles : cpu_winograd_tiles(g, tile));
+  size_t ss = full > use ? full : use;
+  float *x = malloc(xs * 4), *w = malloc(ws * 4), *b = malloc((size_t)g->m * 4), *y1 = malloc(ys * 4),
+        *y2 = malloc(ys * 4), *s = malloc(ss * 4);
+  for (size_t i = 0; i < xs; i++) x[i] = urand();
+  for (size_t i = 0; i < ws; i++) w[i] = urand() * 0.2f;
+  for (int i = 0; i < g->m; i++) b[i] = urand();
+  for (size_t i = 0; i < ys; i++) y2[i] = NAN; /* every output must be written */
+  cpu_conv_forward(g, x, w, b, y1, s, ss, threads);
+  *chunks = cpu_conv_winograd(g, tile, x, w, b, y2, s, use, threads);
+  double d = 0, mx = 0;
+  for (size_t i = 0; i < ys; i++) {
+    double e = fabs((double)y1[i] - (double)y2[i]);
+    if (!(e <= d)) d = e; /* NaN propagates */
+    if (fabs(y1[i]) > mx) mx = fabs(y1[i]);
+  }
+  free(x), free(w), free(b), free(y1), free(y2), free(s);
+  return d / (mx > 0 ? mx : 1);
+}
+
+/* Both tile sizes equal GEMM in every padding mode, at sizes that crop the last tile row and
+ * column (a plane of 1x1 too), planes narrower than one segment of tiles and wider, on 1 and 2
+ * threads; F(2x2, 3x3) within float rounding, F(4x4, 3x3) within 1e-5 of the largest output
+ * (4e-5 over the 2304 products of a ResNet block). */
+static void test_wino3(void) {
+  static const char *names[] = {"zero", "reflect", "edge"};
+  int sizes[][2] = {{16, 16}, {17, 15}, {9, 13}, {1, 1}, {3, 40}, {61, 7}, {10, 150}};
+  double worst[2] = {0, 0};
+  for (int mode = 0; mode < 3; mode++)
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
+      for (int th = 1; th <= 2; th++)
+        for (int tile = 2; tile <= 4; tile += 2) {
+          conv_geom g = geom3(16, sizes[k][0], sizes[k][1], 20, mode);
+          int chunks;
+          double e = compare3(&g, tile, 0, th, &chunks);
+          if (e > worst[tile / 4]) worst[tile / 4] = e;
+          CHECK(e < (tile == 2 ? 2e-6 : 1e-5), "F(%dx%d) %s %dx%d, %d threads: relative error %.3g", tile, tile,
+                names[mode], g.h, g.w, th, e);
+          CHECK(chunks == 1, "one chunk when the scratch holds every tile (%d)", chunks);
+        }
+  printf("    worst relative error: F(2x2, 3x3) %.2e, F(4x4, 3x3) %.2e\n", worst[0], worst[1]);
+  conv_geom g = geom3(256, 64, 64, 256, PAD_REFLECT);
+  int chunks;
+  double e2 = compare3(&g, 2, 0, 2, &chunks), e4 = compare3(&g, 4, 0, 2, &chunks);
+  printf("    ResNet block 256->256 64x64 reflect: F(2x2) %.2e, F(4x4) %.2e\n", e2, e4);
+  CHECK(e2 < 2e-6 && e4 < 4e-5, "ResNet block: %.3g, %.3g", e2, e4);
+}
+
+/* Chunks that start and end inside a tile row give the same output as one chunk. */
+static void test_wino3_chunks(void) {
+  size_t tiles[] = {1, 5, 16, 77};
+  for (size_t k = 0; k < sizeof tiles / sizeof tiles[0]; k++)
+    for (int tile = 2; tile <= 4; tile += 2) {
+      conv_geom g = geom3(16, 41, 37, 16, PAD_REFLECT);
+      int chunks;
+      double e = compare3(&g, tile, tiles[k], 2, &chunks);
+      size_t want = (cpu_winograd_tiles(&g, tile) + tiles[k] - 1) / tiles[k];
+      CHECK(e < (tile == 2 ? 2e-6 : 1e-5), "F(%dx%d), %zu tiles a chunk: %.3g", tile, tile, tiles[k], e);
+      CHECK((size_t)chunks == want, "F(%dx%d), %zu tiles a chunk: %d chunks, want %zu", tile, tile, tiles[k], chunks,
+            want);
+    }
+}
+
+/* A cancel asked for between chunks stops the convolution and reports it (-1). */
+static void test_wino3_cancel(void) {
+  conv_geom g = geom3(16, 64, 64, 16, PAD_REFLECT);
+  g.chunk_done = stop_at;
+  stop_after = 2;
+  chunks_seen = 0;
+  size_t ss = cpu_winograd_scratch(&g, 4, 20), xs = 16 * 64 * 64, ws = 16 * 16 * 9;
+  float *x = calloc(xs, 4), *w = calloc(ws, 4), *y = calloc(xs, 4), *s = malloc(ss * 4);
+  int r = cpu_conv_winograd(&g, 4, x, w, NULL, y, s, ss, 1);
+  CHECK(r == -1 && chunks_seen == 2, "stopped after the second chunk: returned %d after %d", r, chunks_seen);
+  free(x), free(w), free(y), free(s);
+}
+
+/* The dispatcher's tile: 4 for outputs of 8x8 and more when the scratch holds 16 such tiles and
+ * the caller allows it (inference, not training), 2 for smaller outputs or less scratch, none
+ * below that. */
+static void test_wino3_tile(void) {
+  conv_geom big = geom3(256, 64, 64, 256, PAD_REFLECT), small = geom3(256, 7, 64, 256, PAD_REFLECT);
+  CHECK(cpu_winograd_applies(&big) && cpu_winograd_tile(&big, 4, SIZE_MAX) == 4, "64x64: F(4x4, 3x3)");
+  CHECK(cpu_winograd_tile(&big, 2, SIZE_MAX) == 2, "training's bound: F(2x2, 3x3)");
+  CHECK(cpu_winograd_tile(&small, 4, SIZE_MAX) == 2, "7 rows: F(2x2, 3x3)");
+  CHECK(cpu_winograd_tile(&big, 4, cpu_winograd_scratch(&big, 4, 16) - 1) == 2, "scratch short of 16 F(4x4) tiles");
+  CHECK(cpu_winograd_tile(&big, 4, cpu_winograd_scratch(&big, 2, 16) - 1) == 0, "scratch short of 16 F(2x2) tiles");
+  conv_geom s2 = big;
+  s2.sh = s2.sw = 2;
+  conv_geom few = geom3(3, 64, 64, 64, PAD_REFLECT);
+  CHECK(!cpu_winograd_applies(&s2) && !cpu_winograd_applies(&few), "stride 2, 3 input channels: not Winograd");
+}
+
 int main(void) {
   RUN(test_conv_s2);
   RUN(test_convt_s2);
   RUN(test_s2_chunks);
   RUN(test_s2_cancel);
   RUN(test_s2_applies);
+  RUN(test_wino3);
+  RUN(test_wino3_chunks);
+  RUN(test_wino3_cancel);
+  RUN(test_wino3_tile);
   return check_summary();
 }

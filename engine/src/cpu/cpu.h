@@ -53,12 +53,19 @@ int cpu_conv_forward(const conv_geom *g, const float *x, const float *w, const f
 int cpu_convt_forward(const conv_geom *g, const float *x, const float *w, const float *bias, float *y,
                       float *scratch, size_t scratch_floats, int threads);
 
-/* Winograd F(2x2,3x3) for 3x3 stride-1 pad-1 convolutions with at least 16 channels in and out
- * (winograd.c). Needs cpu_winograd_scratch(g, 16) floats at least; returns the chunks or -1. */
+/* Winograd for 3x3 stride-1 pad-1 convolutions with at least 16 channels in and out
+ * (winograd.c). cpu_winograd_tile gives the output tile edge to use, at most max_tile, with
+ * scratch_floats of scratch (SIZE_MAX: the one preferred): 4 (F(4x4, 3x3)) for outputs of 8x8
+ * and more, else 2 (F(2x2, 3x3)), 0 when the scratch holds neither's 16 tiles; cpu_winograd_tiles how many tiles
+ * of an edge cover the output; cpu_winograd_scratch the floats a run in chunks of `tiles` tiles
+ * needs. cpu_conv_winograd needs cpu_winograd_scratch(g, tile, 1) floats at least (more: fewer
+ * chunks) and returns the chunks or -1 (chunk_done asked to stop). */
 bool cpu_winograd_applies(const conv_geom *g);
-size_t cpu_winograd_scratch(const conv_geom *g, size_t tiles);
-int cpu_conv_winograd(const conv_geom *g, const float *x, const float *w, const float *bias, float *y, float *scratch,
-                      size_t scratch_floats, int threads);
+int cpu_winograd_tile(const conv_geom *g, int max_tile, size_t scratch_floats);
+size_t cpu_winograd_tiles(const conv_geom *g, int tile);
+size_t cpu_winograd_scratch(const conv_geom *g, int tile, size_t tiles);
+int cpu_conv_winograd(const conv_geom *g, int tile, const float *x, const float *w, const float *bias, float *y,
+                      float *scratch, size_t scratch_floats, int threads);
 /* Winograd F(2x2, 2x2) over the sub-pixel phases of 4x4 stride-2 pad-1 convolutions (transpose
  * false) and transposed convolutions (true) with at least 16 input channels and enough pixels
  * (winograd_s2.c). Needs cpu_s2_scratch(g, transpose, 16) floats at least; returns the chunks
@@ -77,10 +84,11 @@ int cpu_conv_direct(const conv_geom *g, const float *x, const float *w, const fl
 /* The geometry of a convolution step of a plan (exec.c). */
 conv_geom cpu_step_geom(const i2i_model *m, const i2i_plan *p, const i2i_step *s);
 /* One image through a Conv (transpose false) or ConvTranspose step by the fastest kernel that
- * applies and fits the scratch (Winograd unless `fast` is false, direct, or GEMM) (exec.c).
- * Returns the chunks or -1 when g->chunk_done stopped it. */
+ * applies and fits the scratch (Winograd, direct, or GEMM) (exec.c). `wino` bounds the Winograd
+ * tile: 0 none, 2 F(2x2, ...) only (training), 4 F(4x4, 3x3) too (inference). Returns the chunks
+ * or -1 when g->chunk_done stopped it. */
 int cpu_conv_any(const conv_geom *g, bool transpose, const float *x, const float *w, const float *bias, float *y,
-                 float *scratch, size_t scratch_floats, int threads, bool fast);
+                 float *scratch, size_t scratch_floats, int threads, int wino);
 /* Scratch floats a convolution step wants for one chunk (full) and at least (min) (exec.c). */
 void cpu_conv_scratch(const conv_geom *g, int threads, size_t *full, size_t *min);
 

@@ -61,8 +61,10 @@ void cpu_conv_scratch(const conv_geom *g, int threads, size_t *full, size_t *min
     *full = k * ohw;
     *min = k * 64;
     if (cpu_winograd_applies(g)) {
-      size_t tiles = (size_t)((g->oh + 1) / 2) * (size_t)((g->ow + 1) / 2);
-      size_t wf = cpu_winograd_scratch(g, tiles), wm = cpu_winograd_scratch(g, 64);
+      int tile = cpu_winograd_tile(g, 4, SIZE_MAX);
+      size_t wf = cpu_winograd_scratch(g, tile, cpu_winograd_tiles(g, tile)), wm = cpu_winograd_scratch(g, 2, 64);
+      size_t w2 = cpu_winograd_scratch(g, 2, cpu_winograd_tiles(g, 2)); /* training's tile */
+      if (w2 > wf) wf = w2;
       if (wf > *full) *full = wf;
       if (wm > *min) *min = wm;
     }
@@ -74,14 +76,14 @@ void cpu_conv_scratch(const conv_geom *g, int threads, size_t *full, size_t *min
 }
 
 int cpu_conv_any(const conv_geom *g, bool transpose, const float *x, const float *w, const float *bias, float *y,
-                 float *scratch, size_t scratch_floats, int threads, bool fast) {
-  if (fast && cpu_s2_applies(g, transpose) && scratch_floats >= cpu_s2_scratch(g, transpose, 16))
+                 float *scratch, size_t scratch_floats, int threads, int wino) {
+  if (wino && cpu_s2_applies(g, transpose) && scratch_floats >= cpu_s2_scratch(g, transpose, 16))
     return cpu_conv_s2(g, transpose, x, w, bias, y, scratch, scratch_floats, threads);
   if (transpose) return cpu_convt_forward(g, x, w, bias, y, scratch, scratch_floats, threads);
   if (cpu_direct_applies(g) && scratch_floats >= cpu_direct_scratch(g, threads))
     return cpu_conv_direct(g, x, w, bias, y, scratch, threads);
-  if (fast && cpu_winograd_applies(g) && scratch_floats >= cpu_winograd_scratch(g, 64))
-    return cpu_conv_winograd(g, x, w, bias, y, scratch, scratch_floats, threads);
+  int tile = wino && cpu_winograd_applies(g) ? cpu_winograd_tile(g, wino, scratch_floats) : 0;
+  if (tile) return cpu_conv_winograd(g, tile, x, w, bias, y, scratch, scratch_floats, threads);
   return cpu_conv_forward(g, x, w, bias, y, scratch, scratch_floats, threads);
 }
 
@@ -92,7 +94,8 @@ static i2i_status cpu_execute(void *self, i2i_ctx *ctx, const i2i_model *m, cons
   openblas_set_num_threads(th);
   double done = 0;
   /* I2I_PROFILE=1: time per op type, logged at the end (where the time goes) */
-  bool prof = getenv("I2I_PROFILE") != NULL, fast = !getenv("I2I_NO_WINOGRAD");
+  bool prof = getenv("I2I_PROFILE") != NULL;
+  int wino = getenv("I2I_NO_WINOGRAD") ? 0 : 4;
   double op_time[OP_COUNT_] = {0}, op_flops[OP_COUNT_] = {0};
   for (int k = 0; k < p->n_steps; k++) {
     const i2i_step *s = &p->steps[k];
@@ -117,7 +120,7 @@ static i2i_status cpu_execute(void *self, i2i_ctx *ctx, const i2i_model *m, cons
         chunk_ctx cc = {ctx, st, done + s->flops * img / p->n, s->flops / p->n, p->total_flops, false};
         cg.user = &cc;
         const float *bias = n->n_in > 2 ? wdata(g, n->in[2]) : NULL;
-        int tiles = cpu_conv_any(&cg, s->op == OP_CONVT, x, wt->data, bias, y, st->scratch, p->scratch_floats, th, fast);
+        int tiles = cpu_conv_any(&cg, s->op == OP_CONVT, x, wt->data, bias, y, st->scratch, p->scratch_floats, th, wino);
         if (tiles < 0) return i2i_fail(ctx, I2I_E_CANCELLED, "cancelled");
         if (tiles > st->tiles) st->tiles = tiles;
         break;

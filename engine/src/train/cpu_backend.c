@@ -145,7 +145,7 @@ static i2i_status cpu_forward(void *self, i2i_ctx *ctx, const i2i_tnet *net, flo
       for (int i = 0; i < p->n; i++) {
         const float *xx = x + xi * (size_t)i;
         float *yy = y + yi * (size_t)i;
-        cpu_conv_any(&cg, s->op == OP_CONVT, xx, w, b, yy, scratch, p->scratch_floats, th, !no_wino);
+        cpu_conv_any(&cg, s->op == OP_CONVT, xx, w, b, yy, scratch, p->scratch_floats, th, no_wino ? 0 : 2);
       }
       break;
     }
