@@ -1,6 +1,7 @@
 /* tests/engine/test_conv.c: the CPU backend's convolution algorithms against the plain GEMM
  * path, kernel by kernel: Winograd F(2x2, 2x2) for 4x4 stride-2 Conv and ConvTranspose
- * (winograd_s2.c) and F(2x2, 3x3) / F(4x4, 3x3) for 3x3 stride-1 Conv (winograd.c) at odd sizes,
+ * (winograd_s2.c), F(2x2, 3x3) / F(4x4, 3x3) for 3x3 stride-1 Conv and the direct kernel for
+ * few outputs (winograd.c) at odd sizes,
  * in every padding mode, in one chunk and in many, on 1 and 2 threads, with a cancel between
  * chunks, and what the dispatcher picks. The end-to-end numbers
  * against PyTorch are the golden tests'; this pins the cases the U-Net's sizes do not reach.
@@ -272,6 +273,50 @@ static void test_wino3_tile(void) {
   CHECK(!cpu_winograd_applies(&s2) && !cpu_winograd_applies(&few), "stride 2, 3 input channels: not Winograd");
 }
 
+/* ---- direct convolution for few outputs (winograd.c) ------------------------------------- */
+
+/* The direct kernel equals GEMM for 1 to 4 outputs: the ResNet's last 7x7 layer (reflect), the
+ * PatchGAN's last 4x4 one (zeros), stride 2, widths that leave a tail short of a 32-column strip
+ * and planes narrower than one, on 1 and 2 threads: within the rounding of 3136-term sums
+ * summed in another order (1e-5). */
+static void test_direct(void) {
+  struct {
+    int c, h, w, m, k, s, pad, mode;
+  } cases[] = {{64, 19, 70, 3, 7, 1, 3, PAD_REFLECT}, {64, 9, 37, 4, 7, 1, 3, PAD_EDGE},
+               {32, 11, 64, 1, 4, 1, 1, PAD_CONSTANT}, {32, 12, 5, 2, 4, 1, 1, PAD_CONSTANT},
+               {16, 17, 41, 3, 4, 2, 1, PAD_REFLECT}, {8, 33, 96, 3, 3, 1, 1, PAD_CONSTANT}};
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+    for (int th = 1; th <= 2; th++) {
+      conv_geom g = {0};
+      g.c = cases[k].c, g.h = cases[k].h, g.w = cases[k].w, g.m = cases[k].m;
+      g.kh = g.kw = cases[k].k, g.sh = g.sw = cases[k].s, g.dh = g.dw = 1;
+      g.pt = g.pl = g.pb = g.pr = cases[k].pad, g.pad_mode = cases[k].mode;
+      g.oh = (g.h + 2 * g.pt - g.kh) / g.sh + 1, g.ow = (g.w + 2 * g.pl - g.kw) / g.sw + 1;
+      CHECK(cpu_direct_applies(&g), "case %zu takes the direct kernel", k);
+      size_t xs = (size_t)g.c * g.h * g.w, ys = (size_t)g.m * g.oh * g.ow, ws = (size_t)g.m * g.c * g.kh * g.kw;
+      size_t full, min;
+      cpu_conv_scratch(&g, th, &full, &min);
+      size_t gs = (size_t)g.c * g.kh * g.kw * (size_t)g.oh * g.ow, ss = full > gs ? full : gs;
+      float *x = malloc(xs * 4), *w = malloc(ws * 4), *b = malloc((size_t)g.m * 4), *y1 = malloc(ys * 4),
+            *y2 = malloc(ys * 4), *sc = malloc(ss * 4);
+      for (size_t i = 0; i < xs; i++) x[i] = urand();
+      for (size_t i = 0; i < ws; i++) w[i] = urand() * 0.2f;
+      for (int i = 0; i < g.m; i++) b[i] = urand();
+      for (size_t i = 0; i < ys; i++) y2[i] = NAN;
+      cpu_conv_forward(&g, x, w, b, y1, sc, ss, th);
+      cpu_conv_direct(&g, x, w, b, y2, sc, th);
+      double d = 0, mx = 0;
+      for (size_t i = 0; i < ys; i++) {
+        double e = fabs((double)y1[i] - (double)y2[i]);
+        if (!(e <= d)) d = e;
+        if (fabs(y1[i]) > mx) mx = fabs(y1[i]);
+      }
+      CHECK(d / mx < 1e-5, "%d -> %d, %dx%d kernel %d stride %d, %d threads: relative error %.3g", g.c, g.m, g.h, g.w,
+            g.kh, g.sh, th, d / mx);
+      free(x), free(w), free(b), free(y1), free(y2), free(sc);
+    }
+}
+
 int main(void) {
   RUN(test_conv_s2);
   RUN(test_convt_s2);
@@ -282,5 +327,6 @@ int main(void) {
   RUN(test_wino3_chunks);
   RUN(test_wino3_cancel);
   RUN(test_wino3_tile);
+  RUN(test_direct);
   return check_summary();
 }
