@@ -276,7 +276,8 @@ static void test_wino3_tile(void) {
 /* ---- direct convolution for few outputs (winograd.c) ------------------------------------- */
 
 /* The direct kernel equals GEMM for 1 to 4 outputs: the ResNet's last 7x7 layer (reflect), the
- * PatchGAN's last 4x4 one (zeros), stride 2, widths that leave a tail short of a 32-column strip
+ * PatchGAN's last 4x4 one (zeros), stride 2; for 3 inputs: the ResNet's first layer (64 outputs,
+ * and 6, which leaves a group of two), widths that leave a tail short of a 32-column strip
  * and planes narrower than one, on 1 and 2 threads: within the rounding of 3136-term sums
  * summed in another order (1e-5). */
 static void test_direct(void) {
@@ -284,7 +285,8 @@ static void test_direct(void) {
     int c, h, w, m, k, s, pad, mode;
   } cases[] = {{64, 19, 70, 3, 7, 1, 3, PAD_REFLECT}, {64, 9, 37, 4, 7, 1, 3, PAD_EDGE},
                {32, 11, 64, 1, 4, 1, 1, PAD_CONSTANT}, {32, 12, 5, 2, 4, 1, 1, PAD_CONSTANT},
-               {16, 17, 41, 3, 4, 2, 1, PAD_REFLECT}, {8, 33, 96, 3, 3, 1, 1, PAD_CONSTANT}};
+               {16, 17, 41, 3, 4, 2, 1, PAD_REFLECT}, {8, 33, 96, 3, 3, 1, 1, PAD_CONSTANT},
+               {3, 21, 70, 64, 7, 1, 3, PAD_REFLECT}, {3, 10, 37, 6, 7, 1, 3, PAD_CONSTANT}};
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
     for (int th = 1; th <= 2; th++) {
       conv_geom g = {0};

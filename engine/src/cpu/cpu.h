@@ -75,7 +75,8 @@ size_t cpu_s2_tiles(const conv_geom *g, bool transpose);
 size_t cpu_s2_scratch(const conv_geom *g, bool transpose, size_t tiles);
 int cpu_conv_s2(const conv_geom *g, bool transpose, const float *x, const float *w, const float *bias, float *y,
                 float *scratch, size_t scratch_floats, int threads);
-/* Direct convolution for at most 4 output channels; cpu_direct_scratch(g, threads) floats. */
+/* Direct convolution for at most 4 output channels, or at most 4 input channels at stride 1
+ * (the generators' first and last layers); cpu_direct_scratch(g, threads) floats. */
 bool cpu_direct_applies(const conv_geom *g);
 size_t cpu_direct_scratch(const conv_geom *g, int threads);
 int cpu_conv_direct(const conv_geom *g, const float *x, const float *w, const float *bias, float *y, float *scratch,

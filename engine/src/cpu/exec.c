@@ -61,8 +61,9 @@ void cpu_conv_scratch(const conv_geom *g, int threads, size_t *full, size_t *min
     *full = k * ohw;
     *min = k * 64;
     if (cpu_winograd_applies(g)) {
+      /* the floor is 16 tiles of F(2x2, 3x3): a budget below F(4x4)'s 16 tiles gets F(2x2) */
       int tile = cpu_winograd_tile(g, 4, SIZE_MAX);
-      size_t wf = cpu_winograd_scratch(g, tile, cpu_winograd_tiles(g, tile)), wm = cpu_winograd_scratch(g, 2, 64);
+      size_t wf = cpu_winograd_scratch(g, tile, cpu_winograd_tiles(g, tile)), wm = cpu_winograd_scratch(g, 2, 16);
       size_t w2 = cpu_winograd_scratch(g, 2, cpu_winograd_tiles(g, 2)); /* training's tile */
       if (w2 > wf) wf = w2;
       if (wf > *full) *full = wf;

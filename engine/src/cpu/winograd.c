@@ -9,7 +9,8 @@
  * an order of magnitude further from the exact convolution than float rounding alone (relative
  * 1e-6 rather than 1e-7; tests/engine/test_conv.c).
  * A direct convolution for very few output channels (the last 64 -> 3 layer), where a GEMM with
- * three rows wastes most of the machine.
+ * three rows wastes most of the machine, or very few input channels (the first 3 -> 64 layer,
+ * whose im2col copy costs as much as its GEMM).
  * Every transform runs a row of tiles that stays inside the plane as one loop over the tiles,
  * which GCC vectorises (strided loads, one contiguous store stream per transformed element);
  * tiles at the border gather through the padding one by one.
@@ -387,7 +388,9 @@ int cpu_conv_winograd(const conv_geom *g, int tile, const float *x, const float 
 
 /* ---- direct convolution for few output channels -------------------------------------------- */
 
-bool cpu_direct_applies(const conv_geom *g) { return g->m <= 4 && g->c * g->kh * g->kw >= 64; }
+bool cpu_direct_applies(const conv_geom *g) {
+  return (g->m <= 4 || (g->c <= 4 && g->sw == 1 && g->dw == 1)) && g->c * g->kh * g->kw >= 64;
+}
 
 /* Per thread: the m output rows being summed, then the kh padded input rows of one channel. */
 size_t cpu_direct_scratch(const conv_geom *g, int threads) {
@@ -427,19 +430,24 @@ static inline __attribute__((always_inline)) void direct_strip(const int M, cons
     memcpy(acc + (size_t)o * as + (size_t)ox0, a[o], sizeof a[o]);
 }
 
-/* One channel's contribution to the m output rows acc (ow apart) from its kh padded rows. */
+/* One channel's contribution to the m output rows acc (ow apart) from its kh padded rows, four
+ * outputs at a time. */
 static inline __attribute__((always_inline)) void direct_channel(const conv_geom *g, const float *prow, size_t ps,
                                                                 const float *f, size_t fs, float *acc) {
   const int m = g->m, ow = g->ow, kh = g->kh, kw = g->kw;
   int body = 0;
   if (g->sw == 1 && g->dw == 1) {
     body = ow / 32 * 32;
-    for (int ox0 = 0; ox0 < body; ox0 += 32) switch (m) {
-      case 1: direct_strip(1, prow, ps, kh, kw, f, fs, acc, (size_t)ow, ox0); break;
-      case 2: direct_strip(2, prow, ps, kh, kw, f, fs, acc, (size_t)ow, ox0); break;
-      case 3: direct_strip(3, prow, ps, kh, kw, f, fs, acc, (size_t)ow, ox0); break;
-      default: direct_strip(4, prow, ps, kh, kw, f, fs, acc, (size_t)ow, ox0); break;
-      }
+    for (int o0 = 0; o0 < m; o0 += 4) {
+      const float *fo = f + (size_t)o0 * fs;
+      float *ao = acc + (size_t)o0 * (size_t)ow;
+      for (int ox0 = 0; ox0 < body; ox0 += 32) switch (m - o0) {
+        case 1: direct_strip(1, prow, ps, kh, kw, fo, fs, ao, (size_t)ow, ox0); break;
+        case 2: direct_strip(2, prow, ps, kh, kw, fo, fs, ao, (size_t)ow, ox0); break;
+        case 3: direct_strip(3, prow, ps, kh, kw, fo, fs, ao, (size_t)ow, ox0); break;
+        default: direct_strip(4, prow, ps, kh, kw, fo, fs, ao, (size_t)ow, ox0); break;
+        }
+    }
   }
   for (int o = 0; o < m; o++) {
     float *a = acc + (size_t)o * (size_t)ow;
