@@ -565,36 +565,57 @@ void cpu_conv_backward_data_winograd(const conv_geom *g, const float *dy, const 
  * G = [1 0; 1/2 1/2; 1/2 -1/2; 0 1], A^T = [1 1 1 0; 0 1 -1 0; 0 1 1 1]. */
 
 size_t cpu_winograd_wgrad_scratch(const conv_geom *g, size_t tiles) {
-  return 16 * (size_t)g->m * (size_t)g->c + 16 * ((size_t)g->c + (size_t)g->m) * tiles;
+  return 16 * (size_t)g->m * (size_t)g->c + 16 * ((size_t)g->c + (size_t)g->m) * tiles + 2 * 16 * PLANE_SKEW;
 }
 
-HOT_CLONES static void wgrad_dy(const conv_geom *g, const float *dy, float *u, size_t t0, size_t nt, int tx, int threads) {
+/* The 16 values (G q G^T) of one 2x2 block q of dY, into dst[k * mn]. */
+static inline __attribute__((always_inline)) void tile_dy(const float q[2][2], float *dst, size_t mn) {
+  float r[4][2];
+  for (int j = 0; j < 2; j++) {
+    r[0][j] = q[0][j];
+    r[1][j] = 0.5f * (q[0][j] + q[1][j]);
+    r[2][j] = 0.5f * (q[0][j] - q[1][j]);
+    r[3][j] = q[1][j];
+  }
+  for (int i = 0; i < 4; i++) {
+    dst[(size_t)(i * 4 + 0) * mn] = r[i][0];
+    dst[(size_t)(i * 4 + 1) * mn] = 0.5f * (r[i][0] + r[i][1]);
+    dst[(size_t)(i * 4 + 2) * mn] = 0.5f * (r[i][0] - r[i][1]);
+    dst[(size_t)(i * 4 + 3) * mn] = r[i][1];
+  }
+}
+
+/* U[k][m][t - t0] (planes mn apart) for the 2x2 blocks t0 .. t0+nt-1 of dY, zero past its edges;
+ * whole blocks of a row in one vectorised loop, as in transform_input. */
+HOT_CLONES static void wgrad_dy(const conv_geom *g, const float *dy, float *u, size_t mn, size_t t0, size_t nt, int tx,
+                                int threads) {
   const int oh = g->oh, ow = g->ow;
-  const size_t mn = (size_t)g->m * nt;
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int m = 0; m < g->m; m++) {
     const float *ym = dy + (size_t)m * (size_t)oh * (size_t)ow;
-    for (size_t t = 0; t < nt; t++) {
-      int ty = (int)((t0 + t) / (size_t)tx), txx = (int)((t0 + t) % (size_t)tx);
-      int oy = ty * 2, ox = txx * 2;
-      float q[2][2];
-      for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 2; j++)
-          q[i][j] = (oy + i < oh && ox + j < ow) ? ym[(size_t)(oy + i) * (size_t)ow + (size_t)(ox + j)] : 0.0f;
-      float r[4][2];
-      for (int j = 0; j < 2; j++) {
-        r[0][j] = q[0][j];
-        r[1][j] = 0.5f * (q[0][j] + q[1][j]);
-        r[2][j] = 0.5f * (q[0][j] - q[1][j]);
-        r[3][j] = q[1][j];
+    for (size_t t = 0; t < nt;) {
+      int ty, a, b, lo = 0, hi = 0;
+      tile_run(t0, t, nt, tx, &ty, &a, &b);
+      int oy = ty * 2;
+      if (oy + 2 <= oh) inner_tiles(a, b, 2, 0, 2, ow, &lo, &hi);
+      float *row = u + (size_t)m * nt + t; /* block k's values at row + (k - a) */
+      for (int k = a; k < b; k++) {
+        if (k >= lo && k < hi) continue;
+        float q[2][2];
+        for (int i = 0; i < 2; i++)
+          for (int j = 0; j < 2; j++)
+            q[i][j] = (oy + i < oh && 2 * k + j < ow) ? ym[(size_t)(oy + i) * (size_t)ow + (size_t)(2 * k + j)] : 0.0f;
+        tile_dy(q, row + (k - a), mn);
       }
-      float *dst = u + (size_t)m * nt + t;
-      for (int i = 0; i < 4; i++) {
-        dst[(size_t)(i * 4 + 0) * mn] = r[i][0];
-        dst[(size_t)(i * 4 + 1) * mn] = 0.5f * (r[i][0] + r[i][1]);
-        dst[(size_t)(i * 4 + 2) * mn] = 0.5f * (r[i][0] - r[i][1]);
-        dst[(size_t)(i * 4 + 3) * mn] = r[i][1];
+      if (hi > lo) {
+        const float *r0 = ym + (size_t)oy * (size_t)ow, *r1 = r0 + ow;
+#pragma GCC ivdep
+        for (int k = lo; k < hi; k++) {
+          float q[2][2] = {{r0[2 * k], r0[2 * k + 1]}, {r1[2 * k], r1[2 * k + 1]}};
+          tile_dy(q, row + (k - a), mn);
+        }
       }
+      t += (size_t)(b - a);
     }
   }
 }
@@ -604,19 +625,20 @@ void cpu_conv_backward_weights_winograd(const conv_geom *g, const float *x, cons
   const int ty = (g->oh + 1) / 2, tx = (g->ow + 1) / 2;
   const size_t tiles = (size_t)ty * (size_t)tx, mc = (size_t)g->m * (size_t)g->c;
   float *acc = scratch, *v = acc + 16 * mc;
-  size_t chunk = (scratch_floats - 16 * mc) / (16 * ((size_t)g->c + (size_t)g->m));
+  size_t chunk = (scratch_floats - 16 * mc - 2 * 16 * PLANE_SKEW) / (16 * ((size_t)g->c + (size_t)g->m));
   if (chunk > tiles) chunk = tiles;
   for (size_t t0 = 0; t0 < tiles; t0 += chunk) {
     size_t nt = tiles - t0 < chunk ? tiles - t0 : chunk;
-    float *u = v + 16 * (size_t)g->c * nt;
-    transform_input(g, 2, x, v, (size_t)g->c * nt, t0, nt, tx, g->pt, g->pl, -1.0f, threads);
-    wgrad_dy(g, dy, u, t0, nt, tx, threads);
+    size_t cs = (size_t)g->c * nt + PLANE_SKEW, ms = (size_t)g->m * nt + PLANE_SKEW;
+    float *u = v + 16 * cs;
+    transform_input(g, 2, x, v, cs, t0, nt, tx, g->pt, g->pl, -1.0f, threads);
+    wgrad_dy(g, dy, u, ms, t0, nt, tx, threads);
     /* the 16 products share out over the threads, each one a single-threaded GEMM (OpenBLAS runs
      * one thread inside a parallel region): one fork instead of sixteen */
 #pragma omp parallel for num_threads(threads <= 16 ? threads : 1) schedule(dynamic, 1)
     for (int k = 0; k < 16; k++)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->m, g->c, (int)nt, 1.0f, u + (size_t)k * (size_t)g->m * nt,
-                  (int)nt, v + (size_t)k * (size_t)g->c * nt, (int)nt, t0 ? 1.0f : 0.0f, acc + (size_t)k * mc, g->c);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->m, g->c, (int)nt, 1.0f, u + (size_t)k * ms, (int)nt,
+                  v + (size_t)k * cs, (int)nt, t0 ? 1.0f : 0.0f, acc + (size_t)k * mc, g->c);
   }
   /* dW += A^T M A per filter */
 #pragma omp parallel for num_threads(threads) schedule(static)
