@@ -45,33 +45,50 @@ static int stop_at(void *user, double f) {
   return ++chunks_seen >= stop_after;
 }
 
+/* One convolution's buffers: random input, weights and bias; the reference output (GEMM) and the
+ * output under test, NaN-poisoned so that every value must be written; ss floats of scratch. */
+typedef struct {
+  float *x, *w, *b, *ref, *y, *s;
+  size_t ys, ss;
+} conv_bufs;
+
+static conv_bufs bufs_new(const conv_geom *g, int taps, size_t ss) {
+  size_t xs = (size_t)g->c * (size_t)g->h * (size_t)g->w, ws = (size_t)g->m * (size_t)g->c * (size_t)taps;
+  conv_bufs b = {malloc(xs * 4), malloc(ws * 4), malloc((size_t)g->m * 4), NULL, NULL, malloc(ss * 4), 0, ss};
+  b.ys = (size_t)g->m * (size_t)g->oh * (size_t)g->ow;
+  b.ref = malloc(b.ys * 4), b.y = malloc(b.ys * 4);
+  for (size_t i = 0; i < xs; i++) b.x[i] = urand();
+  for (size_t i = 0; i < ws; i++) b.w[i] = urand() * 0.2f;
+  for (int i = 0; i < g->m; i++) b.b[i] = urand();
+  for (size_t i = 0; i < b.ys; i++) b.y[i] = NAN;
+  return b;
+}
+
+/* max |y - ref| / max |ref| (NaN propagates), and frees the buffers. */
+static double bufs_done(conv_bufs *b) {
+  double d = 0, mx = 0;
+  for (size_t i = 0; i < b->ys; i++) {
+    double e = fabs((double)b->ref[i] - (double)b->y[i]);
+    if (!(e <= d)) d = e;
+    if (fabs(b->ref[i]) > mx) mx = fabs(b->ref[i]);
+  }
+  free(b->x), free(b->w), free(b->b), free(b->ref), free(b->y), free(b->s);
+  return d / (mx > 0 ? mx : 1);
+}
+
 /* max |winograd - gemm| / max |gemm| for one geometry, the Winograd side given `tiles` tiles of
  * scratch per chunk (0: all); *chunks gets how many chunks it took. */
 static double compare(const conv_geom *g, bool transpose, size_t tiles, int threads, int *chunks) {
-  size_t xs = (size_t)g->c * (size_t)g->h * (size_t)g->w, ys = (size_t)g->m * (size_t)g->oh * (size_t)g->ow;
-  size_t ws = (size_t)g->m * (size_t)g->c * 16;
   size_t full, min;
   cpu_conv_scratch(g, threads, &full, &min);
   size_t ss = tiles ? cpu_s2_scratch(g, transpose, tiles) : cpu_s2_scratch(g, transpose, cpu_s2_tiles(g, transpose));
   if (full > ss) ss = full;
-  float *x = malloc(xs * 4), *w = malloc(ws * 4), *b = malloc((size_t)g->m * 4), *y1 = malloc(ys * 4),
-        *y2 = malloc(ys * 4), *s = malloc(ss * 4);
-  for (size_t i = 0; i < xs; i++) x[i] = urand();
-  for (size_t i = 0; i < ws; i++) w[i] = urand() * 0.2f;
-  for (int i = 0; i < g->m; i++) b[i] = urand();
-  for (size_t i = 0; i < ys; i++) y2[i] = NAN; /* every output must be written */
-  if (transpose) cpu_convt_forward(g, x, w, b, y1, s, ss, threads);
-  else cpu_conv_forward(g, x, w, b, y1, s, ss, threads);
+  conv_bufs b = bufs_new(g, 16, ss);
+  if (transpose) cpu_convt_forward(g, b.x, b.w, b.b, b.ref, b.s, ss, threads);
+  else cpu_conv_forward(g, b.x, b.w, b.b, b.ref, b.s, ss, threads);
   size_t use = tiles ? cpu_s2_scratch(g, transpose, tiles) : ss;
-  *chunks = cpu_conv_s2(g, transpose, x, w, b, y2, s, use, threads);
-  double d = 0, mx = 0;
-  for (size_t i = 0; i < ys; i++) {
-    double e = fabs((double)y1[i] - (double)y2[i]);
-    if (!(e <= d)) d = e; /* NaN propagates */
-    if (fabs(y1[i]) > mx) mx = fabs(y1[i]);
-  }
-  free(x), free(w), free(b), free(y1), free(y2), free(s);
-  return d / (mx > 0 ? mx : 1);
+  *chunks = cpu_conv_s2(g, transpose, b.x, b.w, b.b, b.y, b.s, use, threads);
+  return bufs_done(&b);
 }
 
 /* Conv 4x4 stride 2 through Winograd equals GEMM: zero, reflect and edge padding, even and odd
@@ -178,27 +195,13 @@ static conv_geom geom3(int c, int h, int w, int m, int mode) {
 /* max |winograd - gemm| / max |gemm| for a 3x3 convolution by Winograd with output tiles of
  * edge `tile`, in chunks of `tiles` tiles (0: all); *chunks gets how many it took. */
 static double compare3(const conv_geom *g, int tile, size_t tiles, int threads, int *chunks) {
-  size_t xs = (size_t)g->c * (size_t)g->h * (size_t)g->w, ys = (size_t)g->m * (size_t)g->oh * (size_t)g->ow;
-  size_t ws = (size_t)g->m * (size_t)g->c * 9, full, min;
+  size_t full, min;
   cpu_conv_scratch(g, threads, &full, &min);
   size_t use = cpu_winograd_scratch(g, tile, tiles ? tiles : cpu_winograd_tiles(g, tile));
-  size_t ss = full > use ? full : use;
-  float *x = malloc(xs * 4), *w = malloc(ws * 4), *b = malloc((size_t)g->m * 4), *y1 = malloc(ys * 4),
-        *y2 = malloc(ys * 4), *s = malloc(ss * 4);
-  for (size_t i = 0; i < xs; i++) x[i] = urand();
-  for (size_t i = 0; i < ws; i++) w[i] = urand() * 0.2f;
-  for (int i = 0; i < g->m; i++) b[i] = urand();
-  for (size_t i = 0; i < ys; i++) y2[i] = NAN; /* every output must be written */
-  cpu_conv_forward(g, x, w, b, y1, s, ss, threads);
-  *chunks = cpu_conv_winograd(g, tile, x, w, b, y2, s, use, threads);
-  double d = 0, mx = 0;
-  for (size_t i = 0; i < ys; i++) {
-    double e = fabs((double)y1[i] - (double)y2[i]);
-    if (!(e <= d)) d = e; /* NaN propagates */
-    if (fabs(y1[i]) > mx) mx = fabs(y1[i]);
-  }
-  free(x), free(w), free(b), free(y1), free(y2), free(s);
-  return d / (mx > 0 ? mx : 1);
+  conv_bufs b = bufs_new(g, 9, full > use ? full : use);
+  cpu_conv_forward(g, b.x, b.w, b.b, b.ref, b.s, b.ss, threads);
+  *chunks = cpu_conv_winograd(g, tile, b.x, b.w, b.b, b.y, b.s, use, threads);
+  return bufs_done(&b);
 }
 
 /* Both tile sizes equal GEMM in every padding mode, at sizes that crop the last tile row and
@@ -295,27 +298,15 @@ static void test_direct(void) {
       g.pt = g.pl = g.pb = g.pr = cases[k].pad, g.pad_mode = cases[k].mode;
       g.oh = (g.h + 2 * g.pt - g.kh) / g.sh + 1, g.ow = (g.w + 2 * g.pl - g.kw) / g.sw + 1;
       CHECK(cpu_direct_applies(&g), "case %zu takes the direct kernel", k);
-      size_t xs = (size_t)g.c * g.h * g.w, ys = (size_t)g.m * g.oh * g.ow, ws = (size_t)g.m * g.c * g.kh * g.kw;
       size_t full, min;
       cpu_conv_scratch(&g, th, &full, &min);
-      size_t gs = (size_t)g.c * g.kh * g.kw * (size_t)g.oh * g.ow, ss = full > gs ? full : gs;
-      float *x = malloc(xs * 4), *w = malloc(ws * 4), *b = malloc((size_t)g.m * 4), *y1 = malloc(ys * 4),
-            *y2 = malloc(ys * 4), *sc = malloc(ss * 4);
-      for (size_t i = 0; i < xs; i++) x[i] = urand();
-      for (size_t i = 0; i < ws; i++) w[i] = urand() * 0.2f;
-      for (int i = 0; i < g.m; i++) b[i] = urand();
-      for (size_t i = 0; i < ys; i++) y2[i] = NAN;
-      cpu_conv_forward(&g, x, w, b, y1, sc, ss, th);
-      cpu_conv_direct(&g, x, w, b, y2, sc, th);
-      double d = 0, mx = 0;
-      for (size_t i = 0; i < ys; i++) {
-        double e = fabs((double)y1[i] - (double)y2[i]);
-        if (!(e <= d)) d = e;
-        if (fabs(y1[i]) > mx) mx = fabs(y1[i]);
-      }
-      CHECK(d / mx < 1e-5, "%d -> %d, %dx%d kernel %d stride %d, %d threads: relative error %.3g", g.c, g.m, g.h, g.w,
-            g.kh, g.sh, th, d / mx);
-      free(x), free(w), free(b), free(y1), free(y2), free(sc);
+      size_t gs = (size_t)g.c * g.kh * g.kw * (size_t)g.oh * g.ow;
+      conv_bufs b = bufs_new(&g, g.kh * g.kw, full > gs ? full : gs);
+      cpu_conv_forward(&g, b.x, b.w, b.b, b.ref, b.s, b.ss, th);
+      cpu_conv_direct(&g, b.x, b.w, b.b, b.y, b.s, th);
+      double e = bufs_done(&b);
+      CHECK(e < 1e-5, "%d -> %d, %dx%d kernel %d stride %d, %d threads: relative error %.3g", g.c, g.m, g.h, g.w, g.kh,
+            g.sh, th, e);
     }
 }
 

@@ -63,9 +63,52 @@ static inline void inner_tiles(int a, int b, int step, int off, int span, int w,
 
 /* ---- F(2x2, 3x3) ---------------------------------------------------------------------------- */
 
+/* o[k * mc] = (G g G^T)[k] for filter l of the 16 in f[tap][filter], F(2x2, 3x3):
+ * G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]. */
+static inline __attribute__((always_inline)) void filter2(const float f[9][16], int l, float *o, size_t mc) {
+  float t[4][3];
+  for (int j = 0; j < 3; j++) {
+    t[0][j] = f[j][l];
+    t[1][j] = 0.5f * (f[j][l] + f[3 + j][l] + f[6 + j][l]);
+    t[2][j] = 0.5f * (f[j][l] - f[3 + j][l] + f[6 + j][l]);
+    t[3][j] = f[6 + j][l];
+  }
+  for (int r = 0; r < 4; r++) {
+    o[(size_t)(r * 4 + 0) * mc] = t[r][0];
+    o[(size_t)(r * 4 + 1) * mc] = 0.5f * (t[r][0] + t[r][1] + t[r][2]);
+    o[(size_t)(r * 4 + 2) * mc] = 0.5f * (t[r][0] - t[r][1] + t[r][2]);
+    o[(size_t)(r * 4 + 3) * mc] = t[r][2];
+  }
+}
+
+/* The same for F(4x4, 3x3), k over the 6x6 transformed filter:
+ * G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]. */
+static inline __attribute__((always_inline)) void filter4(const float f[9][16], int l, float *o, size_t mc) {
+  float t[6][3];
+  for (int j = 0; j < 3; j++) {
+    float g0 = f[j][l], g1 = f[3 + j][l], g2 = f[6 + j][l];
+    t[0][j] = g0 * (1.0f / 4);
+    t[1][j] = -(g0 + g1 + g2) * (1.0f / 6);
+    t[2][j] = -(g0 - g1 + g2) * (1.0f / 6);
+    t[3][j] = g0 * (1.0f / 24) + g1 * (1.0f / 12) + g2 * (1.0f / 6);
+    t[4][j] = g0 * (1.0f / 24) - g1 * (1.0f / 12) + g2 * (1.0f / 6);
+    t[5][j] = g2;
+  }
+  for (int r = 0; r < 6; r++) {
+    float g0 = t[r][0], g1 = t[r][1], g2 = t[r][2];
+    float *q = o + (size_t)(r * 6) * mc;
+    q[0] = g0 * (1.0f / 4);
+    q[mc] = -(g0 + g1 + g2) * (1.0f / 6);
+    q[2 * mc] = -(g0 - g1 + g2) * (1.0f / 6);
+    q[3 * mc] = g0 * (1.0f / 24) + g1 * (1.0f / 12) + g2 * (1.0f / 6);
+    q[4 * mc] = g0 * (1.0f / 24) - g1 * (1.0f / 12) + g2 * (1.0f / 6);
+    q[5 * mc] = g2;
+  }
+}
+
 /* U[k][m][c] = (G g G^T)[k] for every filter, 16 filters at a time: their taps are transposed
  * into f[tap][filter] first, so the transform vectorises over the filters. */
-HOT_CLONES static void weights2(const conv_geom *g, const float *w, float *u, int threads) {
+HOT_CLONES static void transform_weights(const conv_geom *g, int tile, const float *w, float *u, int threads) {
   size_t mc = (size_t)g->m * (size_t)g->c;
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (size_t i0 = 0; i0 < mc; i0 += 16) {
@@ -74,21 +117,12 @@ HOT_CLONES static void weights2(const conv_geom *g, const float *w, float *u, in
     for (int l = 0; l < n; l++)
       for (int k = 0; k < 9; k++) f[k][l] = w[(i0 + (size_t)l) * 9 + (size_t)k];
     float *dst = u + i0;
+    if (tile == 4) {
 #pragma GCC ivdep
-    for (int l = 0; l < n; l++) {
-      float t[4][3];
-      for (int j = 0; j < 3; j++) {
-        t[0][j] = f[j][l];
-        t[1][j] = 0.5f * (f[j][l] + f[3 + j][l] + f[6 + j][l]);
-        t[2][j] = 0.5f * (f[j][l] - f[3 + j][l] + f[6 + j][l]);
-        t[3][j] = f[6 + j][l];
-      }
-      for (int r = 0; r < 4; r++) {
-        dst[(size_t)(r * 4 + 0) * mc + (size_t)l] = t[r][0];
-        dst[(size_t)(r * 4 + 1) * mc + (size_t)l] = 0.5f * (t[r][0] + t[r][1] + t[r][2]);
-        dst[(size_t)(r * 4 + 2) * mc + (size_t)l] = 0.5f * (t[r][0] - t[r][1] + t[r][2]);
-        dst[(size_t)(r * 4 + 3) * mc + (size_t)l] = t[r][2];
-      }
+      for (int l = 0; l < n; l++) filter4(f, l, dst + l, mc);
+    } else {
+#pragma GCC ivdep
+      for (int l = 0; l < n; l++) filter2(f, l, dst + l, mc);
     }
   }
 }
@@ -124,43 +158,6 @@ static inline __attribute__((always_inline)) void tile_out2(const float *q, size
 }
 
 /* ---- F(4x4, 3x3) ---------------------------------------------------------------------------- */
-
-/* U[k][m][c] = (G g G^T)[k], k over the 6x6 transformed filter, 16 filters at a time as in
- * weights2. G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]. */
-HOT_CLONES static void weights4(const conv_geom *g, const float *w, float *u, int threads) {
-  size_t mc = (size_t)g->m * (size_t)g->c;
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (size_t i0 = 0; i0 < mc; i0 += 16) {
-    int n = mc - i0 < 16 ? (int)(mc - i0) : 16;
-    float f[9][16];
-    for (int l = 0; l < n; l++)
-      for (int k = 0; k < 9; k++) f[k][l] = w[(i0 + (size_t)l) * 9 + (size_t)k];
-    float *dst = u + i0;
-#pragma GCC ivdep
-    for (int l = 0; l < n; l++) {
-      float t[6][3];
-      for (int j = 0; j < 3; j++) {
-        float g0 = f[j][l], g1 = f[3 + j][l], g2 = f[6 + j][l];
-        t[0][j] = g0 * (1.0f / 4);
-        t[1][j] = -(g0 + g1 + g2) * (1.0f / 6);
-        t[2][j] = -(g0 - g1 + g2) * (1.0f / 6);
-        t[3][j] = g0 * (1.0f / 24) + g1 * (1.0f / 12) + g2 * (1.0f / 6);
-        t[4][j] = g0 * (1.0f / 24) - g1 * (1.0f / 12) + g2 * (1.0f / 6);
-        t[5][j] = g2;
-      }
-      for (int r = 0; r < 6; r++) {
-        float g0 = t[r][0], g1 = t[r][1], g2 = t[r][2];
-        float *o = dst + (size_t)(r * 6) * mc + (size_t)l;
-        o[0] = g0 * (1.0f / 4);
-        o[mc] = -(g0 + g1 + g2) * (1.0f / 6);
-        o[2 * mc] = -(g0 - g1 + g2) * (1.0f / 6);
-        o[3 * mc] = g0 * (1.0f / 24) + g1 * (1.0f / 12) + g2 * (1.0f / 6);
-        o[4 * mc] = g0 * (1.0f / 24) - g1 * (1.0f / 12) + g2 * (1.0f / 6);
-        o[5 * mc] = g2;
-      }
-    }
-  }
-}
 
 /* B^T applied to six values: B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0;
  * 0 2 -1 -2 1 0; 0 4 0 -5 0 1]. */
@@ -365,8 +362,7 @@ int cpu_conv_winograd(const conv_geom *g, int tile, const float *x, const float 
   float *u = scratch;
   size_t chunk = (scratch_floats - cpu_winograd_scratch(g, tile, 0)) / ((size_t)nk * ((size_t)g->c + (size_t)g->m));
   if (chunk > tiles) chunk = tiles;
-  if (tile == 4) weights4(g, w, u, threads);
-  else weights2(g, w, u, threads);
+  transform_weights(g, tile, w, u, threads);
   float *v = u + (size_t)nk * mc;
   int n_chunks = 0;
   for (size_t t0 = 0; t0 < tiles; t0 += chunk) {
