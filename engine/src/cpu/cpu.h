@@ -53,6 +53,15 @@ int cpu_conv_forward(const conv_geom *g, const float *x, const float *w, const f
 int cpu_convt_forward(const conv_geom *g, const float *x, const float *w, const float *bias, float *y,
                       float *scratch, size_t scratch_floats, int threads);
 
+/* C[m][n] = op(A) B, op(A) = A (m x k, rows lda apart) or, with trans_a, A^T (A k x m): row-major,
+ * rows ldb / ldc apart (gemm.c). Products at most CPU_GEMM_SMALL_N columns wide take our own
+ * kernels, the untransposed one when `work` holds cpu_gemm_work(false, m, n, k) floats (0 when
+ * none is needed); the rest go to OpenBLAS. */
+#define CPU_GEMM_SMALL_N 16
+size_t cpu_gemm_work(bool trans_a, size_t m, size_t n, size_t k);
+void cpu_gemm(bool trans_a, int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc,
+              float *work, size_t work_floats, int threads);
+
 /* Winograd for 3x3 stride-1 pad-1 convolutions with at least 16 channels in and out
  * (winograd.c). cpu_winograd_tile gives the output tile edge to use, at most max_tile, with
  * scratch_floats of scratch (SIZE_MAX: the one preferred): 4 (F(4x4, 3x3)) for outputs of 8x8
