@@ -54,10 +54,11 @@ int cpu_convt_forward(const conv_geom *g, const float *x, const float *w, const 
                       float *scratch, size_t scratch_floats, int threads);
 
 /* C[m][n] = op(A) B, op(A) = A (m x k, rows lda apart) or, with trans_a, A^T (A k x m): row-major,
- * rows ldb / ldc apart (gemm.c). Products at most CPU_GEMM_SMALL_N columns wide take our own
- * kernels, the untransposed one when `work` holds cpu_gemm_work(false, m, n, k) floats (0 when
- * none is needed); the rest go to OpenBLAS. */
+ * rows ldb / ldc apart (gemm.c). Products at most CPU_GEMM_SMALL_N columns wide (A B) or
+ * CPU_GEMM_SMALL_TN (A^T B) take our own kernels, A B's when `work` holds
+ * cpu_gemm_work(false, m, n, k) floats (0 when none is needed); the rest go to OpenBLAS. */
 #define CPU_GEMM_SMALL_N 16
+#define CPU_GEMM_SMALL_TN 64
 size_t cpu_gemm_work(bool trans_a, size_t m, size_t n, size_t k);
 void cpu_gemm(bool trans_a, int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc,
               float *work, size_t work_floats, int threads);

@@ -1,5 +1,5 @@
 /* cpu/gemm.c: the convolutions' matrix products: OpenBLAS sgemm, and our own kernels for products
- * only a few columns wide (the U-Net's and PatchGAN's innermost layers, 1 to 16 pixels), where
+ * only a few columns wide (the U-Net's innermost layers, 1 to 64 pixels), where
  * sgemm packs the whole weight matrix for a handful of columns and moves it at a third of the
  * memory bandwidth (bench, one thread: 512 x 8192 weights times 4 columns 1.2 ms by sgemm,
  * 0.6 ms streamed once here).
@@ -64,59 +64,64 @@ HOT_CLONES static void small_nn(int m, int n, int k, const float *a, int lda, co
   }
 }
 
-/* A transposed product works on MC outputs of a column at a time: their sums for up to 16
- * columns stay in L1 (32 KiB) while A's rows go by four at a time, each read as MC consecutive
- * floats (sgemm's packing, or a strip 16 wide down all k rows, left the prefetcher behind:
- * 1024 x 8192 weights times 4 columns 6.6 ms by sgemm, 2.9 ms here). */
-#define MC 512
+/* A transposed product works on a block of outputs at a time, up to 64 columns by MC rows of C:
+ * their sums (32 KiB) stay in L1 while A's rows go by four at a time, each read as MC
+ * consecutive floats (sgemm's packing, or a strip 16 wide down all k rows, left the prefetcher
+ * behind: 1024 x 8192 weights times 4 columns 6.0 ms by sgemm, 3.0 ms here; times 64 columns
+ * 15.9 and 11.9 ms). */
+#define TN_FLOATS 8192
 
-/* c0[j][0 .. 16) += a_r[0 .. 16) * b_r[j] summed over the four rows r, for the nr columns j. */
+/* c0[j][0 .. 16) += a_r[0 .. 16) * b_r[j] summed over the four rows r, for the nr columns j
+ * (rows of c0 mc apart). */
 static inline __attribute__((always_inline)) void tn_rows4(const float *a0, size_t lda, const float *b0, size_t ldb,
-                                                          int nr, float *c0) {
+                                                          int nr, float *c0, size_t mc) {
   v16 x[4];
   for (int r = 0; r < 4; r++) memcpy(&x[r], a0 + (size_t)r * lda, sizeof x[r]);
   for (int j = 0; j < nr; j++) {
     v16 acc;
-    memcpy(&acc, c0 + (size_t)j * MC, sizeof acc);
+    memcpy(&acc, c0 + (size_t)j * mc, sizeof acc);
     acc += x[0] * b0[j] + x[1] * b0[ldb + (size_t)j] + x[2] * b0[2 * ldb + (size_t)j] + x[3] * b0[3 * ldb + (size_t)j];
-    memcpy(c0 + (size_t)j * MC, &acc, sizeof acc);
+    memcpy(c0 + (size_t)j * mc, &acc, sizeof acc);
   }
 }
 
 /* C[m][n] = A^T B with A k x m. */
 HOT_CLONES static void small_tn(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c,
                                 int ldc, int threads) {
-  const int chunks = (m + MC - 1) / MC, k4 = k & ~3;
+  const int nb = n <= 16 ? 16 : n <= 32 ? 32 : 64, mc = TN_FLOATS / nb;
+  const int chunks = (m + mc - 1) / mc, k4 = k & ~3;
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int ch = 0; ch < chunks; ch++) {
-    const int m0 = ch * MC, mw = m - m0 < MC ? m - m0 : MC, body = mw & ~15;
-    float ct[16 * MC] __attribute__((aligned(64)));
-    for (int n0 = 0; n0 < n; n0 += 16) {
-      const int nr = n - n0 < 16 ? n - n0 : 16;
-      memset(ct, 0, sizeof(float) * (size_t)nr * MC);
+    const int m0 = ch * mc, mw = m - m0 < mc ? m - m0 : mc, body = mw & ~15;
+    float ct[TN_FLOATS] __attribute__((aligned(64)));
+    for (int n0 = 0; n0 < n; n0 += nb) {
+      const int nr = n - n0 < nb ? n - n0 : nb;
+      memset(ct, 0, sizeof ct);
       for (int kk = 0; kk < k4; kk += 4) {
         const float *ar = a + (size_t)kk * (size_t)lda + (size_t)m0, *br = b + (size_t)kk * (size_t)ldb + (size_t)n0;
-        for (int v = 0; v < body; v += 16) tn_rows4(ar + v, (size_t)lda, br, (size_t)ldb, nr, ct + v);
+        for (int v = 0; v < body; v += 16) tn_rows4(ar + v, (size_t)lda, br, (size_t)ldb, nr, ct + v, (size_t)mc);
         for (int i = body; i < mw; i++)
           for (int j = 0; j < nr; j++)
-            ct[(size_t)j * MC + (size_t)i] += ar[i] * br[j] + ar[(size_t)lda + (size_t)i] * br[(size_t)ldb + (size_t)j] +
-                                              ar[2 * (size_t)lda + (size_t)i] * br[2 * (size_t)ldb + (size_t)j] +
-                                              ar[3 * (size_t)lda + (size_t)i] * br[3 * (size_t)ldb + (size_t)j];
+            ct[(size_t)j * (size_t)mc + (size_t)i] +=
+                ar[i] * br[j] + ar[(size_t)lda + (size_t)i] * br[(size_t)ldb + (size_t)j] +
+                ar[2 * (size_t)lda + (size_t)i] * br[2 * (size_t)ldb + (size_t)j] +
+                ar[3 * (size_t)lda + (size_t)i] * br[3 * (size_t)ldb + (size_t)j];
       }
       for (int kk = k4; kk < k; kk++) {
         const float *ar = a + (size_t)kk * (size_t)lda + (size_t)m0, *br = b + (size_t)kk * (size_t)ldb + (size_t)n0;
         for (int i = 0; i < mw; i++)
-          for (int j = 0; j < nr; j++) ct[(size_t)j * MC + (size_t)i] += ar[i] * br[j];
+          for (int j = 0; j < nr; j++) ct[(size_t)j * (size_t)mc + (size_t)i] += ar[i] * br[j];
       }
       for (int i = 0; i < mw; i++)
-        for (int j = 0; j < nr; j++) c[(size_t)(m0 + i) * (size_t)ldc + (size_t)(n0 + j)] = ct[(size_t)j * MC + (size_t)i];
+        for (int j = 0; j < nr; j++)
+          c[(size_t)(m0 + i) * (size_t)ldc + (size_t)(n0 + j)] = ct[(size_t)j * (size_t)mc + (size_t)i];
     }
   }
 }
 
 void cpu_gemm(bool trans_a, int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc,
               float *work, size_t work_floats, int threads) {
-  if (n <= CPU_GEMM_SMALL_N && trans_a) {
+  if (n <= CPU_GEMM_SMALL_TN && trans_a) {
     small_tn(m, n, k, a, lda, b, ldb, c, ldc, threads);
     return;
   }
