@@ -26,8 +26,13 @@ typedef struct {
  * ASan, whose instrumentation the clones do not take). */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
 #define HOT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+/* The multiply-add kernels (direct.c, gemm.c, built with -ffp-contract=fast) take FMA instead of
+ * AVX2: an AVX2 clone has no FMA, so its products and sums went separately, at half the rate
+ * (every AVX2 processor has FMA). */
+#define FMA_CLONES __attribute__((target_clones("avx512f", "fma", "default")))
 #else
 #define HOT_CLONES
+#define FMA_CLONES
 #endif
 
 /* The input index a padded position i reads (reflect, edge) or -1 (zero padding) for a plane
@@ -57,8 +62,8 @@ int cpu_convt_forward(const conv_geom *g, const float *x, const float *w, const 
  * rows ldb / ldc apart (gemm.c). Products at most CPU_GEMM_SMALL_N columns wide (A B) or
  * CPU_GEMM_SMALL_TN (A^T B) take our own kernels, A B's when `work` holds
  * cpu_gemm_work(false, m, n, k) floats (0 when none is needed); the rest go to OpenBLAS. */
-#define CPU_GEMM_SMALL_N 16
-#define CPU_GEMM_SMALL_TN 64
+#define CPU_GEMM_SMALL_N 2
+#define CPU_GEMM_SMALL_TN 16
 size_t cpu_gemm_work(bool trans_a, size_t m, size_t n, size_t k);
 void cpu_gemm(bool trans_a, int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc,
               float *work, size_t work_floats, int threads);

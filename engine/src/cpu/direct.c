@@ -2,8 +2,8 @@
  * 64 -> 3 layer), where a GEMM with three rows wastes most of the machine, or very few input
  * channels (the first 3 -> 64 layer, whose im2col copy costs as much as its GEMM).
  *
- * The only file built with floating-point contraction (meson: -ffp-contract=fast): its inner
- * loop is multiply-adds on registers, which ISO C's separate multiply and add made twice the
+ * Built with floating-point contraction (meson: -ffp-contract=fast, as gemm.c): its inner loop
+ * is multiply-adds on registers, which ISO C's separate multiply and add made twice the
  * instructions. Each output is still one sum in a fixed order, the same on any thread count.
  */
 #include <omp.h>
@@ -21,25 +21,31 @@ size_t cpu_direct_scratch(const conv_geom *g, int threads) {
   return row * (size_t)threads;
 }
 
-/* 16 floats as one value (GCC vector extension: one AVX-512 register, two AVX2 ones, ...),
- * moved through memcpy (unaligned, no aliasing questions). */
-typedef float v16 __attribute__((vector_size(64)));
+/* 8 floats as one value (GCC vector extension: one AVX2 register; AVX-512 runs them as
+ * 256-bit instructions), moved through memcpy (unaligned, no aliasing questions). 64-byte
+ * values took two AVX2 registers each, and the 8 accumulators below then spilled on every step:
+ * the AVX2 clone ran the 7x7 layers 40x slower (829 ms for the first layer at 256x256, 15 ms on
+ * AVX-512). */
+typedef float v8 __attribute__((vector_size(32)));
 
-/* acc[o][ox0 .. ox0+31] += the kh x kw stride-1 correlation of the padded rows prow (ps apart)
- * with f[o] (filters fs apart) for the M outputs o: 32 columns of every output in registers. */
+/* Columns of every output a strip keeps in registers. */
+#define STRIP 16
+
+/* acc[o][ox0 .. ox0+STRIP) += the kh x kw stride-1 correlation of the padded rows prow (ps apart)
+ * with f[o] (filters fs apart) for the M outputs o: STRIP columns of every output in registers. */
 static inline __attribute__((always_inline)) void direct_strip(const int M, const float *prow, size_t ps, int kh,
                                                               int kw, const float *f, size_t fs, float *acc,
                                                               size_t as, int ox0) {
-  v16 a[4][2];
+  v8 a[4][2];
 #pragma GCC unroll 4
   for (int o = 0; o < M; o++)
     memcpy(a[o], acc + (size_t)o * as + (size_t)ox0, sizeof a[o]);
   for (int ky = 0; ky < kh; ky++) {
     const float *src = prow + (size_t)ky * ps + (size_t)ox0;
     for (int kx = 0; kx < kw; kx++) {
-      v16 x0, x1;
+      v8 x0, x1;
       memcpy(&x0, src + kx, sizeof x0);
-      memcpy(&x1, src + kx + 16, sizeof x1);
+      memcpy(&x1, src + kx + 8, sizeof x1);
 #pragma GCC unroll 4
       for (int o = 0; o < M; o++) {
         float wv = f[(size_t)o * fs + (size_t)(ky * kw + kx)];
@@ -60,11 +66,11 @@ static inline __attribute__((always_inline)) void direct_channel(const conv_geom
   const int m = g->m, ow = g->ow, kh = g->kh, kw = g->kw;
   int body = 0;
   if (g->sw == 1 && g->dw == 1) {
-    body = ow / 32 * 32;
+    body = ow / STRIP * STRIP;
     for (int o0 = 0; o0 < m; o0 += 4) {
       const float *fo = f + (size_t)o0 * fs;
       float *ao = acc + (size_t)o0 * (size_t)ow;
-      for (int ox0 = 0; ox0 < body; ox0 += 32) switch (m - o0) {
+      for (int ox0 = 0; ox0 < body; ox0 += STRIP) switch (m - o0) {
         case 1: direct_strip(1, prow, ps, kh, kw, fo, fs, ao, (size_t)ow, ox0); break;
         case 2: direct_strip(2, prow, ps, kh, kw, fo, fs, ao, (size_t)ow, ox0); break;
         case 3: direct_strip(3, prow, ps, kh, kw, fo, fs, ao, (size_t)ow, ox0); break;
@@ -83,7 +89,7 @@ static inline __attribute__((always_inline)) void direct_channel(const conv_geom
   }
 }
 
-HOT_CLONES int cpu_conv_direct(const conv_geom *g, const float *x, const float *w, const float *bias, float *y,
+FMA_CLONES int cpu_conv_direct(const conv_geom *g, const float *x, const float *w, const float *bias, float *y,
                                float *scratch, int threads) {
   const int pw = g->w + g->pl + g->pr;
   const size_t per = cpu_direct_scratch(g, 1), ohw = (size_t)g->oh * (size_t)g->ow;
