@@ -24,7 +24,11 @@ typedef struct {
 
 /* Hot loops are compiled for AVX-512, AVX2 and plain x86-64, picked at load time (not under
  * ASan, whose instrumentation the clones do not take). */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#if defined(I2I_CLONES_AVX2) && defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+/* meson -Dcpu_clones=avx2: only what an AVX2 processor would pick (bench/cpu/avx2) */
+#define HOT_CLONES __attribute__((target("avx2")))
+#define FMA_CLONES __attribute__((target("avx2,fma")))
+#elif defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
 #define HOT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 /* The multiply-add kernels (direct.c, gemm.c, built with -ffp-contract=fast) take FMA instead of
  * AVX2: an AVX2 clone has no FMA, so its products and sums went separately, at half the rate
