@@ -1,7 +1,7 @@
 /* tests/engine/test_conv.c: the CPU backend's convolution algorithms against the plain GEMM
  * path, kernel by kernel: Winograd F(2x2, 2x2) for 4x4 stride-2 Conv and ConvTranspose
  * (winograd_s2.c), F(2x2, 3x3) / F(4x4, 3x3) for 3x3 stride-1 Conv and the direct kernel for
- * few outputs (winograd.c) at odd sizes, the narrow matrix products (gemm.c),
+ * few outputs (direct.c) at odd sizes, the matrix products (gemm.c),
  * in every padding mode, in one chunk and in many, on 1 and 2 threads, with a cancel between
  * chunks, and what the dispatcher picks. The end-to-end numbers
  * against PyTorch are the golden tests'; this pins the cases the U-Net's sizes do not reach.
@@ -311,7 +311,7 @@ static void test_direct(void) {
 }
 
 /* The matrix products (gemm.c) against a double-precision sum: 1 to 64 columns, through the
- * narrow kernels (A B to 2 columns, A^T B to 16) and sgemm past them, both layouts, sizes off the kernels' blocks of 4 and 16, rows wider than the matrix (lda, ldc),
+ * narrow kernel (A^T B to 16 columns) and sgemm otherwise, both layouts, sizes off the kernels' blocks of 4 and 16, rows wider than the matrix (lda, ldc),
  * whose gaps must stay untouched, and the same bits on 1 and 2 threads. */
 static void test_gemm_small(void) {
   const int ms[] = {1, 7, 77, 600}, ns[] = {1, 2, 3, 5, 16, 17, 33, 64}, ks[] = {1, 15, 33, 300};
@@ -324,14 +324,11 @@ static void test_gemm_small(void) {
           const int lda = (ta ? m : k) + 3, rows = ta ? k : m, ldb = n + 2, ldc = n + 5;
           float *a = malloc(sizeof(float) * (size_t)rows * lda), *b = malloc(sizeof(float) * (size_t)k * ldb);
           float *c1 = malloc(sizeof(float) * (size_t)m * ldc), *c2 = malloc(sizeof(float) * (size_t)m * ldc);
-          size_t ws = cpu_gemm_work(ta, (size_t)m, (size_t)n, (size_t)k);
-          float *work = malloc(sizeof(float) * (ws ? ws : 1));
           for (int i = 0; i < rows * lda; i++) a[i] = urand();
           for (int i = 0; i < k * ldb; i++) b[i] = urand();
           for (int i = 0; i < m * ldc; i++) c1[i] = c2[i] = 7.0f;
-          CHECK(ta || n > CPU_GEMM_SMALL_N ? ws == 0 : ws == (size_t)n * (size_t)k, "%d columns: the narrow kernel's work", n);
-          cpu_gemm(ta, m, n, k, a, lda, b, ldb, c1, ldc, work, ws, 1);
-          cpu_gemm(ta, m, n, k, a, lda, b, ldb, c2, ldc, work, ws, 2);
+          cpu_gemm(ta, m, n, k, a, lda, b, ldb, c1, ldc, 1);
+          cpu_gemm(ta, m, n, k, a, lda, b, ldb, c2, ldc, 2);
           double err = 0;
           bool same = true, gaps = true;
           for (int i = 0; i < m; i++) {
@@ -351,9 +348,8 @@ static void test_gemm_small(void) {
           CHECK(err < 1e-6, "%s m %d n %d k %d: error %.3g of the terms' magnitude", ta ? "A^T B" : "A B", m, n, k, err);
           CHECK(same, "%s m %d n %d k %d: 1 and 2 threads give the same bits", ta ? "A^T B" : "A B", m, n, k);
           CHECK(gaps, "%s m %d n %d k %d: C's row gaps untouched", ta ? "A^T B" : "A B", m, n, k);
-          free(a), free(b), free(c1), free(c2), free(work);
+          free(a), free(b), free(c1), free(c2);
         }
-  CHECK(cpu_gemm_work(false, 64, CPU_GEMM_SMALL_N + 1, 64) == 0, "wider products go to sgemm, without work");
 }
 
 int main(void) {

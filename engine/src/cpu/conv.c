@@ -83,9 +83,7 @@ int cpu_conv_forward(const conv_geom *g, const float *x, const float *w, const f
     for (size_t q0 = p0; q0 < p0 + n; q0 += piece) {
       size_t nq = p0 + n - q0 < piece ? p0 + n - q0 : piece;
       im2col_chunk(g, x, scratch, q0, nq, threads);
-      size_t used = (size_t)K * nq;
-      cpu_gemm(false, g->m, (int)nq, K, w, K, scratch, (int)nq, y + q0, (int)ohw, scratch + used, scratch_floats - used,
-               threads);
+      cpu_gemm(false, g->m, (int)nq, K, w, K, scratch, (int)nq, y + q0, (int)ohw, threads);
     }
     if (bias) {
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -115,9 +113,7 @@ int cpu_convt_forward(const conv_geom *g, const float *x, const float *w, const 
   for (size_t p0 = 0; p0 < hw; p0 += chunk) {
     size_t n = hw - p0 < chunk ? hw - p0 : chunk;
     tiles++;
-    size_t used = (size_t)mkk * n;
-    cpu_gemm(true, mkk, (int)n, g->c, w, mkk, x + p0, (int)hw, scratch, (int)n, scratch + used, scratch_floats - used,
-             threads);
+    cpu_gemm(true, mkk, (int)n, g->c, w, mkk, x + p0, (int)hw, scratch, (int)n, threads);
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int mi = 0; mi < g->m; mi++) {
       float *yc = y + (size_t)mi * ohw;
@@ -231,7 +227,7 @@ void cpu_conv_backward_data(const conv_geom *g, const float *dy, const float *w,
   size_t chunk = chunk_for(scratch_floats, K, ohw);
   for (size_t p0 = 0; p0 < ohw; p0 += chunk) {
     size_t n = ohw - p0 < chunk ? ohw - p0 : chunk;
-    cpu_gemm(true, (int)K, (int)n, g->m, w, (int)K, dy + p0, (int)ohw, scratch, (int)n, NULL, 0, threads);
+    cpu_gemm(true, (int)K, (int)n, g->m, w, (int)K, dy + p0, (int)ohw, scratch, (int)n, threads);
     col2im_chunk(g, scratch, dx, p0, n, threads);
   }
 }

@@ -30,9 +30,9 @@ typedef struct {
 #define FMA_CLONES __attribute__((target("avx2,fma")))
 #elif defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
 #define HOT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-/* The multiply-add kernels (direct.c, gemm.c, built with -ffp-contract=fast) take FMA instead of
- * AVX2: an AVX2 clone has no FMA, so its products and sums went separately, at half the rate
- * (every AVX2 processor has FMA). */
+/* The multiply-add kernel of gemm.c (built with -ffp-contract=fast) takes FMA instead of AVX2: an
+ * AVX2 clone has no FMA, so its products and sums would go separately, at half the rate (every
+ * AVX2 processor has FMA). */
 #define FMA_CLONES __attribute__((target_clones("avx512f", "fma", "default")))
 #else
 #define HOT_CLONES
@@ -63,14 +63,11 @@ int cpu_convt_forward(const conv_geom *g, const float *x, const float *w, const 
                       float *scratch, size_t scratch_floats, int threads);
 
 /* C[m][n] = op(A) B, op(A) = A (m x k, rows lda apart) or, with trans_a, A^T (A k x m): row-major,
- * rows ldb / ldc apart (gemm.c). Products at most CPU_GEMM_SMALL_N columns wide (A B) or
- * CPU_GEMM_SMALL_TN (A^T B) take our own kernels, A B's when `work` holds
- * cpu_gemm_work(false, m, n, k) floats (0 when none is needed); the rest go to OpenBLAS. */
-#define CPU_GEMM_SMALL_N 2
+ * rows ldb / ldc apart (gemm.c). Transposed products at most CPU_GEMM_SMALL_TN columns wide take
+ * our own kernel; the rest go to OpenBLAS (its thread count, not `threads`). */
 #define CPU_GEMM_SMALL_TN 16
-size_t cpu_gemm_work(bool trans_a, size_t m, size_t n, size_t k);
 void cpu_gemm(bool trans_a, int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc,
-              float *work, size_t work_floats, int threads);
+              int threads);
 
 /* Winograd for 3x3 stride-1 pad-1 convolutions with at least 16 channels in and out
  * (winograd.c). cpu_winograd_tile gives the output tile edge to use, at most max_tile, with

@@ -2,9 +2,9 @@
  * 64 -> 3 layer), where a GEMM with three rows wastes most of the machine, or very few input
  * channels (the first 3 -> 64 layer, whose im2col copy costs as much as its GEMM).
  *
- * Built with floating-point contraction (meson: -ffp-contract=fast, as gemm.c): its inner loop
- * is multiply-adds on registers, which ISO C's separate multiply and add made twice the
- * instructions. Each output is still one sum in a fixed order, the same on any thread count.
+ * Each output is one sum in a fixed order, the same on any thread count and vector width (no
+ * FMA contraction: training's CPU results are checked step by step against PyTorch and the CUDA
+ * backend, and fused multiply-adds here moved a CycleGAN gradient there past its limit).
  */
 #include <omp.h>
 #include <string.h>
@@ -89,7 +89,7 @@ static inline __attribute__((always_inline)) void direct_channel(const conv_geom
   }
 }
 
-FMA_CLONES int cpu_conv_direct(const conv_geom *g, const float *x, const float *w, const float *bias, float *y,
+HOT_CLONES int cpu_conv_direct(const conv_geom *g, const float *x, const float *w, const float *bias, float *y,
                                float *scratch, int threads) {
   const int pw = g->w + g->pl + g->pr;
   const size_t per = cpu_direct_scratch(g, 1), ohw = (size_t)g->oh * (size_t)g->ow;

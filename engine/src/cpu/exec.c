@@ -53,12 +53,12 @@ void cpu_conv_scratch(const conv_geom *g, int threads, size_t *full, size_t *min
   size_t k = (size_t)g->c * (size_t)g->kh * (size_t)g->kw, mk = (size_t)g->m * (size_t)g->kh * (size_t)g->kw;
   size_t ohw = (size_t)g->oh * (size_t)g->ow, hw = (size_t)g->h * (size_t)g->w;
   if (convt) {
-    *full = mk * hw + cpu_gemm_work(true, mk, hw, (size_t)g->c);
+    *full = mk * hw;
     *min = mk * 64;
   } else if (cpu_direct_applies(g)) {
     *full = *min = cpu_direct_scratch(g, threads);
   } else {
-    *full = k * ohw + cpu_gemm_work(false, (size_t)g->m, ohw, k);
+    *full = k * ohw;
     *min = k * 64;
     if (cpu_winograd_applies(g)) {
       /* the floor is 16 tiles of F(2x2, 3x3): a budget below F(4x4)'s 16 tiles gets F(2x2) */
