@@ -311,8 +311,9 @@ static void test_direct(void) {
 }
 
 /* The matrix products (gemm.c) against a double-precision sum: 1 to 64 columns, through the
- * narrow kernel (A^T B to 16 columns) and sgemm otherwise, both layouts, sizes off the kernels' blocks of 4 and 16, rows wider than the matrix (lda, ldc),
- * whose gaps must stay untouched, and the same bits on 1 and 2 threads. */
+ * narrow kernel (A^T B to 16 columns) and sgemm otherwise, both layouts, sizes off the kernel's
+ * blocks (4 rows of A, 16 and 512 rows of C), rows wider than the matrix (lda, ldc), whose gaps
+ * must stay untouched, and the same bits on 1 and 2 threads. */
 static void test_gemm_small(void) {
   const int ms[] = {1, 7, 77, 600}, ns[] = {1, 2, 3, 5, 16, 17, 33, 64}, ks[] = {1, 15, 33, 300};
   for (int t = 0; t < 2; t++)

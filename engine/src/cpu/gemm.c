@@ -4,8 +4,8 @@
  * columns and moves it at a third of the memory bandwidth. How wide it goes (cpu.h) is where it
  * still beat sgemm on both AVX-512 and AVX2 (bench/NOTES.md).
  *
- * Each output element is one sum in a fixed order that does not depend on the thread count. Built
- * with floating-point contraction (FMA), as direct.c.
+ * Each output element is one sum in a fixed order that does not depend on the thread count. The
+ * only file built with floating-point contraction (FMA; meson: libi2i_fma).
  */
 #include <cblas.h>
 #include <string.h>
@@ -17,12 +17,11 @@
 #define LANES 8
 typedef float vf __attribute__((vector_size(LANES * 4)));
 
-/* A transposed product works on a block of C at a time, up to 64 columns by TN_FLOATS / 64
- * rows or fewer columns by more rows: their sums (32 KiB) stay in L1 while A's rows go by four at
- * a time, each read as that many consecutive floats (sgemm's packing, or a strip 16 wide down all
- * k rows, left the prefetcher behind: 1024 x 8192 weights times 4 columns 6.0 ms by sgemm, 3.0 ms
- * here). */
-#define TN_FLOATS 8192
+/* A transposed product works on MC rows of C at a time, all of its at most CPU_GEMM_SMALL_TN
+ * columns: their sums (32 KiB) stay in L1 while A's rows go by four at a time, each read as MC
+ * consecutive floats (sgemm's packing, or a strip 16 wide down all k rows, left the prefetcher
+ * behind: 1024 x 8192 weights times 4 columns 6.0 ms by sgemm, 3.0 ms here). */
+#define MC 512
 /* Floats of a row of C one step updates: two vectors, so that each broadcast B value feeds two
  * multiply-adds. */
 #define TN_STEP (2 * LANES)
@@ -45,37 +44,31 @@ static inline __attribute__((always_inline)) void tn_rows4(const float *a0, size
   }
 }
 
-/* C[m][n] = A^T B with A k x m. */
+/* C[m][n] = A^T B with A k x m, n at most CPU_GEMM_SMALL_TN. */
 FMA_CLONES static void small_tn(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c,
                                 int ldc, int threads) {
-  const int nb = n <= 16 ? 16 : n <= 32 ? 32 : 64, mc = TN_FLOATS / nb;
-  const int chunks = (m + mc - 1) / mc, k4 = k & ~3;
+  const int chunks = (m + MC - 1) / MC, k4 = k & ~3;
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int ch = 0; ch < chunks; ch++) {
-    const int m0 = ch * mc, mw = m - m0 < mc ? m - m0 : mc, body = mw / TN_STEP * TN_STEP;
-    float ct[TN_FLOATS] __attribute__((aligned(64)));
-    for (int n0 = 0; n0 < n; n0 += nb) {
-      const int nr = n - n0 < nb ? n - n0 : nb;
-      memset(ct, 0, sizeof ct);
-      for (int kk = 0; kk < k4; kk += 4) {
-        const float *ar = a + (size_t)kk * (size_t)lda + (size_t)m0, *br = b + (size_t)kk * (size_t)ldb + (size_t)n0;
-        for (int v = 0; v < body; v += TN_STEP) tn_rows4(ar + v, (size_t)lda, br, (size_t)ldb, nr, ct + v, (size_t)mc);
-        for (int i = body; i < mw; i++)
-          for (int j = 0; j < nr; j++)
-            ct[(size_t)j * (size_t)mc + (size_t)i] +=
-                ar[i] * br[j] + ar[(size_t)lda + (size_t)i] * br[(size_t)ldb + (size_t)j] +
-                ar[2 * (size_t)lda + (size_t)i] * br[2 * (size_t)ldb + (size_t)j] +
-                ar[3 * (size_t)lda + (size_t)i] * br[3 * (size_t)ldb + (size_t)j];
-      }
-      for (int kk = k4; kk < k; kk++) {
-        const float *ar = a + (size_t)kk * (size_t)lda + (size_t)m0, *br = b + (size_t)kk * (size_t)ldb + (size_t)n0;
-        for (int i = 0; i < mw; i++)
-          for (int j = 0; j < nr; j++) ct[(size_t)j * (size_t)mc + (size_t)i] += ar[i] * br[j];
-      }
-      for (int i = 0; i < mw; i++)
-        for (int j = 0; j < nr; j++)
-          c[(size_t)(m0 + i) * (size_t)ldc + (size_t)(n0 + j)] = ct[(size_t)j * (size_t)mc + (size_t)i];
+    const int m0 = ch * MC, mw = m - m0 < MC ? m - m0 : MC, body = mw / TN_STEP * TN_STEP;
+    float ct[MC * CPU_GEMM_SMALL_TN] __attribute__((aligned(64)));
+    memset(ct, 0, sizeof ct);
+    for (int kk = 0; kk < k4; kk += 4) {
+      const float *ar = a + (size_t)kk * (size_t)lda + (size_t)m0, *br = b + (size_t)kk * (size_t)ldb;
+      for (int v = 0; v < body; v += TN_STEP) tn_rows4(ar + v, (size_t)lda, br, (size_t)ldb, n, ct + v, MC);
+      for (int i = body; i < mw; i++)
+        for (int j = 0; j < n; j++)
+          ct[(size_t)j * MC + (size_t)i] += ar[i] * br[j] + ar[(size_t)lda + (size_t)i] * br[(size_t)ldb + (size_t)j] +
+                                            ar[2 * (size_t)lda + (size_t)i] * br[2 * (size_t)ldb + (size_t)j] +
+                                            ar[3 * (size_t)lda + (size_t)i] * br[3 * (size_t)ldb + (size_t)j];
     }
+    for (int kk = k4; kk < k; kk++) {
+      const float *ar = a + (size_t)kk * (size_t)lda + (size_t)m0, *br = b + (size_t)kk * (size_t)ldb;
+      for (int i = 0; i < mw; i++)
+        for (int j = 0; j < n; j++) ct[(size_t)j * MC + (size_t)i] += ar[i] * br[j];
+    }
+    for (int i = 0; i < mw; i++)
+      for (int j = 0; j < n; j++) c[(size_t)(m0 + i) * (size_t)ldc + (size_t)j] = ct[(size_t)j * MC + (size_t)i];
   }
 }
 
