@@ -243,6 +243,83 @@ static void test_winograd_dgrad(void) {
   }
 }
 
+/* The direct backward of the few-output convolutions (the generators' last 7x7 layer) equals
+ * the GEMM one: every padding mode, one to four outputs, widths that leave a tail of columns,
+ * accumulate and write; the data gradient is the same bit for bit on one and on two threads. */
+static void test_direct_grads(void) {
+  /* the checks after this one draw the same numbers as before it was added (theirs avoid kinks
+   * for the draws they have) */
+  uint64_t keep_rs = rs;
+  static const struct {
+    int c, h, w, m, k, pad, mode;
+    const char *name;
+  } cases[] = {
+      {9, 12, 21, 3, 7, 3, PAD_REFLECT, "9->3 7x7 reflect 3, 12x21"},
+      {5, 9, 16, 2, 7, 3, PAD_CONSTANT, "5->2 7x7 zero 3, 9x16"},
+      {6, 8, 11, 1, 7, 3, PAD_EDGE, "6->1 7x7 edge 3, 8x11"},
+      {7, 10, 13, 4, 4, 1, PAD_CONSTANT, "7->4 4x4 zero 1, 10x13"},
+      {3, 6, 9, 3, 5, 2, PAD_REFLECT, "3->3 5x5 reflect 2, 6x9"},
+  };
+  for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+    int c = cases[ci].c, h = cases[ci].h, w = cases[ci].w, m = cases[ci].m, k = cases[ci].k, p = cases[ci].pad;
+    conv_geom g = {c, h, w, m, 0, 0, k, k, 1, 1, 1, 1, p, p, p, p, cases[ci].mode, 0, 0, NULL, NULL};
+    conv_out_size(&g, false);
+    CHECK(cpu_direct_backward_applies(&g), "%s: applies", cases[ci].name);
+    size_t nx = (size_t)c * h * w, ny = (size_t)m * g.oh * g.ow, nw = (size_t)m * c * k * k;
+    size_t sc = cpu_direct_backward_scratch(&g, 2) + cpu_conv_backward_scratch(&g, false);
+    float *x = malloc(nx * 4), *dy = malloc(ny * 4), *wt = malloc(nw * 4), *s = malloc(sc * 4);
+    float *a = malloc(nx * 4), *b = malloc(nx * 4), *b1 = malloc(nx * 4), *bw = malloc(nx * 4), *a0 = malloc(nx * 4);
+    fill(x, nx, -1, 1);
+    fill(dy, ny, -1, 1);
+    fill(wt, nw, -0.5, 0.5);
+    fill(a, nx, -1, 1);
+    memcpy(a0, a, nx * 4);
+    memcpy(b, a, nx * 4);
+    memcpy(b1, a, nx * 4);
+    fill(bw, nx, 5, 6);
+    cpu_conv_backward_data(&g, dy, wt, a, true, s, sc, 2);
+    cpu_conv_backward_data_direct(&g, dy, wt, b, true, s, 2);
+    cpu_conv_backward_data_direct(&g, dy, wt, b1, true, s, 1);
+    cpu_conv_backward_data_direct(&g, dy, wt, bw, false, s, 2);
+    double e = 0, mx = 0, ew0 = 0;
+    int same = memcmp(b, b1, nx * 4) == 0;
+    for (size_t i = 0; i < nx; i++) {
+      e = fmax(e, fabs(a[i] - b[i]));
+      mx = fmax(mx, fabs(a[i]));
+    }
+    /* the write path: the accumulated result less its start */
+    for (size_t i = 0; i < nx; i++) ew0 = fmax(ew0, fabs(bw[i] - (b[i] - a0[i])));
+    float *w1 = malloc(nw * 4), *w2 = malloc(nw * 4), bd1[4] = {0}, bd2[4] = {0};
+    fill(w1, nw, -1, 1);
+    memcpy(w2, w1, nw * 4);
+    cpu_conv_backward_weights(&g, x, dy, w1, bd1, s, sc, 2);
+    cpu_conv_backward_weights_direct(&g, x, dy, w2, bd2, s, 2);
+    double ew = 0, mw = 0, eb = 0;
+    for (size_t i = 0; i < nw; i++) {
+      ew = fmax(ew, fabs(w1[i] - w2[i]));
+      mw = fmax(mw, fabs(w1[i]));
+    }
+    for (int i = 0; i < m; i++) eb = fmax(eb, fabs(bd1[i] - bd2[i]));
+    printf("    direct gradients, %-28s data %.2e, weights %.2e\n", cases[ci].name, e / mx, ew / mw);
+    CHECK(e / mx < 1e-6 && ew / mw < 1e-6 && eb < 1e-5, "%s: relative differences %g %g, bias %g", cases[ci].name,
+          e / mx, ew / mw, eb);
+    CHECK(ew0 < 1e-5, "%s: write and accumulate paths differ by %g", cases[ci].name, ew0);
+    CHECK(same, "%s: the data gradient differs between one and two threads", cases[ci].name);
+    free(x);
+    free(dy);
+    free(wt);
+    free(s);
+    free(a);
+    free(b);
+    free(b1);
+    free(bw);
+    free(a0);
+    free(w1);
+    free(w2);
+  }
+  rs = keep_rs;
+}
+
 /* ---- norms ------------------------------------------------------------------------------------ */
 
 typedef struct {
@@ -632,6 +709,7 @@ static void test_graphs(void) {
 int main(void) {
   RUN(test_conv);
   RUN(test_winograd_dgrad);
+  RUN(test_direct_grads);
   RUN(test_norm);
   RUN(test_running_stats);
   RUN(test_pointwise);

@@ -209,8 +209,7 @@ static void zero_or_keep(float *x, size_t n, bool accumulate, int threads) {
   for (size_t i = 0; i < n; i++) x[i] = 0.0f;
 }
 
-/* db[m] += sum over the m-th plane of dy (double sums, one thread per plane). */
-static void bias_grad(const float *dy, float *db, int m, size_t plane, int threads) {
+void cpu_bias_grad(const float *dy, float *db, int m, size_t plane, int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int mi = 0; mi < m; mi++) {
     const float *r = dy + (size_t)mi * plane;
@@ -242,7 +241,7 @@ void cpu_conv_backward_weights(const conv_geom *g, const float *x, const float *
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->m, (int)K, (int)n, 1.0f, dy + p0, (int)ohw, scratch, (int)n,
                 1.0f, dw, (int)K);
   }
-  if (db) bias_grad(dy, db, g->m, ohw, threads);
+  if (db) cpu_bias_grad(dy, db, g->m, ohw, threads);
 }
 
 /* The convolution whose data gradient a ConvTranspose is: from dY (m x oh x ow) to X's shape. */
@@ -284,7 +283,7 @@ void cpu_convt_backward_weights(const conv_geom *g, const float *x, const float 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->c, (int)K, (int)n, 1.0f, x + p0, (int)hw, scratch, (int)n,
                 1.0f, dw, (int)K);
   }
-  if (db) bias_grad(dy, db, g->m, (size_t)g->oh * (size_t)g->ow, threads);
+  if (db) cpu_bias_grad(dy, db, g->m, (size_t)g->oh * (size_t)g->ow, threads);
 }
 
 size_t cpu_conv_backward_scratch(const conv_geom *g, bool transpose) {

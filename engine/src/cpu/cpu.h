@@ -155,6 +155,18 @@ size_t cpu_winograd_wgrad_scratch(const conv_geom *g, size_t tiles);
 void cpu_conv_backward_weights_winograd(const conv_geom *g, const float *x, const float *dy, float *dw, float *db,
                                         float *scratch, size_t scratch_floats, int threads);
 
+/* The backward of a stride-1 convolution with at most 4 outputs and kernels at most 8 wide (the
+ * generators' last 7x7 layer, the PatchGAN's last) (direct.c); both need cpu_direct_backward_scratch(g, threads) floats. The data gradient sums
+ * each pixel in one order on any thread count; the weight gradient each weight on one thread. */
+bool cpu_direct_backward_applies(const conv_geom *g);
+size_t cpu_direct_backward_scratch(const conv_geom *g, int threads);
+void cpu_conv_backward_data_direct(const conv_geom *g, const float *dy, const float *w, float *dx, bool accumulate,
+                                   float *scratch, int threads);
+void cpu_conv_backward_weights_direct(const conv_geom *g, const float *x, const float *dy, float *dw, float *db,
+                                      float *scratch, int threads);
+/* db[m] += the sum of the m-th plane of dy (double sums, one thread per plane) (conv.c). */
+void cpu_bias_grad(const float *dy, float *db, int m, size_t plane, int threads);
+
 /* Training normalisation over n images x[n][c][hw]: batch statistics (per channel over N, H, W)
  * or instance statistics (per image and channel). Writes mean and rstd (c or n*c floats), then
  * y = act(scale * (x - mean) * rstd + bias); with run_mean / run_var updates them with

@@ -20,9 +20,36 @@ static size_t per_image(shape4 s) { return (size_t)(s.c * s.h * s.w); }
 static int threads_for(const i2i_ctx *ctx, size_t n) { return n < ((size_t)1 << 16) ? 1 : ctx->threads; }
 
 /* I2I_PROFILE=1: seconds per op type in the forward, the data backward and the weight backward,
- * summed over the process and logged when a trainer ends (where the time goes). */
+ * summed over the process and logged when a trainer ends (where the time goes); I2I_PROFILE=2
+ * adds the same per convolution shape (the first SHAPES_MAX shapes met). */
 static double prof[OP_COUNT_][3];
 static bool prof_on(void) { return getenv("I2I_PROFILE") != NULL; }
+#define SHAPES_MAX 64
+static struct {
+  conv_geom g;
+  bool convt;
+  double t[3];
+} shapes[SHAPES_MAX];
+static int n_shapes;
+
+/* Adds seconds to pass `pass` (0 forward, 1 data, 2 weights) of the convolution shape g. */
+static void prof_shape(const conv_geom *g, bool convt, int pass, double sec) {
+  static int level = -1;
+  if (level < 0) level = atoi(getenv("I2I_PROFILE"));
+  if (level < 2) return;
+  int i = 0;
+  while (i < n_shapes && !(shapes[i].convt == convt && shapes[i].g.c == g->c && shapes[i].g.h == g->h &&
+                           shapes[i].g.w == g->w && shapes[i].g.m == g->m && shapes[i].g.oh == g->oh &&
+                           shapes[i].g.kh == g->kh && shapes[i].g.sh == g->sh))
+    i++;
+  if (i == SHAPES_MAX) return;
+  if (i == n_shapes) {
+    shapes[i].g = *g;
+    shapes[i].convt = convt;
+    n_shapes++;
+  }
+  shapes[i].t[pass] += sec;
+}
 static double prof_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -42,6 +69,11 @@ void cpu_train_profile_report(i2i_ctx *ctx) {
       i2i_log(ctx, I2I_LOG_WARNING, "train profile: %-14s forward %8.2f s  backward data %8.2f s  weights %8.2f s", names[o],
               prof[o][0], prof[o][1], prof[o][2]);
   i2i_log(ctx, I2I_LOG_WARNING, "train profile: total %.2f s in passes", tot);
+  for (int i = 0; i < n_shapes; i++)
+    i2i_log(ctx, I2I_LOG_WARNING, "train profile: %-5s %4d -> %4d, %dx%d stride %d, %4dx%-4d -> %4dx%-4d  forward %6.2f s  data %6.2f s  weights %6.2f s",
+            shapes[i].convt ? "ConvT" : "Conv", shapes[i].g.c, shapes[i].g.m, shapes[i].g.kh, shapes[i].g.kw,
+            shapes[i].g.sh, shapes[i].g.h, shapes[i].g.w, shapes[i].g.oh, shapes[i].g.ow, shapes[i].t[0], shapes[i].t[1],
+            shapes[i].t[2]);
 }
 
 static float *cpu_alloc(void *self, i2i_ctx *ctx, size_t floats) {
@@ -147,6 +179,7 @@ static i2i_status cpu_forward(void *self, i2i_ctx *ctx, const i2i_tnet *net, flo
         float *yy = y + yi * (size_t)i;
         cpu_conv_any(&cg, s->op == OP_CONVT, xx, w, b, yy, scratch, p->scratch_floats, th, no_wino ? 0 : 2);
       }
+      if (pr) prof_shape(&cg, s->op == OP_CONVT, 0, prof_now() - t0);
       break;
     }
     case OP_INSTNORM:
@@ -223,6 +256,8 @@ static i2i_status cpu_backward(void *self, i2i_ctx *ctx, const i2i_tnet *net, fl
     case OP_CONVT: {
       conv_geom cg = step_geom(net, s);
       const float *w = pw(net, s->w_off);
+      bool direct = s->op == OP_CONV && cpu_direct_backward_applies(&cg) &&
+                    p->scratch_floats >= cpu_direct_backward_scratch(&cg, th);
       for (int i = 0; i < p->n; i++) {
         const float *xx = x + xi * (size_t)i, *gy = dy + yi * (size_t)i;
         double t0 = pr ? prof_now() : 0;
@@ -231,6 +266,7 @@ static i2i_status cpu_backward(void *self, i2i_ctx *ctx, const i2i_tnet *net, fl
           if (s->op == OP_CONVT) cpu_convt_backward_weights(&cg, xx, gy, gw, gb, scratch, p->scratch_floats, th);
           else if (!no_wino && cpu_winograd_applies(&cg) && p->scratch_floats >= cpu_winograd_wgrad_scratch(&cg, 16))
             cpu_conv_backward_weights_winograd(&cg, xx, gy, gw, gb, scratch, p->scratch_floats, th);
+          else if (direct) cpu_conv_backward_weights_direct(&cg, xx, gy, gw, gb, scratch, th);
           else cpu_conv_backward_weights(&cg, xx, gy, gw, gb, scratch, p->scratch_floats, th);
         }
         double t1 = pr ? prof_now() : 0;
@@ -239,11 +275,15 @@ static i2i_status cpu_backward(void *self, i2i_ctx *ctx, const i2i_tnet *net, fl
           if (s->op == OP_CONVT) cpu_convt_backward_data(&cg, gy, w, gx, s->acc_dx[0], scratch, p->scratch_floats, th);
           else if (!no_wino && cpu_winograd_applies(&cg) && p->scratch_floats >= cpu_winograd_backward_scratch(&cg))
             cpu_conv_backward_data_winograd(&cg, gy, w, gx, s->acc_dx[0], scratch, th);
+          else if (direct) cpu_conv_backward_data_direct(&cg, gy, w, gx, s->acc_dx[0], scratch, th);
           else cpu_conv_backward_data(&cg, gy, w, gx, s->acc_dx[0], scratch, p->scratch_floats, th);
         }
         if (pr) {
+          double t2 = prof_now();
           prof[s->op][2] += t1 - t0;
-          prof[s->op][1] += prof_now() - t1;
+          prof[s->op][1] += t2 - t1;
+          prof_shape(&cg, s->op == OP_CONVT, 2, t1 - t0);
+          prof_shape(&cg, s->op == OP_CONVT, 1, t2 - t1);
         }
       }
       break;

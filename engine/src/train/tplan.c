@@ -271,6 +271,7 @@ i2i_status tplan_build(i2i_ctx *ctx, const i2i_model *m, int nimg, int h, int w,
       if (cpu_winograd_backward_scratch(&cg) > bw) bw = cpu_winograd_backward_scratch(&cg);
       if (cpu_winograd_wgrad_scratch(&cg, tiles) > bw) bw = cpu_winograd_wgrad_scratch(&cg, tiles);
     }
+    if (s->op == OP_CONV && cpu_direct_backward_applies(&cg)) bw = cpu_direct_backward_scratch(&cg, ctx->threads);
     size_t rows = s->op == OP_CONVT ? (size_t)cg.m * (size_t)cg.kh * (size_t)cg.kw
                                     : (size_t)cg.c * (size_t)cg.kh * (size_t)cg.kw;
     if (bw > full) full = bw;
