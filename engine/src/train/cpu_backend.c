@@ -29,11 +29,13 @@ static struct {
   conv_geom g;
   bool convt;
   double t[3];
+  long calls[3]; /* images through each pass */
 } shapes[SHAPES_MAX];
 static int n_shapes;
 
-/* Adds seconds to pass `pass` (0 forward, 1 data, 2 weights) of the convolution shape g. */
-static void prof_shape(const conv_geom *g, bool convt, int pass, double sec) {
+/* Adds `images` images and their seconds to pass `pass` (0 forward, 1 data, 2 weights) of the
+ * convolution shape g. */
+static void prof_shape(const conv_geom *g, bool convt, int pass, int images, double sec) {
   static int level = -1;
   if (level < 0) level = atoi(getenv("I2I_PROFILE"));
   if (level < 2) return;
@@ -49,6 +51,7 @@ static void prof_shape(const conv_geom *g, bool convt, int pass, double sec) {
     n_shapes++;
   }
   shapes[i].t[pass] += sec;
+  shapes[i].calls[pass] += images;
 }
 static double prof_now(void) {
   struct timespec ts;
@@ -70,10 +73,12 @@ void cpu_train_profile_report(i2i_ctx *ctx) {
               prof[o][0], prof[o][1], prof[o][2]);
   i2i_log(ctx, I2I_LOG_WARNING, "train profile: total %.2f s in passes", tot);
   for (int i = 0; i < n_shapes; i++)
-    i2i_log(ctx, I2I_LOG_WARNING, "train profile: %-5s %4d -> %4d, %dx%d stride %d, %4dx%-4d -> %4dx%-4d  forward %6.2f s  data %6.2f s  weights %6.2f s",
+    i2i_log(ctx, I2I_LOG_WARNING,
+            "train profile: %-5s %4d -> %4d, %dx%d stride %d, %4dx%-4d -> %4dx%-4d  forward %6.2f s (%ld images)  data "
+            "%6.2f s (%ld)  weights %6.2f s (%ld)",
             shapes[i].convt ? "ConvT" : "Conv", shapes[i].g.c, shapes[i].g.m, shapes[i].g.kh, shapes[i].g.kw,
-            shapes[i].g.sh, shapes[i].g.h, shapes[i].g.w, shapes[i].g.oh, shapes[i].g.ow, shapes[i].t[0], shapes[i].t[1],
-            shapes[i].t[2]);
+            shapes[i].g.sh, shapes[i].g.h, shapes[i].g.w, shapes[i].g.oh, shapes[i].g.ow, shapes[i].t[0],
+            shapes[i].calls[0], shapes[i].t[1], shapes[i].calls[1], shapes[i].t[2], shapes[i].calls[2]);
 }
 
 static float *cpu_alloc(void *self, i2i_ctx *ctx, size_t floats) {
@@ -179,7 +184,7 @@ static i2i_status cpu_forward(void *self, i2i_ctx *ctx, const i2i_tnet *net, flo
         float *yy = y + yi * (size_t)i;
         cpu_conv_any(&cg, s->op == OP_CONVT, xx, w, b, yy, scratch, p->scratch_floats, th, no_wino ? 0 : 2);
       }
-      if (pr) prof_shape(&cg, s->op == OP_CONVT, 0, prof_now() - t0);
+      if (pr) prof_shape(&cg, s->op == OP_CONVT, 0, p->n, prof_now() - t0);
       break;
     }
     case OP_INSTNORM:
@@ -282,8 +287,8 @@ static i2i_status cpu_backward(void *self, i2i_ctx *ctx, const i2i_tnet *net, fl
           double t2 = prof_now();
           prof[s->op][2] += t1 - t0;
           prof[s->op][1] += t2 - t1;
-          prof_shape(&cg, s->op == OP_CONVT, 2, t1 - t0);
-          prof_shape(&cg, s->op == OP_CONVT, 1, t2 - t1);
+          prof_shape(&cg, s->op == OP_CONVT, 2, param_grads, t1 - t0);
+          prof_shape(&cg, s->op == OP_CONVT, 1, dx != NULL, t2 - t1);
         }
       }
       break;
