@@ -24,14 +24,22 @@ i2i_tensor *tensor_new(i2i_ctx *ctx, int dtype, int rank, const int64_t *dims) {
   size_t esz = (dtype == DT_FLOAT || dtype == DT_FLOAT16 || dtype == DT_DOUBLE || dtype == DT_BFLOAT16) ? 4 : 8;
   size_t bytes;
   if (!i2i_mul_ok(numel, esz, &bytes)) return NULL;
+  void *data = i2i_alloc_aligned(ctx, bytes ? bytes : 1);
+  if (!data) return NULL;
+  memset(data, 0, bytes ? bytes : 1);
+  i2i_tensor *t = tensor_adopt(ctx, dtype, rank, dims, data);
+  if (!t) i2i_free_aligned(ctx, data);
+  return t;
+}
+
+i2i_tensor *tensor_adopt(i2i_ctx *ctx, int dtype, int rank, const int64_t *dims, void *data) {
+  if (rank < 0 || rank > I2I_MAX_RANK) return NULL;
+  size_t numel = 1;
+  for (int i = 0; i < rank; i++)
+    if (dims[i] < 0 || !i2i_mul_ok(numel, (size_t)dims[i], &numel)) return NULL;
   i2i_tensor *t = i2i_calloc(ctx, 1, sizeof *t);
   if (!t) return NULL;
-  t->data = i2i_alloc_aligned(ctx, bytes ? bytes : 1);
-  if (!t->data) {
-    i2i_dealloc(ctx, t);
-    return NULL;
-  }
-  memset(t->data, 0, bytes ? bytes : 1);
+  t->data = data;
   t->dtype = dtype;
   t->rank = rank;
   for (int i = 0; i < rank; i++) t->dims[i] = dims[i];

@@ -236,6 +236,10 @@ i2i_status graph_add_node(i2i_ctx *ctx, i2i_graph *g, const char *op_type, const
 i2i_status graph_set_meta(i2i_ctx *ctx, i2i_graph *g, const char *key, const char *value);
 const char *graph_meta(const i2i_graph *g, const char *key);
 i2i_tensor *tensor_new(i2i_ctx *ctx, int dtype, int rank, const int64_t *dims);
+/* A tensor around `data`, which it then owns: numel elements of the dtype's storage size, from
+ * i2i_alloc_aligned or a block laid out as its are (onnx_read.c's protobuf allocator); NULL (data
+ * not taken) when out of memory or the dims are bad. */
+i2i_tensor *tensor_adopt(i2i_ctx *ctx, int dtype, int rank, const int64_t *dims, void *data);
 void tensor_free(i2i_ctx *ctx, i2i_tensor *t);
 i2i_tensor *tensor_clone(i2i_ctx *ctx, const i2i_tensor *t);
 const i2i_attr_v *node_attr(const i2i_node *n, const char *name);
