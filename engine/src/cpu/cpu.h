@@ -156,8 +156,9 @@ void cpu_conv_backward_weights_winograd(const conv_geom *g, const float *x, cons
                                         float *scratch, size_t scratch_floats, int threads);
 
 /* The backward of a stride-1 convolution with at most 4 outputs and kernels at most 8 wide (the
- * generators' last 7x7 layer, the PatchGAN's last) (direct.c); both need cpu_direct_backward_scratch(g, threads) floats. The data gradient sums
- * each pixel in one order on any thread count; the weight gradient each weight on one thread. */
+ * generators' last 7x7 layer, the PatchGAN's last) (direct.c); both need
+ * cpu_direct_backward_scratch(g, threads) floats. The data gradient sums each pixel in one order
+ * on any thread count; the weight gradient each weight on one thread. */
 bool cpu_direct_backward_applies(const conv_geom *g);
 size_t cpu_direct_backward_scratch(const conv_geom *g, int threads);
 void cpu_conv_backward_data_direct(const conv_geom *g, const float *dy, const float *w, float *dx, bool accumulate,

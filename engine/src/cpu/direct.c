@@ -154,9 +154,11 @@ static conv_geom data_dual(const conv_geom *g) {
 
 size_t cpu_direct_backward_scratch(const conv_geom *g, int threads) {
   conv_geom d = data_dual(g);
-  size_t padded = (size_t)d.m * (size_t)d.oh * (size_t)d.ow, wt = (size_t)g->m * (size_t)g->c * (size_t)g->kh * (size_t)g->kw;
-  size_t data = padded + wt + cpu_direct_scratch(&d, threads);
-  size_t weights = (size_t)d.oh * (size_t)d.ow * (size_t)threads;
+  size_t plane = (size_t)d.oh * (size_t)d.ow; /* one padded input plane */
+  size_t wt = (size_t)g->m * (size_t)g->c * (size_t)g->kh * (size_t)g->kw;
+  /* data: the padded gradient of every channel, the flipped weights, the direct kernel's rows;
+   * weights: a padded input plane per thread */
+  size_t data = plane * (size_t)g->c + wt + cpu_direct_scratch(&d, threads), weights = plane * (size_t)threads;
   return data > weights ? data : weights;
 }
 
@@ -164,7 +166,8 @@ void cpu_conv_backward_data_direct(const conv_geom *g, const float *dy, const fl
                                    float *scratch, int threads) {
   conv_geom d = data_dual(g);
   const int kk = g->kh * g->kw;
-  float *padded = scratch, *wt = padded + (size_t)d.m * (size_t)d.oh * (size_t)d.ow, *rest = wt + (size_t)g->m * (size_t)g->c * (size_t)kk;
+  float *padded = scratch, *wt = padded + (size_t)d.m * (size_t)d.oh * (size_t)d.ow;
+  float *rest = wt + (size_t)g->m * (size_t)g->c * (size_t)kk;
   for (int ci = 0; ci < g->c; ci++)
     for (int o = 0; o < g->m; o++)
       for (int k = 0; k < kk; k++)
