@@ -440,6 +440,7 @@ extern "C" __attribute__((visibility("default"))) int i2i_cuda_open(const i2i_cu
   B->use_graphs = env_choice("I2I_CUDA_GRAPH", onoff, 2, 0);
   static const char *const algos[] = {"search", "heuristic"};
   B->heuristic_only = env_choice("I2I_CUDA_ALGO", algos, 2, 0);
+  B->any_algo = !env_choice("I2I_CUDA_DETERMINISTIC", onoff, 2, 1);
   B->profile = getenv("I2I_PROFILE") != NULL;
   B->use_thin = env_choice("I2I_CUDA_THIN", onoff, 2, 1);
   B->search_ws_limit = (size_t)1 << 30;

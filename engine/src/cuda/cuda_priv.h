@@ -53,6 +53,8 @@ typedef struct cu_backend {
   int fault_armed;        /* the injected fault fires at the next chance */
   int use_graphs;         /* I2I_CUDA_GRAPH=1: replay whole runs as CUDA graphs */
   int heuristic_only;     /* I2I_CUDA_ALGO=heuristic: no timed algorithm search */
+  int any_algo;           /* I2I_CUDA_DETERMINISTIC=0: the fastest algorithm, deterministic or not (a
+                           * measurement switch: runs are then no longer bit-identical) */
   int profile;            /* I2I_PROFILE set: the bench hook logs a per-step profile */
   int use_thin;           /* I2I_CUDA_THIN=0: cuDNN for the thin convolutions too (thin_conv.cu) */
   size_t search_ws_limit; /* workspace cap during algorithm searches */

@@ -124,7 +124,7 @@ static int conv_setup(cu_backend *B, struct dnn_conv *c) {
 }
 
 /* The cache key: GPU model, compute capability, cuDNN and CUDA versions, direction,
- * precision and geometry. */
+ * precision and geometry; "|any" when non-deterministic algorithms may be chosen. */
 static void make_key(cu_backend *B, struct dnn_conv *c) {
   const conv_geom_d *g = &c->g;
   char gpu[128];
@@ -135,6 +135,10 @@ static void make_key(cu_backend *B, struct dnn_conv *c) {
            B->stats.cc_major, B->stats.cc_minor, dnn_runtime_version(), B->stats.runtime_version,
            g->wgrad ? "wgrad" : g->transpose ? "bwd" : "fwd", g->half ? "f16nhwc" : "f32nchw", g->n, g->xc, g->xh, g->xw, g->yc, g->yh,
            g->yw, g->kh, g->kw, g->pad_h, g->pad_w, g->str_h, g->str_w, g->dil_h, g->dil_w);
+  if (B->any_algo) {
+    size_t l = strlen(c->key);
+    snprintf(c->key + l, sizeof c->key - l, "|any");
+  }
 }
 
 int dnn_conv_create(cu_backend *B, const conv_geom_d *g, struct dnn_conv **out) {
@@ -174,10 +178,11 @@ static int set_math(cu_backend *B, struct dnn_conv *c, int math) {
   return CE_OK;
 }
 
-/* Picks from perf results: the fastest deterministic success, else the fastest success. */
+/* Picks from perf results: the fastest deterministic success, else the fastest success (with
+ * `any`, the fastest success outright). */
 template <typename P>
-static int pick(const P *perf, int n, size_t ws_limit) {
-  for (int pass = 0; pass < 2; pass++)
+static int pick(const P *perf, int n, size_t ws_limit, int any) {
+  for (int pass = any ? 1 : 0; pass < 2; pass++)
     for (int i = 0; i < n; i++)
       if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= ws_limit &&
           (pass || perf[i].determinism == CUDNN_DETERMINISTIC))
@@ -216,7 +221,7 @@ int dnn_conv_choose(cu_backend *B, struct dnn_conv *c, const void *x, const void
                                                             CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &ret, perf),
               "cudnnGetConvolutionBackwardFilterAlgorithm_v7");
     }
-    idx = pick(perf, ret, ws_bytes);
+    idx = pick(perf, ret, ws_bytes, B->any_algo);
     if (idx >= 0) {
       algo = perf[idx].algo;
       math = perf[idx].mathType;
@@ -235,7 +240,7 @@ int dnn_conv_choose(cu_backend *B, struct dnn_conv *c, const void *x, const void
                                                      CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &ret, perf),
               "cudnnGetConvolutionForwardAlgorithm_v7");
     }
-    idx = pick(perf, ret, ws_bytes);
+    idx = pick(perf, ret, ws_bytes, B->any_algo);
     if (idx >= 0) {
       algo = perf[idx].algo;
       math = perf[idx].mathType;
@@ -255,7 +260,7 @@ int dnn_conv_choose(cu_backend *B, struct dnn_conv *c, const void *x, const void
                                                           CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &ret, perf),
               "cudnnGetConvolutionBackwardDataAlgorithm_v7");
     }
-    idx = pick(perf, ret, ws_bytes);
+    idx = pick(perf, ret, ws_bytes, B->any_algo);
     if (idx >= 0) {
       algo = perf[idx].algo;
       math = perf[idx].mathType;
