@@ -42,8 +42,10 @@ static inline __attribute__((always_inline)) void direct_strip(const int M, cons
                                                               size_t as, int ox0) {
   v8 a[4][2];
 #pragma GCC unroll 4
-  for (int o = 0; o < M; o++)
-    memcpy(a[o], acc + (size_t)o * as + (size_t)ox0, sizeof a[o]);
+  for (int o = 0; o < M; o++) {
+    memcpy(&a[o][0], acc + (size_t)o * as + (size_t)ox0, sizeof a[o][0]);
+    memcpy(&a[o][1], acc + (size_t)o * as + (size_t)ox0 + 8, sizeof a[o][1]);
+  }
   for (int ky = 0; ky < kh; ky++) {
     const float *src = prow + (size_t)ky * ps + (size_t)ox0;
     for (int kx = 0; kx < kw; kx++) {
@@ -59,8 +61,10 @@ static inline __attribute__((always_inline)) void direct_strip(const int M, cons
     }
   }
 #pragma GCC unroll 4
-  for (int o = 0; o < M; o++)
-    memcpy(acc + (size_t)o * as + (size_t)ox0, a[o], sizeof a[o]);
+  for (int o = 0; o < M; o++) {
+    memcpy(acc + (size_t)o * as + (size_t)ox0, &a[o][0], sizeof a[o][0]);
+    memcpy(acc + (size_t)o * as + (size_t)ox0 + 8, &a[o][1], sizeof a[o][1]);
+  }
 }
 
 /* One channel's contribution to the m output rows acc (ow apart) from its kh padded rows, four
