@@ -131,14 +131,10 @@ static void make_key(cu_backend *B, struct dnn_conv *c) {
   snprintf(gpu, sizeof gpu, "%s", B->stats.device_name);
   for (char *p = gpu; *p; p++)
     if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '|') *p = '_';
-  snprintf(c->key, sizeof c->key, "v1|%s|cc%d%d|cudnn%zu|rt%d|%s|%s|n%d|x%d,%d,%d|y%d,%d,%d|k%d,%d|p%d,%d|s%d,%d|d%d,%d", gpu,
+  snprintf(c->key, sizeof c->key, "v1|%s|cc%d%d|cudnn%zu|rt%d|%s|%s|n%d|x%d,%d,%d|y%d,%d,%d|k%d,%d|p%d,%d|s%d,%d|d%d,%d%s", gpu,
            B->stats.cc_major, B->stats.cc_minor, dnn_runtime_version(), B->stats.runtime_version,
            g->wgrad ? "wgrad" : g->transpose ? "bwd" : "fwd", g->half ? "f16nhwc" : "f32nchw", g->n, g->xc, g->xh, g->xw, g->yc, g->yh,
-           g->yw, g->kh, g->kw, g->pad_h, g->pad_w, g->str_h, g->str_w, g->dil_h, g->dil_w);
-  if (B->any_algo) {
-    size_t l = strlen(c->key);
-    snprintf(c->key + l, sizeof c->key - l, "|any");
-  }
+           g->yw, g->kh, g->kw, g->pad_h, g->pad_w, g->str_h, g->str_w, g->dil_h, g->dil_w, B->any_algo ? "|any" : "");
 }
 
 int dnn_conv_create(cu_backend *B, const conv_geom_d *g, struct dnn_conv **out) {
