@@ -1,6 +1,6 @@
 /* tests/engine/test_conv.c: the CPU backend's convolution algorithms against the plain GEMM
- * path, kernel by kernel: Winograd F(2x2, 2x2) for 4x4 stride-2 Conv and ConvTranspose
- * (winograd_s2.c), F(2x2, 3x3) / F(4x4, 3x3) for 3x3 stride-1 Conv and the direct kernel for
+ * path, kernel by kernel: Winograd F(2x2, 2x2) for 4x4 and 3x3 stride-2 Conv and
+ * ConvTranspose (winograd_s2.c), F(2x2, 3x3) / F(4x4, 3x3) for 3x3 stride-1 Conv and the direct kernel for
  * few outputs (direct.c) at odd sizes, the matrix products (gemm.c),
  * in every padding mode, in one chunk and in many, on 1 and 2 threads, with a cancel between
  * chunks, and what the dispatcher picks. The end-to-end numbers
@@ -22,20 +22,27 @@ static float urand(void) {
   return (float)((double)(rs >> 11) / 9007199254740992.0 * 2.0 - 1.0);
 }
 
-static conv_geom geom(int c, int h, int w, int m, bool transpose, int mode) {
+/* A stride-2 pad-1 layer with a kxk kernel; a transposed 3x3 one has output padding 1 (the
+ * ResNet's), so that every transposed one doubles the input. */
+static conv_geom geom_k(int k, int c, int h, int w, int m, bool transpose, int mode) {
   conv_geom g = {0};
   g.c = c;
   g.h = h;
   g.w = w;
   g.m = m;
-  g.kh = g.kw = 4;
+  g.kh = g.kw = k;
   g.sh = g.sw = 2;
   g.dh = g.dw = 1;
   g.pt = g.pl = g.pb = g.pr = 1;
+  g.oph = g.opw = transpose && k == 3;
   g.pad_mode = transpose ? PAD_CONSTANT : mode;
-  g.oh = transpose ? 2 * h : (h + 2 - 4) / 2 + 1;
-  g.ow = transpose ? 2 * w : (w + 2 - 4) / 2 + 1;
+  g.oh = transpose ? 2 * h : (h + 2 - k) / 2 + 1;
+  g.ow = transpose ? 2 * w : (w + 2 - k) / 2 + 1;
   return g;
+}
+
+static conv_geom geom(int c, int h, int w, int m, bool transpose, int mode) {
+  return geom_k(4, c, h, w, m, transpose, mode);
 }
 
 static int stop_after, chunks_seen;
@@ -83,7 +90,7 @@ static double compare(const conv_geom *g, bool transpose, size_t tiles, int thre
   cpu_conv_scratch(g, threads, &full, &min);
   size_t ss = tiles ? cpu_s2_scratch(g, transpose, tiles) : cpu_s2_scratch(g, transpose, cpu_s2_tiles(g, transpose));
   if (full > ss) ss = full;
-  conv_bufs b = bufs_new(g, 16, ss);
+  conv_bufs b = bufs_new(g, g->kh * g->kw, ss);
   if (transpose) cpu_convt_forward(g, b.x, b.w, b.b, b.ref, b.s, ss, threads);
   else cpu_conv_forward(g, b.x, b.w, b.b, b.ref, b.s, ss, threads);
   size_t use = tiles ? cpu_s2_scratch(g, transpose, tiles) : ss;
@@ -131,6 +138,40 @@ static void test_convt_s2(void) {
   CHECK(e < 2e-6, "%.3g", e);
 }
 
+/* The ResNet's 3x3 stride-2 layers through the same algorithm, the phases whose transform is
+ * zero at a point left out of its product, equal GEMM: Conv in every padding mode and
+ * ConvTranspose with output padding 1, even and odd sizes, a 1x1 input, 1 and 2 threads, one
+ * chunk and many. */
+static void test_s2_3x3(void) {
+  static const char *names[] = {"zero", "reflect", "edge"};
+  int sizes[][2] = {{16, 16}, {17, 15}, {9, 13}, {1, 1}, {2, 2}, {3, 40}, {61, 7}};
+  for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
+    for (int th = 1; th <= 2; th++) {
+      int chunks;
+      for (int mode = 0; mode < 3; mode++) {
+        conv_geom g = geom_k(3, 16, sizes[k][0], sizes[k][1], 20, false, mode);
+        double e = compare(&g, false, 0, th, &chunks);
+        CHECK(e < 2e-6, "Conv 3x3 %s %dx%d, %d threads: relative error %.3g", names[mode], g.h, g.w, th, e);
+      }
+      conv_geom t = geom_k(3, 16, sizes[k][0], sizes[k][1], 24, true, PAD_CONSTANT);
+      double e = compare(&t, true, 0, th, &chunks);
+      CHECK(e < 2e-6, "ConvTranspose 3x3 %dx%d, %d threads: relative error %.3g", t.h, t.w, th, e);
+    }
+  size_t tiles[] = {1, 7, 100};
+  for (size_t k = 0; k < sizeof tiles / sizeof tiles[0]; k++) {
+    conv_geom a = geom_k(3, 32, 45, 38, 16, false, PAD_CONSTANT), b = geom_k(3, 32, 21, 26, 16, true, PAD_CONSTANT);
+    int ca, cb;
+    double ea = compare(&a, false, tiles[k], 2, &ca), eb = compare(&b, true, tiles[k], 2, &cb);
+    CHECK(ea < 2e-6 && eb < 2e-6, "3x3, %zu tiles a chunk: Conv %.3g, ConvTranspose %.3g", tiles[k], ea, eb);
+    CHECK(ca > 1 && cb > 1, "3x3, %zu tiles a chunk: %d and %d chunks", tiles[k], ca, cb);
+  }
+  conv_geom g = geom_k(3, 64, 130, 97, 128, false, PAD_CONSTANT), t = geom_k(3, 128, 33, 40, 64, true, PAD_CONSTANT);
+  int chunks;
+  double e = compare(&g, false, 0, 2, &chunks), et = compare(&t, true, 0, 2, &chunks);
+  printf("    Conv 3x3 64->128 130x97: relative error %.2e; ConvTranspose 3x3 128->64 33x40: %.2e\n", e, et);
+  CHECK(e < 2e-6 && et < 2e-6, "%.3g, %.3g", e, et);
+}
+
 /* Chunks that start and end inside a tile row give the same output as one chunk. */
 static void test_s2_chunks(void) {
   size_t tiles[] = {1, 5, 16, 77, 200};
@@ -167,14 +208,22 @@ static void test_s2_applies(void) {
   CHECK(!cpu_s2_applies(&small, false) && !cpu_s2_applies(&smallt, true), "8x8 outputs, 8x8 inputs: GEMM");
   conv_geom rgb = geom(128, 128, 128, 3, true, PAD_CONSTANT), first = geom(3, 256, 256, 64, false, PAD_CONSTANT);
   CHECK(!cpu_s2_applies(&rgb, true) && !cpu_s2_applies(&first, false), "3 outputs or 3 inputs: GEMM");
-  conv_geom k3 = down;
-  k3.kh = k3.kw = 3;
+  conv_geom rdown = geom_k(3, 64, 256, 256, 128, false, PAD_CONSTANT), rup = geom_k(3, 128, 128, 128, 64, true, 0);
+  CHECK(cpu_s2_applies(&rdown, false) && cpu_s2_applies(&rup, true), "ResNet layers at 256x256");
+  conv_geom rsmall = geom_k(3, 128, 64, 64, 256, false, PAD_CONSTANT), rsmallt = geom_k(3, 256, 32, 32, 128, true, 0);
+  CHECK(!cpu_s2_applies(&rsmall, false) && !cpu_s2_applies(&rsmallt, true), "ResNet layers at 128x128: GEMM");
+  conv_geom k5 = down;
+  k5.kh = k5.kw = 5;
   conv_geom p2 = down;
   p2.pt = p2.pb = 2;
   conv_geom op = up;
   op.oph = 1;
-  CHECK(!cpu_s2_applies(&k3, false) && !cpu_s2_applies(&p2, false) && !cpu_s2_applies(&op, true),
-        "3x3 kernel, padding 2, output padding: not this algorithm");
+  conv_geom op0 = rup;
+  op0.oph = op0.opw = 0;
+  op0.oh = op0.ow = 255;
+  CHECK(!cpu_s2_applies(&k5, false) && !cpu_s2_applies(&p2, false) && !cpu_s2_applies(&op, true) &&
+            !cpu_s2_applies(&op0, true),
+        "5x5 kernel, padding 2, output padding on 4x4, none on 3x3: not this algorithm");
 }
 
 /* ---- 3x3 stride 1 (winograd.c) ------------------------------------------------------------ */
@@ -356,6 +405,7 @@ static void test_gemm_small(void) {
 int main(void) {
   RUN(test_conv_s2);
   RUN(test_convt_s2);
+  RUN(test_s2_3x3);
   RUN(test_s2_chunks);
   RUN(test_s2_cancel);
   RUN(test_s2_applies);

@@ -82,10 +82,10 @@ size_t cpu_winograd_tiles(const conv_geom *g, int tile);
 size_t cpu_winograd_scratch(const conv_geom *g, int tile, size_t tiles);
 int cpu_conv_winograd(const conv_geom *g, int tile, const float *x, const float *w, const float *bias, float *y,
                       float *scratch, size_t scratch_floats, int threads);
-/* Winograd F(2x2, 2x2) over the sub-pixel phases of 4x4 stride-2 pad-1 convolutions (transpose
- * false) and transposed convolutions (true) with at least 16 input channels and enough pixels
- * (winograd_s2.c). Needs cpu_s2_scratch(g, transpose, 16) floats at least; returns the chunks
- * or -1. */
+/* Winograd F(2x2, 2x2) over the sub-pixel phases of 4x4 and 3x3 stride-2 pad-1 convolutions
+ * (transpose false) and transposed convolutions (true; a 3x3 one with output padding 1) with at
+ * least 16 input and output channels and enough pixels (winograd_s2.c). Needs
+ * cpu_s2_scratch(g, transpose, 16) floats at least; returns the chunks or -1. */
 bool cpu_s2_applies(const conv_geom *g, bool transpose);
 size_t cpu_s2_tiles(const conv_geom *g, bool transpose);
 size_t cpu_s2_scratch(const conv_geom *g, bool transpose, size_t tiles);
@@ -102,8 +102,8 @@ int cpu_conv_direct(const conv_geom *g, const float *x, const float *w, const fl
 conv_geom cpu_step_geom(const i2i_model *m, const i2i_plan *p, const i2i_step *s);
 /* One image through a Conv (transpose false) or ConvTranspose step by the fastest kernel that
  * applies and fits the scratch (Winograd, direct, or GEMM) (exec.c). `wino` bounds the Winograd
- * tile: 0 none, 2 F(2x2, ...) only (training), 4 F(4x4, 3x3) too (inference). Returns the chunks
- * or -1 when g->chunk_done stopped it. */
+ * tile: 0 none, 2 F(2x2, ...) only (training), 4 F(4x4, 3x3) and the 3x3 stride-2 layers too
+ * (inference). Returns the chunks or -1 when g->chunk_done stopped it. */
 int cpu_conv_any(const conv_geom *g, bool transpose, const float *x, const float *w, const float *bias, float *y,
                  float *scratch, size_t scratch_floats, int threads, int wino);
 /* Scratch floats a convolution step wants for one chunk (full) and at least (min) (exec.c). */

@@ -78,7 +78,9 @@ void cpu_conv_scratch(const conv_geom *g, int threads, size_t *full, size_t *min
 
 int cpu_conv_any(const conv_geom *g, bool transpose, const float *x, const float *w, const float *bias, float *y,
                  float *scratch, size_t scratch_floats, int threads, int wino) {
-  if (wino && cpu_s2_applies(g, transpose) && scratch_floats >= cpu_s2_scratch(g, transpose, 16))
+  /* training keeps its 3x3 stride-2 layers on the GEMM path its parity tests were set on */
+  if (wino && cpu_s2_applies(g, transpose) && (g->kh == 4 || wino == 4) &&
+      scratch_floats >= cpu_s2_scratch(g, transpose, 16))
     return cpu_conv_s2(g, transpose, x, w, bias, y, scratch, scratch_floats, threads);
   if (transpose) return cpu_convt_forward(g, x, w, bias, y, scratch, scratch_floats, threads);
   if (cpu_direct_applies(g) && scratch_floats >= cpu_direct_scratch(g, threads))

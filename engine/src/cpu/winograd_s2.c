@@ -1,6 +1,8 @@
-/* cpu/winograd_s2.c: Winograd F(2x2, 2x2) for the 4x4 stride-2 convolutions of the U-Net and the
- * PatchGAN (Conv, padding 1 of any mode) and the U-Net's 4x4 stride-2 transposed convolutions
- * (ConvTranspose, padding 1): 9 products where the GEMM path computes 16, through OpenBLAS.
+/* cpu/winograd_s2.c: Winograd F(2x2, 2x2) for the stride-2 convolutions of the generators and
+ * the PatchGAN: 4x4 Conv (padding 1 of any mode) and ConvTranspose (padding 1) of the U-Net and the
+ * PatchGAN, and 3x3 Conv (padding 1) and ConvTranspose (padding 1, output padding 1) of the ResNet,
+ * through OpenBLAS. Per output and input channel a 4x4 filter takes 9 products where the GEMM path
+ * computes 16, a 3x3 one 6.25 where it computes 9.
  *
  * Split into its sub-pixel phases, each is a sum of 2x2 stride-1 correlations. A strided Conv
  * reads four phases of the input (even/odd rows x even/odd columns), each with a 2x2 slice of the
@@ -8,6 +10,14 @@
  * writes four phases of the output, each a 2x2 correlation of the input with another slice:
  * they become 4M output channels, and with the odd-row phase's tiles taken one output row
  * earlier, all four read the same 3x3 input patch, so one input transform serves them.
+ *
+ * A 3x3 filter is the 4x4 one with its last row and column zero: at padding 1 both read and
+ * write the same pixels (a Conv's output row y reads input rows 2y - 1 .. 2y + 2, a transposed
+ * one's input row i writes output rows 2i - 1 .. 2i + 2, the last with a zero tap). Along each
+ * direction one phase's slice (f0, f1) then has a zero tap, and its transform (f0, f0 + f1, f1)
+ * a zero at one point: a Conv's odd phase (taps 1 and 3) at point 2, a ConvTranspose's even
+ * phase (taps 3 and 1) at point 0. The GEMM of each point leaves out the phases that are zero
+ * there.
  *
  * F(2, 2): B^T = [1 -1 0; 0 1 0; 0 -1 1], G = [1 0; 1 1; 0 1], A^T = [1 1 0; 0 1 1]: every
  * coefficient is 0 or +-1, so the result stays within float rounding of the direct sum.
@@ -23,12 +33,23 @@
  * 1024 -> 256 from 16x16 (81 tiles) 22.9 -> 25.4 ms, 512 -> 128 from 32x32 (289) 22.8 -> 18.7). */
 #define MIN_TILES_CONV 64
 #define MIN_TILES_CONVT 256
+/* A 3x3 filter saves fewer products (25 of 36): below about 512 tiles GEMM is as fast or faster
+ * (one thread, GEMM against this: Conv 128 -> 256 at 32x32 outputs (256 tiles) 7.5 against 7.1-8.6 ms, at 48x48
+ * (576) 16.2 against 14.7; ConvTranspose 256 -> 128 from 32x32 (289) 7.1 against 7.9, from 48x48
+ * (625) 17.3 against 16.3). */
+#define MIN_TILES_3X3 512
 
 static int tiles_y(const conv_geom *g, bool transpose) { return transpose ? g->h / 2 + 1 : (g->oh + 1) / 2; }
 static int tiles_x(const conv_geom *g, bool transpose) { return transpose ? g->w / 2 + 1 : (g->ow + 1) / 2; }
 
+/* The most rows of the products and of V, at the points that compute every phase. */
 static size_t rows_out(const conv_geom *g, bool transpose) { return (size_t)g->m * (transpose ? 4u : 1u); }
 static size_t rows_in(const conv_geom *g, bool transpose) { return (size_t)g->c * (transpose ? 1u : 4u); }
+
+/* At most 8 MiB of V and products a chunk. The run's scratch is fresh memory: a chunk of every
+ * tile of the ResNet's first stride-2 layer at 256x256 (57 MB) cost it 17 ms of page faults,
+ * while chunks of 4 to 16 MiB ran as fast as one at 512x512 (one thread). */
+#define CHUNK_FLOATS ((size_t)1 << 21)
 
 /* The distance between the 9 matrices of U, V and the products: their size and one cache line,
  * so that the 9 streams a transform writes do not fall on one cache set (sizes that are
@@ -40,14 +61,19 @@ size_t cpu_s2_tiles(const conv_geom *g, bool transpose) {
 }
 
 bool cpu_s2_applies(const conv_geom *g, bool transpose) {
-  if (g->kh != 4 || g->kw != 4 || g->sh != 2 || g->sw != 2 || g->dh != 1 || g->dw != 1 || g->oph || g->opw)
-    return false;
+  const int k = g->kh;
+  if ((k != 3 && k != 4) || g->kw != k || g->sh != 2 || g->sw != 2 || g->dh != 1 || g->dw != 1) return false;
+  /* a transposed 3x3 one writes the 4x4 one's 2h rows only with output padding 1 */
+  const int op = transpose && k == 3;
+  if (g->oph != op || g->opw != op) return false;
   if (g->pt != 1 || g->pl != 1 || g->pb != 1 || g->pr != 1 || g->c < 16) return false;
   /* with fewer outputs the input transform outweighs the GEMMs (128 -> 3 at 256x256: 3.7 ms by
    * GEMM, 8.2 by Winograd) */
   if (g->m < 16) return false;
-  if (transpose ? g->oh != 2 * g->h || g->ow != 2 * g->w : g->oh != g->h / 2 || g->ow != g->w / 2) return false;
-  return cpu_s2_tiles(g, transpose) >= (transpose ? MIN_TILES_CONVT : MIN_TILES_CONV);
+  if (transpose ? g->oh != 2 * g->h || g->ow != 2 * g->w
+                : g->oh != (g->h + 2 - k) / 2 + 1 || g->ow != (g->w + 2 - k) / 2 + 1)
+    return false;
+  return cpu_s2_tiles(g, transpose) >= (k == 3 ? MIN_TILES_3X3 : transpose ? MIN_TILES_CONVT : MIN_TILES_CONV);
 }
 
 size_t cpu_s2_scratch(const conv_geom *g, bool transpose, size_t tiles) {
@@ -55,41 +81,75 @@ size_t cpu_s2_scratch(const conv_geom *g, bool transpose, size_t tiles) {
   return 9 * (kstride(mo * ki) + kstride(ki * tiles) + kstride(mo * tiles));
 }
 
-/* Writes the 3x3 transform G g G^T of the 2x2 filter f (f[a][b] = f[a * 2 + b]) to
- * u[k * stride], k = 0..8. */
-static inline void filter_transform(const float f[4], float *u, size_t stride) {
-  float t[3][2] = {{f[0], f[1]}, {f[0] + f[2], f[1] + f[3]}, {f[2], f[3]}};
+/* The phases each transform point k = 3 i + j (i down, j across) computes: n[k] of them, phase
+ * q = 2 qy + qx at place slot[k][q] among them, or -1 where its transform is zero (3x3 filters).
+ * A Conv's U and V at point k have C n[k] columns and rows, (c, place); a ConvTranspose's U and
+ * products M n[k] rows, (place, m). order: the points by falling n, for the GEMMs' share-out. */
+typedef struct {
+  int n[9], slot[9][4], order[9];
+} s2_points;
+
+static s2_points points(const conv_geom *g, bool transpose) {
+  s2_points p;
+  const int zero_at = g->kh == 3 ? (transpose ? 0 : 2) : -1, zero_phase = transpose ? 0 : 1;
+  for (int k = 0; k < 9; k++) {
+    const int ny = k / 3 == zero_at ? 1 : 2, nx = k % 3 == zero_at ? 1 : 2;
+    p.n[k] = ny * nx;
+    for (int q = 0; q < 4; q++) {
+      const int qy = q / 2, qx = q % 2;
+      const int ry = ny == 2 ? qy : qy == zero_phase ? -1 : 0, rx = nx == 2 ? qx : qx == zero_phase ? -1 : 0;
+      p.slot[k][q] = ry < 0 || rx < 0 ? -1 : ry * nx + rx;
+    }
+  }
+  int at = 0;
+  for (int n = 4; n >= 1; n--)
+    for (int k = 0; k < 9; k++)
+      if (p.n[k] == n) p.order[at++] = k;
+  return p;
+}
+
+/* t[k], k = 0..8: the 3x3 transform G f G^T of the 2x2 filter f (f[a][b] = f[a * 2 + b]). */
+static inline void filter_transform(const float f[4], float t[9]) {
+  float r[3][2] = {{f[0], f[1]}, {f[0] + f[2], f[1] + f[3]}, {f[2], f[3]}};
   for (int i = 0; i < 3; i++) {
-    u[(size_t)(i * 3 + 0) * stride] = t[i][0];
-    u[(size_t)(i * 3 + 1) * stride] = t[i][0] + t[i][1];
-    u[(size_t)(i * 3 + 2) * stride] = t[i][1];
+    t[i * 3 + 0] = r[i][0];
+    t[i * 3 + 1] = r[i][0] + r[i][1];
+    t[i * 3 + 2] = r[i][1];
   }
 }
 
-/* The filter tap of a transposed convolution's output phase q (0: even rows, 1: odd) that meets
- * input row a (0: the patch's first row, 1: its second) of a 2x2 correlation. */
+/* The 4x4 filter tap of a transposed convolution's output phase q (0: even rows, 1: odd) that
+ * meets input row a (0: the patch's first row, 1: its second) of a 2x2 correlation. */
 static const int convt_tap[2][2] = {{3, 1}, {2, 0}};
 
-/* U[k][row][col]: a Conv's rows are its M filters and its columns (c, phase); a ConvTranspose's
- * rows are (phase, m) and its columns its C inputs. Parallel over filters, so that each thread
- * writes runs of consecutive columns. */
-HOT_CLONES static void transform_weights(const conv_geom *g, bool transpose, const float *w, float *u, int threads) {
-  const size_t mo = rows_out(g, transpose), ki = rows_in(g, transpose), plane = kstride(mo * ki);
+/* U[k][row][col] as s2_points lays it out, from a kxk filter (k = 3 or 4; taps outside a 3x3 one
+ * are zero). Parallel over filters, so that each thread writes runs of consecutive columns. */
+HOT_CLONES static void transform_weights(const conv_geom *g, bool transpose, const s2_points *pt, const float *w,
+                                         float *u, int threads) {
+  const int kk = g->kh;
+  const size_t plane = kstride(rows_out(g, transpose) * rows_in(g, transpose)), taps = (size_t)(kk * kk);
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int m = 0; m < g->m; m++)
     for (int c = 0; c < g->c; c++) {
-      const float *f = transpose ? w + ((size_t)c * (size_t)g->m + (size_t)m) * 16
-                                 : w + ((size_t)m * (size_t)g->c + (size_t)c) * 16;
-      for (int qy = 0; qy < 2; qy++)
-        for (int qx = 0; qx < 2; qx++) {
-          float f2[4];
-          for (int a = 0; a < 2; a++)
-            for (int b = 0; b < 2; b++)
-              f2[a * 2 + b] = transpose ? f[convt_tap[qy][a] * 4 + convt_tap[qx][b]] : f[(2 * a + qy) * 4 + 2 * b + qx];
-          size_t at = transpose ? ((size_t)(qy * 2 + qx) * (size_t)g->m + (size_t)m) * ki + (size_t)c
-                                : (size_t)m * ki + (size_t)c * 4 + (size_t)(qy * 2 + qx);
-          filter_transform(f2, u + at, plane);
+      const float *f = transpose ? w + ((size_t)c * (size_t)g->m + (size_t)m) * taps
+                                 : w + ((size_t)m * (size_t)g->c + (size_t)c) * taps;
+      for (int q = 0; q < 4; q++) {
+        const int qy = q / 2, qx = q % 2;
+        float f2[4], t[9];
+        for (int a = 0; a < 2; a++)
+          for (int b = 0; b < 2; b++) {
+            int ty = transpose ? convt_tap[qy][a] : 2 * a + qy, tx = transpose ? convt_tap[qx][b] : 2 * b + qx;
+            f2[a * 2 + b] = ty < kk && tx < kk ? f[ty * kk + tx] : 0.0f;
+          }
+        filter_transform(f2, t);
+        for (int k = 0; k < 9; k++) {
+          const int sl = pt->slot[k][q];
+          if (sl < 0) continue;
+          size_t at = transpose ? ((size_t)sl * (size_t)g->m + (size_t)m) * (size_t)g->c + (size_t)c
+                                : ((size_t)m * (size_t)g->c + (size_t)c) * (size_t)pt->n[k] + (size_t)sl;
+          u[(size_t)k * plane + at] = t[k];
         }
+      }
     }
 }
 
@@ -105,11 +165,16 @@ static void padded_segment(const float *xc, int h, int w, int iy, int x0, int le
     return;
   }
   const float *row = xc + (size_t)iy * (size_t)w;
-  if (x0 >= 0 && x0 + len <= w) {
-    memcpy(seg, row + x0, sizeof(float) * (size_t)len);
-    return;
+  /* seg[lo .. hi) lies inside the row: only the ends go through the padding */
+  int lo = x0 < 0 ? -x0 : 0, hi = w - x0 < len ? w - x0 : len;
+  if (lo > len) lo = len;
+  if (hi < lo) hi = lo;
+  memcpy(seg + lo, row + x0 + lo, sizeof(float) * (size_t)(hi - lo));
+  for (int j = 0; j < lo; j++) {
+    int ix = map_index(x0 + j, w, mode);
+    seg[j] = ix < 0 ? 0.0f : row[ix];
   }
-  for (int j = 0; j < len; j++) {
+  for (int j = hi; j < len; j++) {
     int ix = map_index(x0 + j, w, mode);
     seg[j] = ix < 0 ? 0.0f : row[ix];
   }
@@ -119,8 +184,8 @@ static void padded_segment(const float *xc, int h, int w, int iy, int x0, int le
  * (4 ty - 1, 4 tx - 1) through the padding, phase (ey, ex) its pixels (ey + 2i, ex + 2j); a
  * ConvTranspose's reads the 3x3 patch at (2 ty - 1, 2 tx - 1), zero outside the input. B^T d B
  * is taken along rows (e = d B per patch row and phase) and then down columns. */
-HOT_CLONES static void transform_input(const conv_geom *g, bool transpose, const float *x, float *v, size_t t0,
-                                       size_t nt, int threads) {
+HOT_CLONES static void transform_input(const conv_geom *g, bool transpose, const s2_points *pt, const float *x,
+                                       float *v, size_t t0, size_t nt, int threads) {
   const int h = g->h, w = g->w, tx = tiles_x(g, transpose);
   const int step = transpose ? 2 : 4, span = transpose ? 3 : 6, nph = transpose ? 1 : 2, ds = transpose ? 1 : 2;
   const int mode = transpose ? PAD_CONSTANT : g->pad_mode;
@@ -128,7 +193,7 @@ HOT_CLONES static void transform_input(const conv_geom *g, bool transpose, const
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int c = 0; c < g->c; c++) {
     const float *xc = x + (size_t)c * (size_t)h * (size_t)w;
-    float seg[BLK * 4 + 4], ph[4][BLK + 1], e[6][2][3][BLK];
+    float seg[BLK * 4 + 4], ph[4][BLK + 1], e[6][2][3][BLK], sink[BLK];
     for (size_t ty = t0 / (size_t)tx; ty * (size_t)tx < t1; ty++) {
       size_t row0 = ty * (size_t)tx;
       int lo = row0 < t0 ? (int)(t0 - row0) : 0, hi = row0 + (size_t)tx > t1 ? (int)(t1 - row0) : tx;
@@ -138,8 +203,18 @@ HOT_CLONES static void transform_input(const conv_geom *g, bool transpose, const
           padded_segment(xc, h, w, (int)ty * step - 1 + i, bx * step - 1, nb * step + step, mode, seg);
           /* ph[r][b] = seg[b * step + r]: a tile's three taps of phase ex are ph[ex][b],
            * ph[ex + ds][b] and ph[ex][b + 1], so the loops below read consecutive floats */
-          for (int b = 0; b <= nb; b++)
-            for (int r = 0; r < step; r++) ph[r][b] = seg[b * step + r];
+          if (step == 4)
+            for (int b = 0; b <= nb; b++) {
+              ph[0][b] = seg[4 * b];
+              ph[1][b] = seg[4 * b + 1];
+              ph[2][b] = seg[4 * b + 2];
+              ph[3][b] = seg[4 * b + 3];
+            }
+          else
+            for (int b = 0; b <= nb; b++) {
+              ph[0][b] = seg[2 * b];
+              ph[1][b] = seg[2 * b + 1];
+            }
           for (int ex = 0; ex < nph; ex++) {
             const float *p0 = ph[ex], *p1 = ph[ex + ds];
             for (int b = 0; b < nb; b++) {
@@ -151,11 +226,16 @@ HOT_CLONES static void transform_input(const conv_geom *g, bool transpose, const
         }
         for (int ey = 0; ey < nph; ey++)
           for (int ex = 0; ex < nph; ex++) {
-            size_t r = transpose ? (size_t)c : (size_t)c * 4 + (size_t)(ey * 2 + ex);
-            float *dst = v + r * nt + (row0 + (size_t)bx - t0);
             const int r0 = ey, r1 = ey + ds, r2 = ey + 2 * ds;
             for (int j = 0; j < 3; j++) {
-              float *d0 = dst + (size_t)j * stride, *d1 = dst + (size_t)(3 + j) * stride, *d2 = dst + (size_t)(6 + j) * stride;
+              /* the points (0, j), (1, j), (2, j); one this phase leaves out is written to `sink` */
+              float *d[3];
+              for (int i = 0; i < 3; i++) {
+                const int k = 3 * i + j, sl = transpose ? 0 : pt->slot[k][ey * 2 + ex];
+                size_t r = transpose ? (size_t)c : (size_t)c * (size_t)pt->n[k] + (size_t)sl;
+                d[i] = sl < 0 ? sink : v + (size_t)k * stride + r * nt + (row0 + (size_t)bx - t0);
+              }
+              float *d0 = d[0], *d1 = d[1], *d2 = d[2];
               for (int b = 0; b < nb; b++) {
                 d0[b] = e[r0][ex][j][b] - e[r1][ex][j][b];
                 d1[b] = e[r1][ex][j][b];
@@ -168,12 +248,11 @@ HOT_CLONES static void transform_input(const conv_geom *g, bool transpose, const
   }
 }
 
-/* o[s][u][b] = (A^T Mo A)[s][u] + bias for the tiles of a block: Mo's 9 rows start at src,
- * `stride` apart. */
-static inline void output_block(const float *src, size_t stride, int nb, float bias, float o[2][2][BLK]) {
+/* o[s][u][b] = (A^T Mo A)[s][u] + bias for the tiles of a block: Mo's point k from src[k]. */
+static inline void output_block(const float *const src[9], int nb, float bias, float o[2][2][BLK]) {
   for (int b = 0; b < nb; b++) {
     float s[9];
-    for (int k = 0; k < 9; k++) s[k] = src[(size_t)k * stride + (size_t)b];
+    for (int k = 0; k < 9; k++) s[k] = src[k][b];
     for (int i = 0; i < 2; i++) {
       float r0 = s[3 * i] + s[3 * i + 3], r1 = s[3 * i + 1] + s[3 * i + 4], r2 = s[3 * i + 2] + s[3 * i + 5];
       o[i][0][b] = r0 + r1 + bias;
@@ -182,11 +261,14 @@ static inline void output_block(const float *src, size_t stride, int nb, float b
   }
 }
 
+/* What a point reads for a phase it leaves out. */
+static const float zero_block[BLK];
+
 /* y from the products Mo[k][row][t - t0], outside the output cropped. A Conv's tile (ty, tx) is
  * outputs (2 ty + s, 2 tx + u); a ConvTranspose's phase (qy, qx) lands on rows 4 ty + 2 s
  * (qy = 0) or 4 ty - 1 + 2 s (qy = 1), columns alike; its four phases are done together. */
-HOT_CLONES static void transform_output(const conv_geom *g, bool transpose, const float *mo, const float *bias,
-                                        float *y, size_t t0, size_t nt, int threads) {
+HOT_CLONES static void transform_output(const conv_geom *g, bool transpose, const s2_points *pt, const float *mo,
+                                        const float *bias, float *y, size_t t0, size_t nt, int threads) {
   const size_t stride = kstride(rows_out(g, transpose) * nt), t1 = t0 + nt;
   const int oh = g->oh, ow = g->ow, tx = tiles_x(g, transpose), nq = transpose ? 4 : 1;
   const int step = transpose ? 4 : 2, ds = transpose ? 2 : 1;
@@ -199,8 +281,16 @@ HOT_CLONES static void transform_output(const conv_geom *g, bool transpose, cons
       int lo = row0 < t0 ? (int)(t0 - row0) : 0, hi = row0 + (size_t)tx > t1 ? (int)(t1 - row0) : tx;
       for (int bx = lo; bx < hi; bx += BLK) {
         int nb = hi - bx < BLK ? hi - bx : BLK;
-        for (int q = 0; q < nq; q++)
-          output_block(mo + ((size_t)q * (size_t)g->m + (size_t)m) * nt + (row0 + (size_t)bx - t0), stride, nb, bm, o[q]);
+        for (int q = 0; q < nq; q++) {
+          const float *src[9];
+          for (int k = 0; k < 9; k++) {
+            const int sl = transpose ? pt->slot[k][q] : 0;
+            src[k] = sl < 0 ? zero_block
+                            : mo + (size_t)k * stride + ((size_t)sl * (size_t)g->m + (size_t)m) * nt +
+                                  (row0 + (size_t)bx - t0);
+          }
+          output_block(src, nb, bm, o[q]);
+        }
         for (int q = 0; q < nq; q++)
           for (int s = 0; s < 2; s++) {
             int yy = (int)ty * step - q / 2 + s * ds;
@@ -224,24 +314,32 @@ int cpu_conv_s2(const conv_geom *g, bool transpose, const float *x, const float 
                 float *scratch, size_t scratch_floats, int threads) {
   const size_t mo = rows_out(g, transpose), ki = rows_in(g, transpose), tiles = cpu_s2_tiles(g, transpose);
   const size_t us = kstride(mo * ki);
+  const s2_points pt = points(g, transpose);
   float *u = scratch;
-  /* chunk: the most tiles whose V and products fit beside U */
+  /* chunk: the most tiles whose V and products fit beside U, and in CHUNK_FLOATS */
   size_t chunk = (scratch_floats - cpu_s2_scratch(g, transpose, 0)) / (9 * (ki + mo));
+  if (chunk > CHUNK_FLOATS / (9 * (ki + mo))) chunk = CHUNK_FLOATS / (9 * (ki + mo));
+  if (chunk < 1) chunk = 1;
   if (chunk > tiles) chunk = tiles;
-  transform_weights(g, transpose, w, u, threads);
+  transform_weights(g, transpose, &pt, w, u, threads);
   float *v = u + 9 * us;
   int n_chunks = 0;
   for (size_t t0 = 0; t0 < tiles; t0 += chunk) {
     size_t nt = tiles - t0 < chunk ? tiles - t0 : chunk, vs = kstride(ki * nt), ps = kstride(mo * nt);
     float *prod = v + 9 * vs;
     n_chunks++;
-    transform_input(g, transpose, x, v, t0, nt, threads);
-    /* the 9 products share out over the threads (single-threaded GEMMs inside the region) */
+    transform_input(g, transpose, &pt, x, v, t0, nt, threads);
+    /* the 9 products share out over the threads (single-threaded GEMMs inside the region), the
+     * largest first */
 #pragma omp parallel for num_threads(threads <= 9 ? threads : 1) schedule(dynamic, 1)
-    for (int k = 0; k < 9; k++)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mo, (int)nt, (int)ki, 1.0f, u + (size_t)k * us,
-                  (int)ki, v + (size_t)k * vs, (int)nt, 0.0f, prod + (size_t)k * ps, (int)nt);
-    transform_output(g, transpose, prod, bias, y, t0, nt, threads);
+    for (int a = 0; a < 9; a++) {
+      const int k = pt.order[a];
+      const int rows = (int)(transpose ? (size_t)g->m * (size_t)pt.n[k] : (size_t)g->m);
+      const int inner = (int)(transpose ? (size_t)g->c : (size_t)g->c * (size_t)pt.n[k]);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, (int)nt, inner, 1.0f, u + (size_t)k * us, inner,
+                  v + (size_t)k * vs, (int)nt, 0.0f, prod + (size_t)k * ps, (int)nt);
+    }
+    transform_output(g, transpose, &pt, prod, bias, y, t0, nt, threads);
     if (g->chunk_done && t0 + nt < tiles && g->chunk_done(g->user, (double)(t0 + nt) / (double)tiles)) return -1;
   }
   return n_chunks;
