@@ -105,6 +105,7 @@ void graph_clear(i2i_ctx *ctx, i2i_graph *g) {
   i2i_dealloc(ctx, g->producer_version);
   i2i_dealloc(ctx, g->graph_name);
   i2i_dealloc(ctx, g->doc);
+  i2i_free_aligned(ctx, g->spare);
   graph_init(g);
 }
 
@@ -365,6 +366,18 @@ static const i2i_tensor *const_in(const i2i_graph *g, const i2i_node *n, int i) 
   return g->values[n->in[i]].c;
 }
 
+/* Whether none of x[0 .. n) is an infinity or a NaN (all exponent bits set): one pass with no early
+ * exit, which the compiler vectorises (a loading model's largest check). */
+static bool all_finite(const float *x, size_t n) {
+  uint32_t bad = 0;
+  for (size_t k = 0; k < n; k++) {
+    uint32_t u;
+    memcpy(&u, x + k, sizeof u);
+    bad |= (u & 0x7f800000u) == 0x7f800000u;
+  }
+  return !bad;
+}
+
 static i2i_status need_float_param(i2i_ctx *ctx, const i2i_graph *g, const i2i_node *n, int i,
                                    const char *what, int rank) {
   if (i >= n->n_in || n->in[i] < 0) return node_fail(ctx, I2I_E_FORMAT, n, "missing input %s", what);
@@ -374,10 +387,9 @@ static i2i_status need_float_param(i2i_ctx *ctx, const i2i_graph *g, const i2i_n
                      g->values[n->in[i]].name);
   if (!tensor_is_float(t)) return node_fail(ctx, I2I_E_FORMAT, n, "input %s must be float", what);
   if (t->rank != rank) return node_fail(ctx, I2I_E_FORMAT, n, "input %s has rank %d, expected %d", what, t->rank, rank);
-  for (size_t k = 0; k < t->numel; k++)
-    if (!isfinite(((const float *)t->data)[k]))
-      return node_fail(ctx, I2I_E_FORMAT, n, "input %s ('%s') holds a non-finite value", what,
-                       g->values[n->in[i]].name);
+  if (!all_finite(t->data, t->numel))
+    return node_fail(ctx, I2I_E_FORMAT, n, "input %s ('%s') holds a non-finite value", what,
+                     g->values[n->in[i]].name);
   return I2I_OK;
 }
 
@@ -726,7 +738,9 @@ static i2i_status apply_batchnorm_meta(i2i_ctx *ctx, i2i_graph *g) {
   return I2I_OK;
 }
 
-/* Packs every float constant a compute node (or eval-mode statistics) reads into one buffer. */
+/* Packs every float constant a compute node (or eval-mode statistics) reads into one buffer: the
+ * graph's spare memory when it is large enough (a loaded file's bytes: its pages are already
+ * mapped, where a fresh buffer's would fault in one at a time), else a new one. */
 static i2i_status pack_weights(i2i_ctx *ctx, i2i_model *m) {
   i2i_graph *g = &m->g;
   bool *used = i2i_calloc(ctx, (size_t)g->n_values + 1, 1);
@@ -759,7 +773,14 @@ static i2i_status pack_weights(i2i_ctx *ctx, i2i_model *m) {
     i2i_dealloc(ctx, used);
     return i2i_fail(ctx, I2I_E_LIMIT, "weights too large");
   }
-  m->weights = i2i_alloc_aligned(ctx, bytes);
+  if (g->spare && g->spare_bytes >= bytes) {
+    m->weights = g->spare;
+    g->spare = NULL;
+  } else {
+    i2i_free_aligned(ctx, g->spare);
+    g->spare = NULL;
+    m->weights = i2i_alloc_aligned(ctx, bytes);
+  }
   if (!m->weights) {
     i2i_dealloc(ctx, used);
     return i2i_fail(ctx, I2I_E_NOMEM, "out of memory for %zu bytes of weights", bytes);

@@ -211,6 +211,10 @@ typedef struct i2i_graph {
   int *order;              /* compute nodes in execution order */
   int n_order;
   int n_folded;
+  /* memory whose contents are dead (a model file's bytes once decoded, i2i_alloc_aligned), for
+   * pack_weights to take instead of fresh pages; freed by it or by graph_clear */
+  void *spare;
+  size_t spare_bytes;
 } i2i_graph;
 
 struct i2i_model {
@@ -252,7 +256,10 @@ i2i_status fold_node(i2i_ctx *ctx, i2i_graph *g, int n);
 /* onnx_read.c / onnx_write.c */
 i2i_status onnx_read(i2i_ctx *ctx, const uint8_t *data, size_t size, i2i_graph *g);
 i2i_status onnx_read_meta(i2i_ctx *ctx, const uint8_t *data, size_t size, i2i_graph *g);
-i2i_status read_file(i2i_ctx *ctx, const char *path, uint64_t max, uint8_t **data, size_t *size);
+/* The *size bytes of a regular file of at most `max` bytes, in *data from i2i_alloc_aligned (free
+ * with i2i_free_aligned), which holds *cap bytes: 1/64 and 64 KiB more, room for the weights
+ * packed over them (each tensor padded to 64 bytes), pages untouched until then. */
+i2i_status read_file(i2i_ctx *ctx, const char *path, uint64_t max, uint8_t **data, size_t *size, size_t *cap);
 
 /* ---- execution ---------------------------------------------------------------------------- */
 

@@ -18,9 +18,9 @@
 
 /* ---- files ------------------------------------------------------------------------------- */
 
-i2i_status read_file(i2i_ctx *ctx, const char *path, uint64_t max, uint8_t **data, size_t *size) {
+i2i_status read_file(i2i_ctx *ctx, const char *path, uint64_t max, uint8_t **data, size_t *size, size_t *cap) {
   *data = NULL;
-  *size = 0;
+  *size = *cap = 0;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return i2i_fail(ctx, I2I_E_IO, "cannot open '%s': %s", path, strerror(errno));
   struct stat sb;
@@ -42,8 +42,8 @@ i2i_status read_file(i2i_ctx *ctx, const char *path, uint64_t max, uint8_t **dat
     return i2i_fail(ctx, I2I_E_LIMIT, "'%s' is %lld bytes, over the limit of %llu bytes", path,
                     (long long)sb.st_size, (unsigned long long)max);
   }
-  size_t n = (size_t)sb.st_size;
-  uint8_t *buf = i2i_alloc(ctx, n ? n : 1);
+  size_t n = (size_t)sb.st_size, room;
+  uint8_t *buf = i2i_add_ok(n, n / 64 + ((size_t)64 << 10), &room) ? i2i_alloc_aligned(ctx, room) : NULL;
   if (!buf) {
     close(fd);
     return i2i_fail(ctx, I2I_E_NOMEM, "out of memory reading %zu bytes of '%s'", n, path);
@@ -55,7 +55,7 @@ i2i_status read_file(i2i_ctx *ctx, const char *path, uint64_t max, uint8_t **dat
     if (r <= 0) {
       int e = r < 0 ? errno : EIO;
       close(fd);
-      i2i_dealloc(ctx, buf);
+      i2i_free_aligned(ctx, buf);
       return i2i_fail(ctx, I2I_E_IO, "error reading '%s': %s", path, r < 0 ? strerror(e) : "file shrank while reading");
     }
     got += (size_t)r;
@@ -63,6 +63,7 @@ i2i_status read_file(i2i_ctx *ctx, const char *path, uint64_t max, uint8_t **dat
   close(fd);
   *data = buf;
   *size = n;
+  *cap = room;
   return I2I_OK;
 }
 
@@ -551,15 +552,18 @@ static i2i_status unpack_model(i2i_ctx *ctx, const uint8_t *data, size_t size, O
   return I2I_OK;
 }
 
-/* onnx_read, freeing *owned (when not NULL) as soon as the bytes are decoded: the file and the
- * converted weights are then never held at once (a third less peak memory for a loaded model). */
-static i2i_status read_model(i2i_ctx *ctx, const uint8_t *data, size_t size, uint8_t **owned, i2i_graph *g) {
+/* onnx_read, handing *owned (when not NULL; `cap` bytes) to the graph as spare memory as soon as
+ * the bytes are decoded: the packed weights are then written over the file's bytes, and the file,
+ * the decoded tensors and the packed weights are never held at once. */
+static i2i_status read_model(i2i_ctx *ctx, const uint8_t *data, size_t size, uint8_t **owned, size_t cap,
+                             i2i_graph *g) {
   Onnx__ModelProto *mp;
   pb_budget bud;
   ProtobufCAllocator pa;
   i2i_status st = unpack_model(ctx, data, size, &mp, &bud, &pa);
   if (owned) {
-    i2i_dealloc(ctx, *owned);
+    g->spare = *owned;
+    g->spare_bytes = cap;
     *owned = NULL;
   }
   if (st) return st;
@@ -569,7 +573,7 @@ static i2i_status read_model(i2i_ctx *ctx, const uint8_t *data, size_t size, uin
 }
 
 i2i_status onnx_read(i2i_ctx *ctx, const uint8_t *data, size_t size, i2i_graph *g) {
-  return read_model(ctx, data, size, NULL, g);
+  return read_model(ctx, data, size, NULL, 0, g);
 }
 
 /* Reads only the metadata_props of a model, skipping the graph. */
@@ -610,11 +614,12 @@ i2i_status onnx_read_meta(i2i_ctx *ctx, const uint8_t *p, size_t size, i2i_graph
   return I2I_OK;
 }
 
-/* A model from ONNX bytes; `owned` (or NULL) as in read_model. */
-static i2i_status load_model(i2i_ctx *ctx, const void *data, size_t size, uint8_t **owned, i2i_model **out) {
+/* A model from ONNX bytes; `owned` (or NULL) and `cap` as in read_model. */
+static i2i_status load_model(i2i_ctx *ctx, const void *data, size_t size, uint8_t **owned, size_t cap,
+                             i2i_model **out) {
   i2i_graph g;
   graph_init(&g);
-  i2i_status st = read_model(ctx, data, size, owned, &g);
+  i2i_status st = read_model(ctx, data, size, owned, cap, &g);
   if (st) {
     graph_clear(ctx, &g);
     return st;
@@ -625,17 +630,17 @@ static i2i_status load_model(i2i_ctx *ctx, const void *data, size_t size, uint8_
 i2i_status i2i_model_load_memory(i2i_ctx *ctx, const void *data, size_t size, i2i_model **out) {
   if (!ctx || !out || (!data && size)) return ctx ? i2i_fail(ctx, I2I_E_ARG, "i2i_model_load_memory: NULL argument") : I2I_E_ARG;
   *out = NULL;
-  return load_model(ctx, data, size, NULL, out);
+  return load_model(ctx, data, size, NULL, 0, out);
 }
 
 i2i_status i2i_model_load_file(i2i_ctx *ctx, const char *path, i2i_model **out) {
   if (!ctx || !path || !out) return ctx ? i2i_fail(ctx, I2I_E_ARG, "i2i_model_load_file: NULL argument") : I2I_E_ARG;
   *out = NULL;
   uint8_t *data;
-  size_t size;
-  i2i_status st = read_file(ctx, path, ctx->p.limits.max_model_bytes, &data, &size);
+  size_t size, cap;
+  i2i_status st = read_file(ctx, path, ctx->p.limits.max_model_bytes, &data, &size, &cap);
   if (st) return st;
-  st = load_model(ctx, data, size, &data, out);
+  st = load_model(ctx, data, size, &data, cap, out);
   if (st) i2i_prefix_err(ctx, "%s", path);
   return st;
 }
