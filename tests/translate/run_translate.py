@@ -10,7 +10,8 @@ the 16-bit output has more than 256 distinct values in a channel; `cp`-style sin
 into an existing folder); commands that would lose a file refused before anything runs (an output
 that is an input, two inputs onto one output, an image written as .npy, a bit depth the format
 cannot hold), the inputs untouched; a missing model's message naming `i2i fetch`; model lookup order
-($I2I_MODEL_PATH folders in order, then the XDG folder); --strength 0; --memory tiles, same result.
+($I2I_MODEL_PATH folders in order, then the XDG folder); --strength 0; --memory tiles, same result; GEGL
+started with the image modules alone, nothing left in TMPDIR, GEGL_PATH and an unwritable TMPDIR obeyed.
 Usage: run_translate.py BUILD_DIR SOURCE_DIR WORK_DIR.
 Ends with "N passed, N failed".
 """
@@ -265,5 +266,39 @@ check(outs[0][0] is not None and outs[1][0] is not None and outs[1][1] > outs[0]
       np.abs(outs[0][0] - outs[1][0]).max() <= 1e-4,
       "--memory 64K works in more tiles with the same result (1e-4)",
       "tiles %d vs %d" % (outs[0][1], outs[1][1]))
+
+# GEGL starts with the image modules alone, from a private folder removed at once: the others
+# (libavcodec's ff-load, poppler's pdf-load, ...) are not loaded, nothing is left in TMPDIR, and the
+# result is the same; a GEGL_PATH of the user's is obeyed (every module), and an unwritable TMPDIR
+# falls back to every module too.
+modules = subprocess.run(["pkg-config", "--variable=pluginsdir", "gegl-0.4"], capture_output=True,
+                         text=True).stdout.strip()
+others = {f for f in os.listdir(modules) if f.endswith(".so") and not f.startswith("gegl-") and
+          f not in ("png-load.so", "png-save.so", "tiff-load.so", "tiff-save.so")}
+
+
+def gegl_start(env_extra, name):
+    tmp = os.path.join(work, "tmp_" + name)
+    os.makedirs(tmp, exist_ok=True)
+    env = dict(os.environ, TMPDIR=tmp, LD_DEBUG="files")
+    env.update(env_extra)
+    out = os.path.join(work, "gegl_%s.png" % name)
+    r = subprocess.run([i2i, "translate", model, os.path.join(work, "in", "a_rgb8.png"), out, "--backend", "cpu"],
+                       capture_output=True, text=True, env=env)
+    loaded = set(re.findall(r"file=\S*/([\w.-]+\.so)\b", r.stderr))
+    same = r.returncode == 0 and open(out, "rb").read() == open(single, "rb").read()
+    return same, loaded, os.listdir(tmp)
+
+
+same, loaded, left = gegl_start({}, "lean")
+check(same and "png-save.so" in loaded and not loaded & others and not left,
+      "GEGL starts with the image modules alone and leaves nothing in TMPDIR",
+      "same output %s, others loaded %s, left %s" % (same, sorted(loaded & others)[:5], left))
+same, loaded, left = gegl_start({"GEGL_PATH": modules}, "user")
+check(same and (loaded & others or not others), "GEGL_PATH set by the user: every module in it loads",
+      "same output %s, %d of %d others" % (same, len(loaded & others), len(others)))
+same, loaded, left = gegl_start({"TMPDIR": "/proc"}, "ro")
+check(same and (loaded & others or not others), "an unwritable TMPDIR: GEGL starts as usual, same result",
+      "same output %s, %d of %d others" % (same, len(loaded & others), len(others)))
 print("%d passed, %d failed" % (passed, failed))
 sys.exit(1 if failed else 0)
