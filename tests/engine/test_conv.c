@@ -167,6 +167,13 @@ static void test_s2_3x3(void) {
   }
   conv_geom g = geom_k(3, 64, 130, 97, 128, false, PAD_CONSTANT), t = geom_k(3, 128, 33, 40, 64, true, PAD_CONSTANT);
   int chunks;
+  /* however large the scratch, a chunk holds at most 8 MiB of V and products (fresh pages fault) */
+  conv_geom big = geom_k(3, 32, 256, 256, 64, false, PAD_CONSTANT);
+  size_t per_tile = 9 * (4 * 32 + 64), most = cpu_s2_chunk_tiles(&big, false);
+  double eb = compare(&big, false, 0, 1, &chunks);
+  CHECK(eb < 2e-6 && most * per_tile <= ((size_t)8 << 18) && (most + 1) * per_tile > ((size_t)8 << 18) &&
+            (size_t)chunks == (cpu_s2_tiles(&big, false) + most - 1) / most,
+        "chunks of at most 8 MiB: %zu tiles each, %d chunks, error %.3g", most, chunks, eb);
   double e = compare(&g, false, 0, 2, &chunks), et = compare(&t, true, 0, 2, &chunks);
   printf("    Conv 3x3 64->128 130x97: relative error %.2e; ConvTranspose 3x3 128->64 33x40: %.2e\n", e, et);
   CHECK(e < 2e-6 && et < 2e-6, "%.3g, %.3g", e, et);

@@ -88,6 +88,8 @@ int cpu_conv_winograd(const conv_geom *g, int tile, const float *x, const float 
  * cpu_s2_scratch(g, transpose, 16) floats at least; returns the chunks or -1. */
 bool cpu_s2_applies(const conv_geom *g, bool transpose);
 size_t cpu_s2_tiles(const conv_geom *g, bool transpose);
+/* The most tiles cpu_conv_s2 takes in one chunk, however large its scratch. */
+size_t cpu_s2_chunk_tiles(const conv_geom *g, bool transpose);
 size_t cpu_s2_scratch(const conv_geom *g, bool transpose, size_t tiles);
 int cpu_conv_s2(const conv_geom *g, bool transpose, const float *x, const float *w, const float *bias, float *y,
                 float *scratch, size_t scratch_floats, int threads);

@@ -71,7 +71,7 @@ void cpu_conv_scratch(const conv_geom *g, int threads, size_t *full, size_t *min
     }
   }
   if (cpu_s2_applies(g, convt)) {
-    size_t sf = cpu_s2_scratch(g, convt, cpu_s2_tiles(g, convt));
+    size_t sf = cpu_s2_scratch(g, convt, cpu_s2_chunk_tiles(g, convt));
     if (sf > *full) *full = sf;
   }
 }

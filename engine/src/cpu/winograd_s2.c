@@ -60,6 +60,12 @@ size_t cpu_s2_tiles(const conv_geom *g, bool transpose) {
   return (size_t)tiles_y(g, transpose) * (size_t)tiles_x(g, transpose);
 }
 
+size_t cpu_s2_chunk_tiles(const conv_geom *g, bool transpose) {
+  size_t most = CHUNK_FLOATS / (9 * (rows_in(g, transpose) + rows_out(g, transpose))), tiles = cpu_s2_tiles(g, transpose);
+  if (most < 1) most = 1;
+  return most < tiles ? most : tiles;
+}
+
 bool cpu_s2_applies(const conv_geom *g, bool transpose) {
   const int k = g->kh;
   if ((k != 3 && k != 4) || g->kw != k || g->sh != 2 || g->sw != 2 || g->dh != 1 || g->dw != 1) return false;
@@ -316,11 +322,10 @@ int cpu_conv_s2(const conv_geom *g, bool transpose, const float *x, const float 
   const size_t us = kstride(mo * ki);
   const s2_points pt = points(g, transpose);
   float *u = scratch;
-  /* chunk: the most tiles whose V and products fit beside U, and in CHUNK_FLOATS */
+  /* chunk: the most tiles whose V and products fit beside U, at most cpu_s2_chunk_tiles */
   size_t chunk = (scratch_floats - cpu_s2_scratch(g, transpose, 0)) / (9 * (ki + mo));
-  if (chunk > CHUNK_FLOATS / (9 * (ki + mo))) chunk = CHUNK_FLOATS / (9 * (ki + mo));
   if (chunk < 1) chunk = 1;
-  if (chunk > tiles) chunk = tiles;
+  if (chunk > cpu_s2_chunk_tiles(g, transpose)) chunk = cpu_s2_chunk_tiles(g, transpose);
   transform_weights(g, transpose, &pt, w, u, threads);
   float *v = u + 9 * us;
   int n_chunks = 0;
