@@ -348,7 +348,10 @@ void i2i_run_default_params(i2i_run_params *p);
  * width*height*4 (RGBA) or *3 (RGB_SIGNED) floats, row-major, no padding between rows; an output
  * may be the same buffer as its input. Each image is normalised on its own. Any size from 1x1 up
  * to the limits: the engine pads at the bottom and right to the model's size multiple, runs and
- * crops back. Not-a-number inputs are read as 0. `report` may be NULL.
+ * crops back. Not-a-number inputs are read as 0. `report` may be NULL. A CPU run's host working
+ * memory stays with the context, and the next run reuses it when it needs between half and all
+ * of it (i2i_ctx_free releases it): a batch, the tiles of a large picture and a preview's runs
+ * skip faulting fresh pages in.
  * Errors: I2I_E_ARG, I2I_E_LIMIT, I2I_E_NOMEM (with the figure that did not fit), I2I_E_DEVICE /
  * I2I_E_DEVICE_NOMEM (only when CUDA was forced), I2I_E_CANCELLED. */
 i2i_status i2i_run(i2i_ctx *ctx, const i2i_model *model, const i2i_run_params *params,

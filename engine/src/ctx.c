@@ -87,6 +87,7 @@ i2i_status i2i_ctx_create(const i2i_ctx_params *p, i2i_ctx **out) {
 void i2i_ctx_free(i2i_ctx *ctx) {
   if (!ctx) return;
   if (ctx->plan_cache) plan_free(ctx, ctx->plan_cache);
+  for (int i = 0; i < 2; i++) i2i_free_aligned(ctx, ctx->kept[i]);
   manifest_free(ctx);
   i2i_cuda_unload(ctx);
   if (ctx->p.allocator.free)

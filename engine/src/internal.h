@@ -80,6 +80,9 @@ struct i2i_ctx {
   struct i2i_plan *plan_cache;
   const i2i_model *plan_model;
   uint64_t plan_model_serial;
+  /* the last CPU run's working memory (i2i_alloc_aligned), kept for the next run (run.c) */
+  void *kept[2];
+  size_t kept_bytes[2];
 };
 
 void *i2i_alloc(i2i_ctx *ctx, size_t size);

@@ -179,6 +179,37 @@ static i2i_status layerwise_conv(void *user, i2i_ctx *ctx, const i2i_model *m, c
   return s;
 }
 
+/* The run's working memory is kept in the context for the next run: a fresh buffer's pages fault
+ * in one at a time as they are first written, a few percent of a run at 512x512 and more for the
+ * tiles of a large picture, the pictures of a folder and a preview's repeated runs. Slot 0 holds
+ * the arena, slot 1 the scratch. */
+enum { KEPT_ARENA, KEPT_SCRATCH };
+
+/* The bytes the kept buffer of `slot` would serve a need of `bytes` with: 0 unless it holds them
+ * and at most twice as many (a large run's memory is not held for small runs). */
+static size_t kept_fits(const i2i_ctx *ctx, int slot, size_t bytes) {
+  size_t have = ctx->kept_bytes[slot];
+  return ctx->kept[slot] && have >= bytes && have / 2 <= bytes ? have : 0;
+}
+
+/* A buffer of at least `bytes` (*got: its size): the kept one when it fits, else a new one, the
+ * kept one freed first. NULL when out of memory. */
+static void *take_buffer(i2i_ctx *ctx, int slot, size_t bytes, size_t *got) {
+  void *p = kept_fits(ctx, slot, bytes) ? ctx->kept[slot] : NULL;
+  *got = p ? ctx->kept_bytes[slot] : bytes;
+  if (!p) i2i_free_aligned(ctx, ctx->kept[slot]);
+  ctx->kept[slot] = NULL;
+  ctx->kept_bytes[slot] = 0;
+  return p ? p : i2i_alloc_aligned(ctx, bytes);
+}
+
+/* Hands a run's buffer back to the context for the next run. */
+static void keep_buffer(i2i_ctx *ctx, int slot, void *p, size_t bytes) {
+  i2i_free_aligned(ctx, ctx->kept[slot]);
+  ctx->kept[slot] = p;
+  ctx->kept_bytes[slot] = p ? bytes : 0;
+}
+
 i2i_status run_native(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp, int nimg, int width, int height,
                       const float *const *inputs, float *const *outputs, i2i_run_report *rep, double pbase, double pspan) {
   int ch = rp->layout == I2I_PIXELS_RGBA ? 4 : 3;
@@ -238,15 +269,18 @@ i2i_status run_native(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp
       be = &i2i_cpu_backend;
     }
   }
+  size_t arena_got = 0, scratch_got = 0;
   if (!done) {
-    uint64_t avail = mem_available();
+    /* memory the kept buffers will serve is already this process's */
+    uint64_t avail = mem_available() + kept_fits(ctx, KEPT_ARENA, arena_bytes) +
+                     kept_fits(ctx, KEPT_SCRATCH, scratch_bytes ? scratch_bytes : 64);
     if ((uint64_t)total > avail)
       return i2i_fail(ctx, I2I_E_NOMEM,
                       "a %dx%d run needs %.1f GiB of working memory (%d whole-image intermediates), %.1f GiB is "
                       "available; use a smaller working resolution (--scale, e.g. 1024)",
                       width, height, total / 1073741824.0, plan->peak_live, avail / 1073741824.0);
-    rs.arena = i2i_alloc_aligned(ctx, arena_bytes);
-    rs.scratch = i2i_alloc_aligned(ctx, scratch_bytes ? scratch_bytes : 64);
+    rs.arena = take_buffer(ctx, KEPT_ARENA, arena_bytes, &arena_got);
+    rs.scratch = take_buffer(ctx, KEPT_SCRATCH, scratch_bytes ? scratch_bytes : 64, &scratch_got);
     if (!rs.arena || !rs.scratch) {
       i2i_free_aligned(ctx, rs.arena);
       i2i_free_aligned(ctx, rs.scratch);
@@ -289,8 +323,8 @@ i2i_status run_native(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp
     rep->run_height = ph;
     rep->seconds += t1 - t0;
   }
-  i2i_free_aligned(ctx, rs.arena);
-  i2i_free_aligned(ctx, rs.scratch);
+  keep_buffer(ctx, KEPT_ARENA, rs.arena, arena_got);
+  keep_buffer(ctx, KEPT_SCRATCH, rs.scratch, scratch_got);
   return st;
 }
 

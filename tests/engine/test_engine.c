@@ -3,7 +3,7 @@
  * Graph builder round trip (build, save, load, save again, run both, python3-onnx's full
  * checker), broken and hostile ONNX files (made by make_bad_onnx.py) each refused with a
  * message naming the problem, truncation at 16 offsets, odd image sizes, strength and alpha,
- * API misuse, and an allocation-failure sweep through the allocator hook (no leak, context
+ * a context's kept working memory (runs equal a fresh context's), API misuse, and an allocation-failure sweep through the allocator hook (no leak, context
  * still usable). Usage: test_engine MAKE_BAD_ONNX_PY WORK_DIR. Ends with "N passed, N failed".
  */
 #include <math.h>
@@ -365,6 +365,38 @@ static void test_sizes_alpha_strength(void) {
 
 /* Faithful mode: a batch of identical images gets identical dropout masks, equal to a run of
  * one image (design.md: the batch index is part of the mask only in training). */
+/* A context keeps a run's working memory for the next one: runs of other pictures and sizes in
+ * one context give, bit for bit, what each gives in a fresh context (nothing of an earlier run is
+ * read), smaller and larger sizes alike. */
+static void test_kept_memory(void) {
+  i2i_model *m = NULL;
+  if (build_small(ctx, &m)) {
+    CHECK(0, "build");
+    return;
+  }
+  int runs[][3] = {{64, 48, 1}, {61, 45, 2}, {56, 44, 3}, {50, 40, 4}, {128, 96, 5}, {100, 90, 6}, {16, 16, 7}};
+  for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+    int w = runs[i][0], h = runs[i][1];
+    size_t n = (size_t)w * h * 4;
+    float *img = make_image(w, h, 4, (unsigned)runs[i][2]), *kept = malloc(n * 4), *fresh = malloc(n * 4);
+    const float *ins[1] = {img};
+    float *a[1] = {kept}, *b[1] = {fresh};
+    i2i_ctx *c;
+    bool ok = i2i_run(ctx, m, NULL, 1, w, h, ins, a, NULL) == I2I_OK && i2i_ctx_create(NULL, &c) == I2I_OK;
+    if (ok) {
+      i2i_model *m2 = NULL;
+      ok = build_small(c, &m2) == I2I_OK && i2i_run(c, m2, NULL, 1, w, h, ins, b, NULL) == I2I_OK;
+      i2i_model_free(m2);
+      i2i_ctx_free(c);
+    }
+    CHECK(ok && !memcmp(kept, fresh, n * 4), "run %zu (%dx%d) in a used context equals a fresh context's", i, w, h);
+    free(img);
+    free(kept);
+    free(fresh);
+  }
+  i2i_model_free(m);
+}
+
 static void test_batched_dropout(void) {
   i2i_builder *b;
   i2i_model *m = NULL;
@@ -573,6 +605,7 @@ int main(int argc, char **argv) {
   RUN(test_limits);
   RUN(test_truncation);
   RUN(test_sizes_alpha_strength);
+  RUN(test_kept_memory);
   RUN(test_batched_dropout);
   RUN(test_dropout_training_mode);
   RUN(test_api_misuse);
