@@ -165,12 +165,13 @@ static const char *const gegl_ops[] = {"gegl:png-load", "gegl:png-save", "gegl:t
                                        "gegl:tiff-save", "gegl:buffer-sink",
                                        "gegl:buffer-source"};
 
-static bool gegl_has_ops(void)
+/* The first of gegl_ops GEGL lacks, or NULL. */
+static const char *gegl_missing_op(void)
 {
   for (size_t i = 0; i < G_N_ELEMENTS(gegl_ops); i++)
     if (!gegl_has_operation(gegl_ops[i]))
-      return false;
-  return true;
+      return gegl_ops[i];
+  return NULL;
 }
 
 /* gegl_init loads every module of GEGL's folder, about 80 with their libraries (libavcodec,
@@ -249,20 +250,18 @@ bool i2i_img_init(char *err, size_t errlen)
     /* a lean start that lacks an operation (GEGL packaged otherwise) loads the whole folder */
     if (!gegl_init_lean())
       gegl_init(NULL, NULL);
-    else if (!gegl_has_ops())
+    else if (gegl_missing_op())
       gegl_load_module_directory(I2I_GEGL_MODULE_DIR);
     /* Keep tiles in memory: the default swaps them to ~/.cache past the 512 MB tile
      * cache, which a 50 MP float image exceeds. GEGL_SWAP in the environment still wins. */
     if (!g_getenv("GEGL_SWAP"))
       g_object_set(gegl_config(), "swap", "RAM", NULL);
     gegl_started = TRUE;
-    for (size_t i = 0; i < G_N_ELEMENTS(gegl_ops); i++) {
-      if (!gegl_has_operation(gegl_ops[i])) {
-        snprintf(gegl_fail_msg, sizeof gegl_fail_msg,
-                 "GEGL has no operation %s (is libgegl-0.4 installed completely?)", gegl_ops[i]);
-        gegl_failed = TRUE;
-        break;
-      }
+    const char *missing = gegl_missing_op();
+    if (missing) {
+      snprintf(gegl_fail_msg, sizeof gegl_fail_msg,
+               "GEGL has no operation %s (is libgegl-0.4 installed completely?)", missing);
+      gegl_failed = TRUE;
     }
   }
   ok = !gegl_failed;

@@ -773,12 +773,12 @@ static i2i_status pack_weights(i2i_ctx *ctx, i2i_model *m) {
     i2i_dealloc(ctx, used);
     return i2i_fail(ctx, I2I_E_LIMIT, "weights too large");
   }
-  if (g->spare && g->spare_bytes >= bytes) {
-    m->weights = g->spare;
-    g->spare = NULL;
+  void *spare = g->spare;
+  g->spare = NULL;
+  if (spare && g->spare_bytes >= bytes) {
+    m->weights = spare;
   } else {
-    i2i_free_aligned(ctx, g->spare);
-    g->spare = NULL;
+    i2i_free_aligned(ctx, spare);
     m->weights = i2i_alloc_aligned(ctx, bytes);
   }
   if (!m->weights) {

@@ -203,7 +203,8 @@ static void *take_buffer(i2i_ctx *ctx, int slot, size_t bytes, size_t *got) {
   return p ? p : i2i_alloc_aligned(ctx, bytes);
 }
 
-/* Hands a run's buffer back to the context for the next run. */
+/* Hands a run's buffer back to the context for the next run. A run that had none (the whole image
+ * on the GPU) releases what was kept. */
 static void keep_buffer(i2i_ctx *ctx, int slot, void *p, size_t bytes) {
   i2i_free_aligned(ctx, ctx->kept[slot]);
   ctx->kept[slot] = p;
@@ -269,18 +270,18 @@ i2i_status run_native(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp
       be = &i2i_cpu_backend;
     }
   }
-  size_t arena_got = 0, scratch_got = 0;
+  size_t arena_got = 0, scratch_got = 0, scratch_need = scratch_bytes ? scratch_bytes : 64;
   if (!done) {
     /* memory the kept buffers will serve is already this process's */
-    uint64_t avail = mem_available() + kept_fits(ctx, KEPT_ARENA, arena_bytes) +
-                     kept_fits(ctx, KEPT_SCRATCH, scratch_bytes ? scratch_bytes : 64);
+    uint64_t avail =
+        mem_available() + kept_fits(ctx, KEPT_ARENA, arena_bytes) + kept_fits(ctx, KEPT_SCRATCH, scratch_need);
     if ((uint64_t)total > avail)
       return i2i_fail(ctx, I2I_E_NOMEM,
                       "a %dx%d run needs %.1f GiB of working memory (%d whole-image intermediates), %.1f GiB is "
                       "available; use a smaller working resolution (--scale, e.g. 1024)",
                       width, height, total / 1073741824.0, plan->peak_live, avail / 1073741824.0);
     rs.arena = take_buffer(ctx, KEPT_ARENA, arena_bytes, &arena_got);
-    rs.scratch = take_buffer(ctx, KEPT_SCRATCH, scratch_bytes ? scratch_bytes : 64, &scratch_got);
+    rs.scratch = take_buffer(ctx, KEPT_SCRATCH, scratch_need, &scratch_got);
     if (!rs.arena || !rs.scratch) {
       i2i_free_aligned(ctx, rs.arena);
       i2i_free_aligned(ctx, rs.scratch);

@@ -1,7 +1,7 @@
 /* tests/engine/test_conv.c: the CPU backend's convolution algorithms against the plain GEMM
  * path, kernel by kernel: Winograd F(2x2, 2x2) for 4x4 and 3x3 stride-2 Conv and
- * ConvTranspose (winograd_s2.c), F(2x2, 3x3) / F(4x4, 3x3) for 3x3 stride-1 Conv and the direct kernel for
- * few outputs (direct.c) at odd sizes, the matrix products (gemm.c),
+ * ConvTranspose (winograd_s2.c), F(2x2, 3x3) / F(4x4, 3x3) for 3x3 stride-1 Conv and the
+ * direct kernel for few outputs (direct.c) at odd sizes, the matrix products (gemm.c),
  * in every padding mode, in one chunk and in many, on 1 and 2 threads, with a cancel between
  * chunks, and what the dispatcher picks. The end-to-end numbers
  * against PyTorch are the golden tests'; this pins the cases the U-Net's sizes do not reach.

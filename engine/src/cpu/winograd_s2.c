@@ -323,9 +323,10 @@ int cpu_conv_s2(const conv_geom *g, bool transpose, const float *x, const float 
   const s2_points pt = points(g, transpose);
   float *u = scratch;
   /* chunk: the most tiles whose V and products fit beside U, at most cpu_s2_chunk_tiles */
+  const size_t most = cpu_s2_chunk_tiles(g, transpose);
   size_t chunk = (scratch_floats - cpu_s2_scratch(g, transpose, 0)) / (9 * (ki + mo));
   if (chunk < 1) chunk = 1;
-  if (chunk > cpu_s2_chunk_tiles(g, transpose)) chunk = cpu_s2_chunk_tiles(g, transpose);
+  if (chunk > most) chunk = most;
   transform_weights(g, transpose, &pt, w, u, threads);
   float *v = u + 9 * us;
   int n_chunks = 0;
