@@ -1,7 +1,8 @@
 /* tests/engine/test_conv.c: the CPU backend's convolution algorithms against the plain GEMM
  * path, kernel by kernel: Winograd F(2x2, 2x2) for 4x4 and 3x3 stride-2 Conv and
  * ConvTranspose (winograd_s2.c), F(2x2, 3x3) / F(4x4, 3x3) for 3x3 stride-1 Conv and the
- * direct kernel for few outputs (direct.c) at odd sizes, the matrix products (gemm.c),
+ * direct kernel for few outputs (direct.c) at odd sizes, the matrix products (gemm.c) and their
+ * batches split over threads,
  * in every padding mode, in one chunk and in many, on 1 and 2 threads, with a cancel between
  * chunks, and what the dispatcher picks. The end-to-end numbers
  * against PyTorch are the golden tests'; this pins the cases the U-Net's sizes do not reach.
@@ -409,6 +410,58 @@ static void test_gemm_small(void) {
         }
 }
 
+/* cpu_gemm_batch: products of unequal shapes (as the 3x3 stride-2 layers' points), some so small
+ * that OpenBLAS takes its small-matrix kernel, split over 1 to 40 threads: every C bit for bit
+ * the whole product's (one sgemm per item), within rounding of the exact sum, and C's row gaps
+ * untouched. */
+static void test_gemm_batch(void) {
+  enum { COUNT = 9 };
+  const int ms[COUNT] = {128, 64, 64, 32, 128, 7, 300, 16, 64}, ks[COUNT] = {256, 128, 128, 64, 256, 5, 33, 16, 512};
+  const int ns[] = {1, 15, 16, 17, 100, 289, 700}, threads[] = {1, 2, 3, 5, 8, 13, 40};
+  for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+    const int n = ns[ni], ldb = n + 3, ldc = n + 5;
+    float *a[COUNT], *b[COUNT], *whole[COUNT], *c[COUNT];
+    cpu_gemm_item items[COUNT];
+    for (int i = 0; i < COUNT; i++) {
+      a[i] = malloc(sizeof(float) * (size_t)ms[i] * ks[i]);
+      b[i] = malloc(sizeof(float) * (size_t)ks[i] * ldb);
+      whole[i] = malloc(sizeof(float) * (size_t)ms[i] * ldc);
+      c[i] = malloc(sizeof(float) * (size_t)ms[i] * ldc);
+      for (int q = 0; q < ms[i] * ks[i]; q++) a[i][q] = urand();
+      for (int q = 0; q < ks[i] * ldb; q++) b[i][q] = urand();
+      cpu_gemm(false, ms[i], n, ks[i], a[i], ks[i], b[i], ldb, whole[i], ldc, 1);
+      items[i] = (cpu_gemm_item){a[i], b[i], c[i], ms[i], ks[i]};
+      double err = 0;
+      for (int r = 0; r < ms[i]; r++)
+        for (int j = 0; j < n; j++) {
+          double sum = 0, mag = 0;
+          for (int q = 0; q < ks[i]; q++) {
+            double p = (double)a[i][r * ks[i] + q] * b[i][q * ldb + j];
+            sum += p;
+            mag += fabs(p);
+          }
+          double e = fabs(whole[i][r * ldc + j] - sum) / (mag > 0 ? mag : 1);
+          if (!(e <= err)) err = e;
+        }
+      CHECK(err < 1e-6, "n %d item %d: error %.3g of the terms' magnitude", n, i, err);
+    }
+    for (size_t ti = 0; ti < sizeof threads / sizeof threads[0]; ti++) {
+      for (int i = 0; i < COUNT; i++)
+        for (int q = 0; q < ms[i] * ldc; q++) c[i][q] = 7.0f;
+      cpu_gemm_batch(items, COUNT, n, ldb, ldc, threads[ti]);
+      bool same = true, gaps = true;
+      for (int i = 0; i < COUNT; i++)
+        for (int r = 0; r < ms[i]; r++) {
+          for (int j = 0; j < n; j++) same = same && c[i][r * ldc + j] == whole[i][r * ldc + j];
+          for (int j = n; j < ldc; j++) gaps = gaps && c[i][r * ldc + j] == 7.0f;
+        }
+      CHECK(same, "n %d, %d threads: the same bits as whole products", n, threads[ti]);
+      CHECK(gaps, "n %d, %d threads: C's row gaps untouched", n, threads[ti]);
+    }
+    for (int i = 0; i < COUNT; i++) free(a[i]), free(b[i]), free(whole[i]), free(c[i]);
+  }
+}
+
 int main(void) {
   RUN(test_conv_s2);
   RUN(test_convt_s2);
@@ -422,5 +475,6 @@ int main(void) {
   RUN(test_wino3_tile);
   RUN(test_direct);
   RUN(test_gemm_small);
+  RUN(test_gemm_batch);
   return check_summary();
 }

@@ -10,7 +10,8 @@ the 16-bit output has more than 256 distinct values in a channel; `cp`-style sin
 into an existing folder); commands that would lose a file refused before anything runs (an output
 that is an input, two inputs onto one output, an image written as .npy, a bit depth the format
 cannot hold), the inputs untouched; a missing model's message naming `i2i fetch`; model lookup order
-($I2I_MODEL_PATH folders in order, then the XDG folder); --strength 0; --memory tiles, same result; GEGL
+($I2I_MODEL_PATH folders in order, then the XDG folder); --strength 0; --memory tiles, same result; the
+same bits on any --threads; GEGL
 started with the image modules alone, nothing left in TMPDIR, GEGL_PATH and an unwritable TMPDIR obeyed.
 Usage: run_translate.py BUILD_DIR SOURCE_DIR WORK_DIR.
 Ends with "N passed, N failed".
@@ -266,6 +267,18 @@ check(outs[0][0] is not None and outs[1][0] is not None and outs[1][1] > outs[0]
       np.abs(outs[0][0] - outs[1][0]).max() <= 1e-4,
       "--memory 64K works in more tiles with the same result (1e-4)",
       "tiles %d vs %d" % (outs[0][1], outs[1][1]))
+
+# --threads does not change a bit of the result: at 300x200 the model's 32-channel blocks run
+# Winograd F(4x4) (36 products) and its 16 -> 32 stride-2 and 32 -> 16 transposed layers the
+# sub-pixel Winograd (9 products), whose products the threads share by columns
+thr = []
+for t in ("1", "2", "3", "7"):
+    o = os.path.join(work, "thr_%s.npy" % t)
+    r = subprocess.run([i2i, "translate", model, big, o, "--backend", "cpu", "--threads", t], capture_output=True,
+                       text=True)
+    thr.append(np.load(o) if r.returncode == 0 and os.path.exists(o) else None)
+check(all(x is not None for x in thr) and all(np.array_equal(thr[0], x) for x in thr[1:]),
+      "--threads 1, 2, 3 and 7 give the same bits")
 
 # GEGL starts with the image modules alone, from a private folder removed at once: the others
 # (libavcodec's ff-load, poppler's pdf-load, ...) are not loaded, nothing is left in TMPDIR, and the

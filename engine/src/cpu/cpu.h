@@ -69,6 +69,19 @@ int cpu_convt_forward(const conv_geom *g, const float *x, const float *w, const 
 void cpu_gemm(bool trans_a, int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc,
               int threads);
 
+/* One product of a batch: C = A B, A m x k with rows k apart. */
+typedef struct {
+  const float *a, *b;
+  float *c;
+  int m, k;
+} cpu_gemm_item;
+
+/* Every item's C = A B, B k x n with rows ldb apart and C m x n with rows ldc apart (gemm.c). The
+ * batch's multiply-adds are shared out evenly over `threads`: each thread takes one run of the
+ * items' columns, in pieces of whole 16-column blocks, and computes each piece with a
+ * single-threaded sgemm. A product's elements do not depend on how its columns are split. */
+void cpu_gemm_batch(const cpu_gemm_item *items, int count, int n, int ldb, int ldc, int threads);
+
 /* Winograd for 3x3 stride-1 pad-1 convolutions with at least 16 channels in and out
  * (winograd.c). cpu_winograd_tile gives the output tile edge to use, at most max_tile, with
  * scratch_floats of scratch (SIZE_MAX: the one preferred): 4 (F(4x4, 3x3)) for outputs of 8x8

@@ -4,10 +4,14 @@
  * columns and moves it at a third of the memory bandwidth. How wide it goes (cpu.h) is where it
  * still beat sgemm on both AVX-512 and AVX2 (bench/NOTES.md).
  *
+ * The Winograd convolutions' batches of products are shared out here too, by columns, evenly over
+ * the threads.
+ *
  * Each output element is one sum in a fixed order that does not depend on the thread count. The
  * only file built with floating-point contraction (FMA; meson: libi2i_fma).
  */
 #include <cblas.h>
+#include <omp.h>
 #include <string.h>
 
 #include "cpu.h"
@@ -80,4 +84,56 @@ void cpu_gemm(bool trans_a, int m, int n, int k, const float *a, int lda, const 
   }
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a, lda, b, ldb, 0.0f,
               c, ldc);
+}
+
+/* OpenBLAS 0.3.21 computes a product of at most 100^3 multiply-adds with its small-matrix kernel
+ * (the Skylake-X permit), which sums in another order: a piece that small cut from a larger product
+ * would differ from the whole in the last bits and make the result depend on the thread count. */
+#define SMALL_GEMM 1e6
+
+/* A place in the batch: item `item`, column `col`. */
+typedef struct {
+  int item, col;
+} batch_at;
+
+void cpu_gemm_batch(const cpu_gemm_item *items, int count, int n, int ldb, int ldc, int threads) {
+  /* the Winograd convolutions have 9 to 36 products; a longer batch goes in groups */
+  enum { MOST = 64, TEAM = 256 };
+  for (; count > MOST; items += MOST, count -= MOST) cpu_gemm_batch(items, MOST, n, ldb, ldc, threads);
+  if (count < 1 || n < 1) return;
+  double start[MOST + 1], cost[MOST];
+  int least[MOST];
+  start[0] = 0;
+  for (int i = 0; i < count; i++) {
+    cost[i] = (double)items[i].m * (double)items[i].k;
+    start[i + 1] = start[i] + cost[i] * (double)n;
+    /* the narrowest piece of item i: whole 16-column blocks, above the small-matrix kernel */
+    double w = cost[i] > 0 ? SMALL_GEMM / cost[i] + 1 : 1;
+    least[i] = w < 16 ? 16 : w > n ? n + 1 : (int)w;
+  }
+  const int team = threads < 1 ? 1 : threads > TEAM ? TEAM : threads;
+  /* piece p runs from at[p] to at[p + 1]: a share of the multiply-adds as even as whole blocks
+   * allow, each piece of an item empty or at least least[i] columns, the last ones included */
+  batch_at at[TEAM + 1];
+  at[0] = (batch_at){0, 0};
+  for (int p = 1; p <= team; p++) {
+    const double x = start[count] * p / team;
+    int i = 0;
+    while (i + 1 < count && x >= start[i + 1]) i++;
+    long c = cost[i] > 0 ? (long)((x - start[i]) / cost[i] / 16 + 0.5) * 16 : 0;
+    if (p == team) i = count - 1;
+    if (c > n || p == team) c = n;
+    if (c < least[i]) c = 0;
+    if (n - c < least[i]) c = n;
+    if (i == at[p - 1].item && c - at[p - 1].col < least[i]) c = at[p - 1].col;
+    at[p] = (batch_at){i, (int)c};
+  }
+#pragma omp parallel num_threads(team)
+  for (int p = omp_get_thread_num(); p < team; p += omp_get_num_threads())
+    for (int i = at[p].item; i <= at[p + 1].item; i++) {
+      const int lo = i == at[p].item ? at[p].col : 0, hi = i == at[p + 1].item ? at[p + 1].col : n;
+      if (hi > lo && items[i].m > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, items[i].m, hi - lo, items[i].k, 1.0f, items[i].a,
+                    items[i].k, items[i].b + lo, ldb, 0.0f, items[i].c + lo, ldc);
+    }
 }

@@ -367,11 +367,10 @@ int cpu_conv_winograd(const conv_geom *g, int tile, const float *x, const float 
     float *mo = v + (size_t)nk * cs;
     n_chunks++;
     transform_input(g, tile, x, v, cs, t0, nt, tx, 1, 1, 1.0f, threads);
-    /* the products share out over the threads (single-threaded GEMMs inside the region) */
-#pragma omp parallel for num_threads(threads <= nk ? threads : 1) schedule(dynamic, 1)
+    cpu_gemm_item items[36];
     for (int k = 0; k < nk; k++)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->m, (int)nt, g->c, 1.0f, u + (size_t)k * mc, g->c,
-                  v + (size_t)k * cs, (int)nt, 0.0f, mo + (size_t)k * ms, (int)nt);
+      items[k] = (cpu_gemm_item){u + (size_t)k * mc, v + (size_t)k * cs, mo + (size_t)k * ms, g->m, g->c};
+    cpu_gemm_batch(items, nk, (int)nt, (int)nt, (int)nt, threads);
     transform_output(g, tile, mo, ms, bias, y, t0, nt, tx, threads);
     if (g->chunk_done && t0 + nt < tiles && g->chunk_done(g->user, (double)(t0 + nt) / (double)tiles)) return -1;
   }

@@ -22,7 +22,6 @@
  * F(2, 2): B^T = [1 -1 0; 0 1 0; 0 -1 1], G = [1 0; 1 1; 0 1], A^T = [1 1 0; 0 1 1]: every
  * coefficient is 0 or +-1, so the result stays within float rounding of the direct sum.
  */
-#include <cblas.h>
 #include <string.h>
 
 #include "cpu.h"
@@ -90,9 +89,9 @@ size_t cpu_s2_scratch(const conv_geom *g, bool transpose, size_t tiles) {
 /* The phases each transform point k = 3 i + j (i down, j across) computes: n[k] of them, phase
  * q = 2 qy + qx at place slot[k][q] among them, or -1 where its transform is zero (3x3 filters).
  * A Conv's U and V at point k have C n[k] columns and rows, (c, place); a ConvTranspose's U and
- * products M n[k] rows, (place, m). order: the points by falling n, for the GEMMs' share-out. */
+ * products M n[k] rows, (place, m). */
 typedef struct {
-  int n[9], slot[9][4], order[9];
+  int n[9], slot[9][4];
 } s2_points;
 
 static s2_points points(const conv_geom *g, bool transpose) {
@@ -107,54 +106,97 @@ static s2_points points(const conv_geom *g, bool transpose) {
       p.slot[k][q] = ry < 0 || rx < 0 ? -1 : ry * nx + rx;
     }
   }
-  int at = 0;
-  for (int n = 4; n >= 1; n--)
-    for (int k = 0; k < 9; k++)
-      if (p.n[k] == n) p.order[at++] = k;
   return p;
-}
-
-/* t[k], k = 0..8: the 3x3 transform G f G^T of the 2x2 filter f (f[a][b] = f[a * 2 + b]). */
-static inline void filter_transform(const float f[4], float t[9]) {
-  float r[3][2] = {{f[0], f[1]}, {f[0] + f[2], f[1] + f[3]}, {f[2], f[3]}};
-  for (int i = 0; i < 3; i++) {
-    t[i * 3 + 0] = r[i][0];
-    t[i * 3 + 1] = r[i][0] + r[i][1];
-    t[i * 3 + 2] = r[i][1];
-  }
 }
 
 /* The 4x4 filter tap of a transposed convolution's output phase q (0: even rows, 1: odd) that
  * meets input row a (0: the patch's first row, 1: its second) of a 2x2 correlation. */
 static const int convt_tap[2][2] = {{3, 1}, {2, 0}};
 
+/* Filters a step of the weight transform: one vector of each tap. */
+#define WB 16
+
 /* U[k][row][col] as s2_points lays it out, from a kxk filter (k = 3 or 4; taps outside a 3x3 one
- * are zero). Parallel over filters, so that each thread writes runs of consecutive columns. */
+ * are zero). Per output m, WB input channels at a time: their taps gathered into vectors (fv[16]:
+ * zeros, for the taps a 3x3 filter lacks), the 3x3 transform G f G^T of each phase's 2x2 slice f
+ * taken lane-wise, and each point's result stored as runs of consecutive floats (a Conv's phases
+ * interleaved, as its columns are). The same sums as one filter at a time: the same bits. */
 HOT_CLONES static void transform_weights(const conv_geom *g, bool transpose, const s2_points *pt, const float *w,
                                          float *u, int threads) {
   const int kk = g->kh;
   const size_t plane = kstride(rows_out(g, transpose) * rows_in(g, transpose)), taps = (size_t)(kk * kk);
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int m = 0; m < g->m; m++)
-    for (int c = 0; c < g->c; c++) {
-      const float *f = transpose ? w + ((size_t)c * (size_t)g->m + (size_t)m) * taps
-                                 : w + ((size_t)m * (size_t)g->c + (size_t)c) * taps;
-      for (int q = 0; q < 4; q++) {
+  /* tap[q][a * 2 + b]: the filter tap of element (a, b) of phase q's slice, -1 where it is zero */
+  int tap[4][4];
+  for (int q = 0; q < 4; q++)
+    for (int a = 0; a < 2; a++)
+      for (int b = 0; b < 2; b++) {
         const int qy = q / 2, qx = q % 2;
-        float f2[4], t[9];
-        for (int a = 0; a < 2; a++)
-          for (int b = 0; b < 2; b++) {
-            int ty = transpose ? convt_tap[qy][a] : 2 * a + qy, tx = transpose ? convt_tap[qx][b] : 2 * b + qx;
-            f2[a * 2 + b] = ty < kk && tx < kk ? f[ty * kk + tx] : 0.0f;
-          }
-        filter_transform(f2, t);
-        for (int k = 0; k < 9; k++) {
-          const int sl = pt->slot[k][q];
-          if (sl < 0) continue;
-          size_t at = transpose ? ((size_t)sl * (size_t)g->m + (size_t)m) * (size_t)g->c + (size_t)c
-                                : ((size_t)m * (size_t)g->c + (size_t)c) * (size_t)pt->n[k] + (size_t)sl;
-          u[(size_t)k * plane + at] = t[k];
+        const int ty = transpose ? convt_tap[qy][a] : 2 * a + qy, tx = transpose ? convt_tap[qx][b] : 2 * b + qx;
+        tap[q][a * 2 + b] = ty < kk && tx < kk ? ty * kk + tx : -1;
+      }
+  /* blocks of WB channels x WB outputs: a ConvTranspose's filters for them, c-major, are WB runs
+   * of WB consecutive filters (one by one across outputs, each read missed the cache) */
+  const int cbs = (g->c + WB - 1) / WB, blocks = cbs * ((g->m + WB - 1) / WB);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int blk = 0; blk < blocks; blk++)
+    for (int m = blk / cbs * WB; m < g->m && m < (blk / cbs + 1) * WB; m++) {
+      const int c0 = blk % cbs * WB, nl = g->c - c0 < WB ? g->c - c0 : WB;
+      float fv[17][WB], t[4][9][WB];
+      for (int l = 0; l < WB; l++) {
+        const size_t c = (size_t)(c0 + (l < nl ? l : 0));
+        const float *f = transpose ? w + (c * (size_t)g->m + (size_t)m) * taps : w + ((size_t)m * (size_t)g->c + c) * taps;
+        for (size_t k = 0; k < taps; k++) fv[k][l] = f[k];
+        fv[16][l] = 0.0f;
+      }
+      for (int q = 0; q < 4; q++) {
+        const float *f0 = fv[tap[q][0] < 0 ? 16 : tap[q][0]], *f1 = fv[tap[q][1] < 0 ? 16 : tap[q][1]];
+        const float *f2 = fv[tap[q][2] < 0 ? 16 : tap[q][2]], *f3 = fv[tap[q][3] < 0 ? 16 : tap[q][3]];
+        for (int l = 0; l < WB; l++) {
+          const float r0 = f0[l] + f2[l], r1 = f1[l] + f3[l];
+          t[q][0][l] = f0[l];
+          t[q][1][l] = f0[l] + f1[l];
+          t[q][2][l] = f1[l];
+          t[q][3][l] = r0;
+          t[q][4][l] = r0 + r1;
+          t[q][5][l] = r1;
+          t[q][6][l] = f2[l];
+          t[q][7][l] = f2[l] + f3[l];
+          t[q][8][l] = f3[l];
         }
+      }
+      for (int k = 0; k < 9; k++) {
+        float *uk = u + (size_t)k * plane;
+        if (transpose) {
+          for (int q = 0; q < 4; q++) {
+            const int sl = pt->slot[k][q];
+            if (sl < 0) continue;
+            float *d = uk + ((size_t)sl * (size_t)g->m + (size_t)m) * (size_t)g->c + (size_t)c0;
+            /* a whole block as one fixed-size copy: a loop of run-time length became `rep movsq` */
+            if (nl == WB) memcpy(d, t[q][k], sizeof t[q][k]);
+            else
+              for (int l = 0; l < nl; l++) d[l] = t[q][k][l];
+          }
+          continue;
+        }
+        /* a Conv's row m holds (c, place) */
+        const float *src[4] = {0};
+        for (int q = 0; q < 4; q++)
+          if (pt->slot[k][q] >= 0) src[pt->slot[k][q]] = t[q][k];
+        float *d = uk + ((size_t)m * (size_t)g->c + (size_t)c0) * (size_t)pt->n[k];
+        if (pt->n[k] == 4)
+          for (int l = 0; l < nl; l++) {
+            d[4 * l] = src[0][l];
+            d[4 * l + 1] = src[1][l];
+            d[4 * l + 2] = src[2][l];
+            d[4 * l + 3] = src[3][l];
+          }
+        else if (pt->n[k] == 2)
+          for (int l = 0; l < nl; l++) {
+            d[2 * l] = src[0][l];
+            d[2 * l + 1] = src[1][l];
+          }
+        else
+          for (int l = 0; l < nl; l++) d[l] = src[0][l];
       }
     }
 }
@@ -335,16 +377,13 @@ int cpu_conv_s2(const conv_geom *g, bool transpose, const float *x, const float 
     float *prod = v + 9 * vs;
     n_chunks++;
     transform_input(g, transpose, &pt, x, v, t0, nt, threads);
-    /* the 9 products share out over the threads (single-threaded GEMMs inside the region), the
-     * largest first */
-#pragma omp parallel for num_threads(threads <= 9 ? threads : 1) schedule(dynamic, 1)
-    for (int a = 0; a < 9; a++) {
-      const int k = pt.order[a];
+    cpu_gemm_item items[9];
+    for (int k = 0; k < 9; k++) {
       const int rows = (int)(transpose ? (size_t)g->m * (size_t)pt.n[k] : (size_t)g->m);
       const int inner = (int)(transpose ? (size_t)g->c : (size_t)g->c * (size_t)pt.n[k]);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, (int)nt, inner, 1.0f, u + (size_t)k * us, inner,
-                  v + (size_t)k * vs, (int)nt, 0.0f, prod + (size_t)k * ps, (int)nt);
+      items[k] = (cpu_gemm_item){u + (size_t)k * us, v + (size_t)k * vs, prod + (size_t)k * ps, rows, inner};
     }
+    cpu_gemm_batch(items, 9, (int)nt, (int)nt, (int)nt, threads);
     transform_output(g, transpose, &pt, prod, bias, y, t0, nt, threads);
     if (g->chunk_done && t0 + nt < tiles && g->chunk_done(g->user, (double)(t0 + nt) / (double)tiles)) return -1;
   }
