@@ -445,19 +445,23 @@ static void test_gemm_batch(void) {
         }
       CHECK(err < 1e-6, "n %d item %d: error %.3g of the terms' magnitude", n, i, err);
     }
-    for (size_t ti = 0; ti < sizeof threads / sizeof threads[0]; ti++) {
-      for (int i = 0; i < COUNT; i++)
-        for (int q = 0; q < ms[i] * ldc; q++) c[i][q] = 7.0f;
-      cpu_gemm_batch(items, COUNT, n, ldb, ldc, threads[ti]);
-      bool same = true, gaps = true;
-      for (int i = 0; i < COUNT; i++)
-        for (int r = 0; r < ms[i]; r++) {
-          for (int j = 0; j < n; j++) same = same && c[i][r * ldc + j] == whole[i][r * ldc + j];
-          for (int j = n; j < ldc; j++) gaps = gaps && c[i][r * ldc + j] == 7.0f;
-        }
-      CHECK(same, "n %d, %d threads: the same bits as whole products", n, threads[ti]);
-      CHECK(gaps, "n %d, %d threads: C's row gaps untouched", n, threads[ti]);
-    }
+    /* the whole batch, and batches of one item (a small one and a large one) and of two */
+    const int firsts[] = {0, 5, 6, 0}, counts[] = {COUNT, 1, 1, 2};
+    for (size_t bi = 0; bi < sizeof counts / sizeof counts[0]; bi++)
+      for (size_t ti = 0; ti < sizeof threads / sizeof threads[0]; ti++) {
+        const int i0 = firsts[bi], i1 = firsts[bi] + counts[bi];
+        for (int i = i0; i < i1; i++)
+          for (int q = 0; q < ms[i] * ldc; q++) c[i][q] = 7.0f;
+        cpu_gemm_batch(items + i0, counts[bi], n, ldb, ldc, threads[ti]);
+        bool same = true, gaps = true;
+        for (int i = i0; i < i1; i++)
+          for (int r = 0; r < ms[i]; r++) {
+            for (int j = 0; j < n; j++) same = same && c[i][r * ldc + j] == whole[i][r * ldc + j];
+            for (int j = n; j < ldc; j++) gaps = gaps && c[i][r * ldc + j] == 7.0f;
+          }
+        CHECK(same, "n %d, items %d..%d, %d threads: the same bits as whole products", n, i0, i1 - 1, threads[ti]);
+        CHECK(gaps, "n %d, items %d..%d, %d threads: C's row gaps untouched", n, i0, i1 - 1, threads[ti]);
+      }
     for (int i = 0; i < COUNT; i++) free(a[i]), free(b[i]), free(whole[i]), free(c[i]);
   }
 }

@@ -116,13 +116,13 @@ void cpu_gemm_batch(const cpu_gemm_item *items, int count, int n, int ldb, int l
    * allow, each piece of an item empty or at least least[i] columns, the last ones included */
   batch_at at[TEAM + 1];
   at[0] = (batch_at){0, 0};
-  for (int p = 1; p <= team; p++) {
+  at[team] = (batch_at){count - 1, n};
+  for (int p = 1; p < team; p++) {
     const double x = start[count] * p / team;
     int i = 0;
     while (i + 1 < count && x >= start[i + 1]) i++;
     long c = cost[i] > 0 ? (long)((x - start[i]) / cost[i] / 16 + 0.5) * 16 : 0;
-    if (p == team) i = count - 1;
-    if (c > n || p == team) c = n;
+    if (c > n) c = n;
     if (c < least[i]) c = 0;
     if (n - c < least[i]) c = n;
     if (i == at[p - 1].item && c - at[p - 1].col < least[i]) c = at[p - 1].col;
