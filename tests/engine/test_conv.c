@@ -430,7 +430,7 @@ static void test_gemm_batch(void) {
       for (int q = 0; q < ms[i] * ks[i]; q++) a[i][q] = urand();
       for (int q = 0; q < ks[i] * ldb; q++) b[i][q] = urand();
       cpu_gemm(false, ms[i], n, ks[i], a[i], ks[i], b[i], ldb, whole[i], ldc, 1);
-      items[i] = (cpu_gemm_item){a[i], b[i], c[i], ms[i], ks[i]};
+      items[i] = (cpu_gemm_item){a[i], b[i], c[i], ms[i], ks[i], ks[i]};
       double err = 0;
       for (int r = 0; r < ms[i]; r++)
         for (int j = 0; j < n; j++) {

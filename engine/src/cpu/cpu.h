@@ -69,11 +69,11 @@ int cpu_convt_forward(const conv_geom *g, const float *x, const float *w, const 
 void cpu_gemm(bool trans_a, int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc,
               int threads);
 
-/* One product of a batch: C = A B, A m x k with rows k apart. */
+/* One product of a batch: C = A B, A m x k with rows lda apart. */
 typedef struct {
   const float *a, *b;
   float *c;
-  int m, k;
+  int m, k, lda;
 } cpu_gemm_item;
 
 /* Every item's C = A B, B k x n with rows ldb apart and C m x n with rows ldc apart (gemm.c). The

@@ -134,6 +134,6 @@ void cpu_gemm_batch(const cpu_gemm_item *items, int count, int n, int ldb, int l
       const int lo = i == at[p].item ? at[p].col : 0, hi = i == at[p + 1].item ? at[p + 1].col : n;
       if (hi > lo && items[i].m > 0)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, items[i].m, hi - lo, items[i].k, 1.0f, items[i].a,
-                    items[i].k, items[i].b + lo, ldb, 0.0f, items[i].c + lo, ldc);
+                    items[i].lda, items[i].b + lo, ldb, 0.0f, items[i].c + lo, ldc);
     }
 }

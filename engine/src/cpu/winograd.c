@@ -369,7 +369,7 @@ int cpu_conv_winograd(const conv_geom *g, int tile, const float *x, const float 
     transform_input(g, tile, x, v, cs, t0, nt, tx, 1, 1, 1.0f, threads);
     cpu_gemm_item items[36];
     for (int k = 0; k < nk; k++)
-      items[k] = (cpu_gemm_item){u + (size_t)k * mc, v + (size_t)k * cs, mo + (size_t)k * ms, g->m, g->c};
+      items[k] = (cpu_gemm_item){u + (size_t)k * mc, v + (size_t)k * cs, mo + (size_t)k * ms, g->m, g->c, g->c};
     cpu_gemm_batch(items, nk, (int)nt, (int)nt, (int)nt, threads);
     transform_output(g, tile, mo, ms, bias, y, t0, nt, tx, threads);
     if (g->chunk_done && t0 + nt < tiles && g->chunk_done(g->user, (double)(t0 + nt) / (double)tiles)) return -1;

@@ -55,6 +55,11 @@ static size_t rows_in(const conv_geom *g, bool transpose) { return (size_t)g->c 
  * multiples of 4 KiB made the weight transform 5x slower). */
 static size_t kstride(size_t floats) { return floats + 16; }
 
+/* The floats between rows of a U matrix `inner` long: one cache line more, so that rows a
+ * multiple of 4 KiB long (1024 input channels) do not all fall on one cache set while the
+ * weight transform writes a block of them. */
+static size_t u_pitch(size_t inner) { return inner + 16; }
+
 size_t cpu_s2_tiles(const conv_geom *g, bool transpose) {
   return (size_t)tiles_y(g, transpose) * (size_t)tiles_x(g, transpose);
 }
@@ -83,7 +88,7 @@ bool cpu_s2_applies(const conv_geom *g, bool transpose) {
 
 size_t cpu_s2_scratch(const conv_geom *g, bool transpose, size_t tiles) {
   size_t mo = rows_out(g, transpose), ki = rows_in(g, transpose);
-  return 9 * (kstride(mo * ki) + kstride(ki * tiles) + kstride(mo * tiles));
+  return 9 * (kstride(mo * u_pitch(ki)) + kstride(ki * tiles) + kstride(mo * tiles));
 }
 
 /* The phases each transform point k = 3 i + j (i down, j across) computes: n[k] of them, phase
@@ -124,7 +129,7 @@ static const int convt_tap[2][2] = {{3, 1}, {2, 0}};
 HOT_CLONES static void transform_weights(const conv_geom *g, bool transpose, const s2_points *pt, const float *w,
                                          float *u, int threads) {
   const int kk = g->kh;
-  const size_t plane = kstride(rows_out(g, transpose) * rows_in(g, transpose)), taps = (size_t)(kk * kk);
+  const size_t plane = kstride(rows_out(g, transpose) * u_pitch(rows_in(g, transpose))), taps = (size_t)(kk * kk);
   /* tap[q][a * 2 + b]: the filter tap of element (a, b) of phase q's slice, -1 where it is zero */
   int tap[4][4];
   for (int q = 0; q < 4; q++)
@@ -170,7 +175,7 @@ HOT_CLONES static void transform_weights(const conv_geom *g, bool transpose, con
           for (int q = 0; q < 4; q++) {
             const int sl = pt->slot[k][q];
             if (sl < 0) continue;
-            float *d = uk + ((size_t)sl * (size_t)g->m + (size_t)m) * (size_t)g->c + (size_t)c0;
+            float *d = uk + ((size_t)sl * (size_t)g->m + (size_t)m) * u_pitch((size_t)g->c) + (size_t)c0;
             /* a whole block as one fixed-size copy: a loop of run-time length became `rep movsq` */
             if (nl == WB) memcpy(d, t[q][k], sizeof t[q][k]);
             else
@@ -182,7 +187,7 @@ HOT_CLONES static void transform_weights(const conv_geom *g, bool transpose, con
         const float *src[4] = {0};
         for (int q = 0; q < 4; q++)
           if (pt->slot[k][q] >= 0) src[pt->slot[k][q]] = t[q][k];
-        float *d = uk + ((size_t)m * (size_t)g->c + (size_t)c0) * (size_t)pt->n[k];
+        float *d = uk + (size_t)m * u_pitch((size_t)g->c * (size_t)pt->n[k]) + (size_t)c0 * (size_t)pt->n[k];
         if (pt->n[k] == 4)
           for (int l = 0; l < nl; l++) {
             d[4 * l] = src[0][l];
@@ -361,7 +366,7 @@ HOT_CLONES static void transform_output(const conv_geom *g, bool transpose, cons
 int cpu_conv_s2(const conv_geom *g, bool transpose, const float *x, const float *w, const float *bias, float *y,
                 float *scratch, size_t scratch_floats, int threads) {
   const size_t mo = rows_out(g, transpose), ki = rows_in(g, transpose), tiles = cpu_s2_tiles(g, transpose);
-  const size_t us = kstride(mo * ki);
+  const size_t us = kstride(mo * u_pitch(ki));
   const s2_points pt = points(g, transpose);
   float *u = scratch;
   /* chunk: the most tiles whose V and products fit beside U, at most cpu_s2_chunk_tiles */
@@ -381,7 +386,8 @@ int cpu_conv_s2(const conv_geom *g, bool transpose, const float *x, const float 
     for (int k = 0; k < 9; k++) {
       const int rows = (int)(transpose ? (size_t)g->m * (size_t)pt.n[k] : (size_t)g->m);
       const int inner = (int)(transpose ? (size_t)g->c : (size_t)g->c * (size_t)pt.n[k]);
-      items[k] = (cpu_gemm_item){u + (size_t)k * us, v + (size_t)k * vs, prod + (size_t)k * ps, rows, inner};
+      items[k] = (cpu_gemm_item){u + (size_t)k * us, v + (size_t)k * vs, prod + (size_t)k * ps, rows, inner,
+                                 (int)u_pitch((size_t)inner)};
     }
     cpu_gemm_batch(items, 9, (int)nt, (int)nt, (int)nt, threads);
     transform_output(g, transpose, &pt, prod, bias, y, t0, nt, threads);
