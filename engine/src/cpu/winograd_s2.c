@@ -139,12 +139,13 @@ HOT_CLONES static void transform_weights(const conv_geom *g, bool transpose, con
         const int ty = transpose ? convt_tap[qy][a] : 2 * a + qy, tx = transpose ? convt_tap[qx][b] : 2 * b + qx;
         tap[q][a * 2 + b] = ty < kk && tx < kk ? ty * kk + tx : -1;
       }
-  /* blocks of WB channels x WB outputs: a ConvTranspose's filters for them, c-major, are WB runs
-   * of WB consecutive filters (one by one across outputs, each read missed the cache) */
-  const int cbs = (g->c + WB - 1) / WB, blocks = cbs * ((g->m + WB - 1) / WB);
+  /* blocks of WB channels x mb outputs. A Conv's filters are m-major: one output a block reads
+   * them in order. A ConvTranspose's are c-major: WB outputs a block make WB runs of WB
+   * consecutive filters (one by one across outputs, each read missed the cache). */
+  const int mb = transpose ? WB : 1, cbs = (g->c + WB - 1) / WB, blocks = cbs * ((g->m + mb - 1) / mb);
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int blk = 0; blk < blocks; blk++)
-    for (int m = blk / cbs * WB; m < g->m && m < (blk / cbs + 1) * WB; m++) {
+    for (int m = blk / cbs * mb; m < g->m && m < (blk / cbs + 1) * mb; m++) {
       const int c0 = blk % cbs * WB, nl = g->c - c0 < WB ? g->c - c0 : WB;
       float fv[17][WB], t[4][9][WB];
       for (int l = 0; l < WB; l++) {
