@@ -111,9 +111,11 @@ void cpu_gemm_batch(const cpu_gemm_item *items, int count, int n, int ldb, int l
     double w = cost[i] > 0 ? SMALL_GEMM / cost[i] + 1 : 1;
     least[i] = w < 16 ? 16 : w > n ? n + 1 : (int)w;
   }
+  /* one piece a thread, at most TEAM pieces */
   const int team = threads < 1 ? 1 : threads > TEAM ? TEAM : threads;
   /* piece p runs from at[p] to at[p + 1]: a share of the multiply-adds as even as whole blocks
-   * allow, each piece of an item empty or at least least[i] columns, the last ones included */
+   * allow, and every part of an item that a piece takes either empty or at least least[i]
+   * columns wide */
   batch_at at[TEAM + 1];
   at[0] = (batch_at){0, 0};
   at[team] = (batch_at){count - 1, n};
