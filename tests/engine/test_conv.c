@@ -367,6 +367,25 @@ static void test_direct(void) {
     }
 }
 
+/* The largest error of C = op(A) B (row-major, rows lda / ldb / ldc apart; op(A) = A^T with
+ * ta) against the sum in double, as a fraction of the magnitude of its terms. */
+static double product_error(bool ta, int m, int n, int k, const float *a, int lda, const float *b, int ldb,
+                            const float *c, int ldc) {
+  double err = 0;
+  for (int i = 0; i < m; i++)
+    for (int j = 0; j < n; j++) {
+      double r = 0, mag = 0;
+      for (int q = 0; q < k; q++) {
+        double p = (double)(ta ? a[q * lda + i] : a[i * lda + q]) * b[q * ldb + j];
+        r += p;
+        mag += fabs(p);
+      }
+      double e = fabs(c[i * ldc + j] - r) / (mag > 0 ? mag : 1);
+      if (!(e <= err)) err = e;
+    }
+  return err;
+}
+
 /* The matrix products (gemm.c) against a double-precision sum: 1 to 64 columns, through the
  * narrow kernel (A^T B to 16 columns) and sgemm otherwise, both layouts, sizes off the kernel's
  * blocks (4 rows of A, 16 and 512 rows of C), rows wider than the matrix (lda, ldc), whose gaps
@@ -387,20 +406,10 @@ static void test_gemm_small(void) {
           for (int i = 0; i < m * ldc; i++) c1[i] = c2[i] = 7.0f;
           cpu_gemm(ta, m, n, k, a, lda, b, ldb, c1, ldc, 1);
           cpu_gemm(ta, m, n, k, a, lda, b, ldb, c2, ldc, 2);
-          double err = 0;
+          const double err = product_error(ta, m, n, k, a, lda, b, ldb, c1, ldc);
           bool same = true, gaps = true;
           for (int i = 0; i < m; i++) {
-            for (int j = 0; j < n; j++) {
-              double r = 0, mag = 0;
-              for (int q = 0; q < k; q++) {
-                double p = (double)(ta ? a[q * lda + i] : a[i * lda + q]) * b[q * ldb + j];
-                r += p;
-                mag += fabs(p);
-              }
-              double e = fabs(c1[i * ldc + j] - r) / (mag > 0 ? mag : 1);
-              if (!(e <= err)) err = e;
-              same = same && c1[i * ldc + j] == c2[i * ldc + j];
-            }
+            for (int j = 0; j < n; j++) same = same && c1[i * ldc + j] == c2[i * ldc + j];
             for (int j = n; j < ldc; j++) gaps = gaps && c1[i * ldc + j] == 7.0f && c2[i * ldc + j] == 7.0f;
           }
           CHECK(err < 1e-6, "%s m %d n %d k %d: error %.3g of the terms' magnitude", ta ? "A^T B" : "A B", m, n, k, err);
@@ -431,18 +440,7 @@ static void test_gemm_batch(void) {
       for (int q = 0; q < ks[i] * ldb; q++) b[i][q] = urand();
       cpu_gemm(false, ms[i], n, ks[i], a[i], ks[i], b[i], ldb, whole[i], ldc, 1);
       items[i] = (cpu_gemm_item){a[i], b[i], c[i], ms[i], ks[i], ks[i]};
-      double err = 0;
-      for (int r = 0; r < ms[i]; r++)
-        for (int j = 0; j < n; j++) {
-          double sum = 0, mag = 0;
-          for (int q = 0; q < ks[i]; q++) {
-            double p = (double)a[i][r * ks[i] + q] * b[i][q * ldb + j];
-            sum += p;
-            mag += fabs(p);
-          }
-          double e = fabs(whole[i][r * ldc + j] - sum) / (mag > 0 ? mag : 1);
-          if (!(e <= err)) err = e;
-        }
+      const double err = product_error(false, ms[i], n, ks[i], a[i], ks[i], b[i], ldb, whole[i], ldc);
       CHECK(err < 1e-6, "n %d item %d: error %.3g of the terms' magnitude", n, i, err);
     }
     /* the whole batch, and batches of one item (a small one and a large one) and of two */

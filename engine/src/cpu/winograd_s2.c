@@ -60,6 +60,17 @@ static size_t kstride(size_t floats) { return floats + 16; }
  * weight transform writes a block of them. */
 static size_t u_pitch(size_t inner) { return inner + 16; }
 
+/* The distance between the 9 U matrices: the most rows, each at the widest row's pitch. */
+static size_t u_stride(const conv_geom *g, bool transpose) {
+  return kstride(rows_out(g, transpose) * u_pitch(rows_in(g, transpose)));
+}
+
+/* The inner size of the product at a point that computes n phases: a Conv's U has C n columns,
+ * a ConvTranspose's C. */
+static size_t point_inner(const conv_geom *g, bool transpose, int n) {
+  return (size_t)g->c * (transpose ? 1u : (size_t)n);
+}
+
 size_t cpu_s2_tiles(const conv_geom *g, bool transpose) {
   return (size_t)tiles_y(g, transpose) * (size_t)tiles_x(g, transpose);
 }
@@ -87,8 +98,7 @@ bool cpu_s2_applies(const conv_geom *g, bool transpose) {
 }
 
 size_t cpu_s2_scratch(const conv_geom *g, bool transpose, size_t tiles) {
-  size_t mo = rows_out(g, transpose), ki = rows_in(g, transpose);
-  return 9 * (kstride(mo * u_pitch(ki)) + kstride(ki * tiles) + kstride(mo * tiles));
+  return 9 * (u_stride(g, transpose) + kstride(rows_in(g, transpose) * tiles) + kstride(rows_out(g, transpose) * tiles));
 }
 
 /* The phases each transform point k = 3 i + j (i down, j across) computes: n[k] of them, phase
@@ -129,7 +139,7 @@ static const int convt_tap[2][2] = {{3, 1}, {2, 0}};
 HOT_CLONES static void transform_weights(const conv_geom *g, bool transpose, const s2_points *pt, const float *w,
                                          float *u, int threads) {
   const int kk = g->kh;
-  const size_t plane = kstride(rows_out(g, transpose) * u_pitch(rows_in(g, transpose))), taps = (size_t)(kk * kk);
+  const size_t plane = u_stride(g, transpose), taps = (size_t)(kk * kk);
   /* tap[q][a * 2 + b]: the filter tap of element (a, b) of phase q's slice, -1 where it is zero */
   int tap[4][4];
   for (int q = 0; q < 4; q++)
@@ -172,11 +182,12 @@ HOT_CLONES static void transform_weights(const conv_geom *g, bool transpose, con
       }
       for (int k = 0; k < 9; k++) {
         float *uk = u + (size_t)k * plane;
+        const size_t pitch = u_pitch(point_inner(g, transpose, pt->n[k]));
         if (transpose) {
           for (int q = 0; q < 4; q++) {
             const int sl = pt->slot[k][q];
             if (sl < 0) continue;
-            float *d = uk + ((size_t)sl * (size_t)g->m + (size_t)m) * u_pitch((size_t)g->c) + (size_t)c0;
+            float *d = uk + ((size_t)sl * (size_t)g->m + (size_t)m) * pitch + (size_t)c0;
             /* a whole block as one fixed-size copy: a loop of run-time length became `rep movsq` */
             if (nl == WB) memcpy(d, t[q][k], sizeof t[q][k]);
             else
@@ -188,7 +199,7 @@ HOT_CLONES static void transform_weights(const conv_geom *g, bool transpose, con
         const float *src[4] = {0};
         for (int q = 0; q < 4; q++)
           if (pt->slot[k][q] >= 0) src[pt->slot[k][q]] = t[q][k];
-        float *d = uk + (size_t)m * u_pitch((size_t)g->c * (size_t)pt->n[k]) + (size_t)c0 * (size_t)pt->n[k];
+        float *d = uk + (size_t)m * pitch + (size_t)c0 * (size_t)pt->n[k];
         if (pt->n[k] == 4)
           for (int l = 0; l < nl; l++) {
             d[4 * l] = src[0][l];
@@ -367,7 +378,7 @@ HOT_CLONES static void transform_output(const conv_geom *g, bool transpose, cons
 int cpu_conv_s2(const conv_geom *g, bool transpose, const float *x, const float *w, const float *bias, float *y,
                 float *scratch, size_t scratch_floats, int threads) {
   const size_t mo = rows_out(g, transpose), ki = rows_in(g, transpose), tiles = cpu_s2_tiles(g, transpose);
-  const size_t us = kstride(mo * u_pitch(ki));
+  const size_t us = u_stride(g, transpose);
   const s2_points pt = points(g, transpose);
   float *u = scratch;
   /* chunk: the most tiles whose V and products fit beside U, at most cpu_s2_chunk_tiles */
@@ -386,9 +397,9 @@ int cpu_conv_s2(const conv_geom *g, bool transpose, const float *x, const float 
     cpu_gemm_item items[9];
     for (int k = 0; k < 9; k++) {
       const int rows = (int)(transpose ? (size_t)g->m * (size_t)pt.n[k] : (size_t)g->m);
-      const int inner = (int)(transpose ? (size_t)g->c : (size_t)g->c * (size_t)pt.n[k]);
-      items[k] = (cpu_gemm_item){u + (size_t)k * us, v + (size_t)k * vs, prod + (size_t)k * ps, rows, inner,
-                                 (int)u_pitch((size_t)inner)};
+      const size_t inner = point_inner(g, transpose, pt.n[k]);
+      items[k] = (cpu_gemm_item){u + (size_t)k * us, v + (size_t)k * vs, prod + (size_t)k * ps, rows, (int)inner,
+                                 (int)u_pitch(inner)};
     }
     cpu_gemm_batch(items, 9, (int)nt, (int)nt, (int)nt, threads);
     transform_output(g, transpose, &pt, prod, bias, y, t0, nt, threads);
