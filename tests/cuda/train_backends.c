@@ -9,7 +9,9 @@
  *                                         (a state file in WORK_DIR, default $TMPDIR or /tmp):
  *                                         losses (relative 1e-4), every parameter gradient, the
  *                                         parameters after the step and Adam's moments (per
- *                                         tensor, max |d| / max |cpu| <= 1e-3; see compare).
+ *                                         tensor, max |d| / max |cpu| <= 1e-3; see compare);
+ *                                         with TF32 convolutions (I2I_CUDA_TF32=1) per network
+ *                                         in relative L2 (see g_l2).
  *                                         A free run of STEPS steps: losses within 1e-2; two GPU
  *                                         runs bit for bit equal.
  *        train_backends fault TEXT       a forced-CUDA trainer whose creation or steps fail
@@ -143,9 +145,8 @@ static double tensor_max(const float *a, size_t n) {
   return m;
 }
 
-/* Elements of a tensor off by more than lim * max |b|, and the largest such difference. */
-static size_t count_off(const float *a, const float *b, size_t n, double lim, double *biggest) {
-  double m = tensor_max(b, n);
+/* Elements of a tensor off by more than lim * m, and the largest such difference. */
+static size_t count_off(const float *a, const float *b, size_t n, double lim, double m, double *biggest) {
   size_t k = 0;
   for (size_t i = 0; i < n; i++) {
     double d = fabs((double)a[i] - (double)b[i]);
@@ -165,6 +166,19 @@ typedef struct {
   size_t flipped;
 } cmp_stats;
 
+/* The limits of one step's comparison (see parity): float32's, or with TF32 convolutions on the
+ * GPU (I2I_CUDA_TF32=1) TF32's. TF32 keeps 10 of float32's 23 mantissa bits in each product's
+ * operands, and InstanceNorm amplifies that rounding wherever a channel's spread is small beside
+ * its mean: on the emulated GPU (operands rounded as the tensor cores do) the small test networks'
+ * gradients came out 2e-2 to 0.26 apart from the CPU's in relative L2 while their losses agreed
+ * to 1.2e-3 and the parameters after a step to 6e-3. So with TF32 (g_l2) each network's tensors
+ * of a kind are judged together by ||gpu - cpu|| / ||cpu||, gradients and moments within 0.5
+ * (a wrong kernel is off by 1 or more), parameters within 1e-2 and losses within 1e-2; a free
+ * run's losses, where those differences compound step after step (2.4e-2 after 3 steps), within
+ * 0.1. */
+static double g_lim = 1e-3, g_val_lim = 1e-3, g_loss_lim = 1e-4, g_free_lim = 1e-2;
+static int g_l2;
+
 /* Compares `what` of every tensor of every network (max |gpu - cpu| / max |cpu| per tensor)
  * into *st. Tensors whose CPU gradient is at most 1e-5 of the network's largest are zero by
  * construction (a bias before a norm): both sides hold rounding noise there (which Adam turns
@@ -176,7 +190,7 @@ static void compare(i2i_trainer *gpu, i2i_trainer *cpu, i2i_train_tensor what, d
                     cmp_stats *st) {
   for (int net = 0; net < 4; net++) {
     size_t nt = i2i_trainer_tensor_count(cpu, net);
-    double gmax = 0;
+    double gmax = 0, l2n = 0, l2d = 0;
     for (size_t i = 0; i < nt; i++) {
       const char *name;
       size_t n;
@@ -199,20 +213,24 @@ static void compare(i2i_trainer *gpu, i2i_trainer *cpu, i2i_train_tensor what, d
         st->skipped++; /* zero by construction: the GPU's must be as small */
         if (what == I2I_TENSOR_GRAD && tensor_max(a, n) > 1e-5 * gmax) st->bad++;
       } else {
-        double e = tensor_err(a, b, n), big = 0;
+        double m = tensor_max(b, n), e = tensor_err(a, b, n), big = 0;
         st->compared++;
-        size_t off = flip > 0 ? count_off(a, b, n, lim, &big) : 0;
+        for (size_t j = 0; j < n; j++) {
+          double d = (double)a[j] - (double)b[j];
+          l2n += d * d;
+          l2d += (double)b[j] * (double)b[j];
+        }
+        size_t off = flip > 0 && !g_l2 ? count_off(a, b, n, lim, m, &big) : 0;
         if (off && off <= (n + 999) / 1000 && big <= flip) {
           st->flipped += off;
           st->flipped_max = fmax(st->flipped_max, big);
-          double m = tensor_max(b, n);
           e = 0;
           for (size_t j = 0; j < n; j++) {
             double d = fabs((double)a[j] - (double)b[j]);
             if (d <= lim * m) e = fmax(e, d / m);
           }
         }
-        if (e >= st->worst) {
+        if (!g_l2 && e >= st->worst) {
           st->worst = e;
           snprintf(st->where, sizeof st->where, "net %d %s step %d", net, name, step);
         }
@@ -220,6 +238,11 @@ static void compare(i2i_trainer *gpu, i2i_trainer *cpu, i2i_train_tensor what, d
       free(a);
       free(b);
       free(g);
+    }
+    double e = l2d > 0 ? sqrt(l2n / l2d) : sqrt(l2n);
+    if (g_l2 && e >= st->worst) {
+      st->worst = e;
+      snprintf(st->where, sizeof st->where, "net %d (relative L2 over its tensors) step %d", net, step);
     }
   }
 }
@@ -302,10 +325,10 @@ static i2i_status one_step(i2i_ctx *cc, i2i_ctx *gc, const tcase *c, const char 
   if (!a) a = i2i_trainer_step(gpu, rg);
   if (!a) {
     int step = img % 500;
-    compare(gpu, cp, I2I_TENSOR_GRAD, 1e-3, 0, step, &st[0]);
-    compare(gpu, cp, I2I_TENSOR_VALUE, 1e-3, 2.0 * 2e-4, step, &st[1]);
-    compare(gpu, cp, I2I_TENSOR_ADAM_M, 1e-3, 0, step, &st[2]);
-    compare(gpu, cp, I2I_TENSOR_ADAM_V, 1e-3, 0, step, &st[3]);
+    compare(gpu, cp, I2I_TENSOR_GRAD, g_lim, 0, step, &st[0]);
+    compare(gpu, cp, I2I_TENSOR_VALUE, g_val_lim, 2.0 * 2e-4, step, &st[1]);
+    compare(gpu, cp, I2I_TENSOR_ADAM_M, g_lim, 0, step, &st[2]);
+    compare(gpu, cp, I2I_TENSOR_ADAM_V, g_lim, 0, step, &st[3]);
   }
   i2i_trainer_free(gpu);
   i2i_trainer_free(own);
@@ -371,7 +394,7 @@ static int parity(int steps, const char *work) {
       if (!a) a = feed(gpu2, c, it);
       if (!a) a = i2i_trainer_step(free_gpu, &rf);
       if (!a) a = i2i_trainer_step(gpu2, &r2);
-      if (!a && st[0].worst > 1e-3) {
+      if (!a && st[0].worst > g_lim) {
         /* the same step from the same state on other images (see KINKS) */
         cmp_stats re[4] = {{0}};
         i2i_train_report xc, xg;
@@ -395,21 +418,22 @@ static int parity(int steps, const char *work) {
         merge(&sm, &st[2]);
         merge(&sa, &st[3]);
         cmp_stats fg = {0};
-        compare(free_gpu, cpu, I2I_TENSOR_GRAD, 1e-3, 0, it, &fg);
-        if (parted < 0 && (fg.bad || fg.worst > 1e-3)) parted = it;
+        compare(free_gpu, cpu, I2I_TENSOR_GRAD, g_lim, 0, it, &fg);
+        if (parted < 0 && (fg.bad || fg.worst > g_lim)) parted = it;
       }
     }
     if (ok) {
-      CHECK(lw <= 1e-4, "%s: every loss of %d steps, each from the CPU's state: max relative error %.2e (limit 1e-4) at %s",
-            c->name, steps, lw, lwhere);
+      CHECK(lw <= g_loss_lim, "%s: every loss of %d steps, each from the CPU's state: max relative error %.2e (limit %.0e) at %s",
+            c->name, steps, lw, g_loss_lim, lwhere);
       if (retaken) printf("    (%d of %d steps retaken, as KINKS says)\n", retaken, steps);
-      report(&sg, 1e-3, "every parameter gradient", c->name, 1);
-      report(&sv, 1e-3, "every parameter and running statistic after each step", c->name, 0);
-      report(&sm, 1e-3, "Adam's first moments", c->name, 0);
-      report(&sa, 1e-3, "Adam's second moments", c->name, 0);
-      CHECK(fw <= 1e-2, "%s: free run of %d steps, losses%s: max relative difference %.2e (limit 1e-2) at %s", c->name,
-            steps, parted >= 0 ? " while the runs' gradients agree" : "", fw, fwhere);
-      if (parted >= 0) printf("    (the free runs' gradients part by more than 1e-3 at step %d; later losses not judged)\n", parted);
+      report(&sg, g_lim, "every parameter gradient", c->name, 1);
+      report(&sv, g_val_lim, "every parameter and running statistic after each step", c->name, 0);
+      report(&sm, g_lim, "Adam's first moments", c->name, 0);
+      report(&sa, g_lim, "Adam's second moments", c->name, 0);
+      CHECK(fw <= g_free_lim, "%s: free run of %d steps, losses%s: max relative difference %.2e (limit %.0e) at %s",
+            c->name, steps, parted >= 0 ? " while the runs' gradients agree" : "", fw, g_free_lim, fwhere);
+      if (parted >= 0)
+        printf("    (the free runs' gradients part by more than %.0e at step %d; later losses not judged)\n", g_lim, parted);
       CHECK(same_values(free_gpu, gpu2), "%s: two GPU runs give bit-identical parameters", c->name);
     }
     i2i_trainer_free(cpu);
@@ -463,7 +487,16 @@ static void auto_cpu(void) {
 
 int main(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "parity")) {
-    const char *tmp = getenv("TMPDIR");
+    const char *tmp = getenv("TMPDIR"), *tf32 = getenv("I2I_CUDA_TF32");
+    if (tf32 && !strcmp(tf32, "1")) {
+      g_lim = 0.5;
+      g_val_lim = 1e-2;
+      g_loss_lim = 1e-2;
+      g_free_lim = 0.1;
+      g_l2 = 1;
+    }
+    printf("convolutions on the GPU in %s: gradients %.0e, parameters %.0e, losses %.0e\n",
+           g_l2 ? "TF32 (I2I_CUDA_TF32=1; relative L2 per network)" : "float32", g_lim, g_val_lim, g_loss_lim);
     int rc = parity(argc >= 3 ? atoi(argv[2]) : 3, argc >= 4 ? argv[3] : tmp && *tmp ? tmp : "/tmp");
     if (rc == 77) return 77;
   } else if (argc >= 3 && !strcmp(argv[1], "fault")) {

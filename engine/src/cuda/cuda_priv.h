@@ -57,6 +57,8 @@ typedef struct cu_backend {
                            * measurement switch: runs are then no longer bit-identical) */
   int profile;            /* I2I_PROFILE set: the bench hook logs a per-step profile */
   int use_thin;           /* I2I_CUDA_THIN=0: cuDNN for the thin convolutions too (thin_conv.cu) */
+  int train_tf32;         /* I2I_CUDA_TF32=1: training's convolutions may use TF32 tensor cores, as
+                           * PyTorch's do by default (else float32 FMA only, the CPU trainer's precision) */
   size_t search_ws_limit; /* workspace cap during algorithm searches */
   struct cu_weights *weights[CU_MAX_MODELS];
   struct cplan *plans[CU_MAX_PLANS];
@@ -198,6 +200,8 @@ cudaError_t k_fault(cudaStream_t s);
  * returns cudaGetLastError(). The reductions sum in double in a fixed order per launch shape, so
  * a run repeats bit for bit on the same GPU. */
 cudaError_t kt_fill(cudaStream_t s, float *p, float v, int64_t n);
+/* p[i] = kbt_noise(i): fixed pseudo-random values in [-1, 1) (algorithm search buffers). */
+cudaError_t kt_fill_noise(cudaStream_t s, float *p, int64_t n);
 /* dst (+)= src */
 cudaError_t kt_grad(cudaStream_t s, const float *src, float *dst, int64_t n, int acc);
 /* dst[i][dst_c0 + k] (+)= src[i][src_c0 + k], k < nc, images i < n of hw pixels */
@@ -248,6 +252,7 @@ typedef struct {
   int transpose;
   int wgrad;
   int half;
+  int tf32; /* float32 data that may run on TF32 tensor cores (training with I2I_CUDA_TF32=1) */
   int n, xc, xh, xw;
   int yc, yh, yw;
   int kh, kw;

@@ -108,7 +108,7 @@ static int conv_setup(cu_backend *B, struct dnn_conv *c) {
           cudnnSetConvolution2dDescriptor(c->cd, g->pad_h, g->pad_w, g->str_h, g->str_w, g->dil_h, g->dil_w,
                                           CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
           "convolution descriptor");
-  c->math = g->half ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+  c->math = g->half ? CUDNN_TENSOR_OP_MATH : g->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
   DNN_TRY(B, cudnnSetConvolutionMathType(c->cd, (cudnnMathType_t)c->math), "cudnnSetConvolutionMathType");
   /* the forward convolution of the larger side must give the smaller one exactly */
   int on, oc, oh, ow;
@@ -124,17 +124,19 @@ static int conv_setup(cu_backend *B, struct dnn_conv *c) {
 }
 
 /* The cache key: GPU model, compute capability, cuDNN and CUDA versions, direction,
- * precision and geometry; "|any" when non-deterministic algorithms may be chosen. */
+ * precision and geometry; "|tf32" when float32 may run on TF32 tensor cores, "|any" when
+ * non-deterministic algorithms may be chosen. v2: choices re-timed (dnn_retime); v1's are
+ * searched again. */
 static void make_key(cu_backend *B, struct dnn_conv *c) {
   const conv_geom_d *g = &c->g;
   char gpu[128];
   snprintf(gpu, sizeof gpu, "%s", B->stats.device_name);
   for (char *p = gpu; *p; p++)
     if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '|') *p = '_';
-  snprintf(c->key, sizeof c->key, "v1|%s|cc%d%d|cudnn%zu|rt%d|%s|%s|n%d|x%d,%d,%d|y%d,%d,%d|k%d,%d|p%d,%d|s%d,%d|d%d,%d%s", gpu,
+  snprintf(c->key, sizeof c->key, "v2|%s|cc%d%d|cudnn%zu|rt%d|%s|%s|n%d|x%d,%d,%d|y%d,%d,%d|k%d,%d|p%d,%d|s%d,%d|d%d,%d%s%s", gpu,
            B->stats.cc_major, B->stats.cc_minor, dnn_runtime_version(), B->stats.runtime_version,
            g->wgrad ? "wgrad" : g->transpose ? "bwd" : "fwd", g->half ? "f16nhwc" : "f32nchw", g->n, g->xc, g->xh, g->xw, g->yc, g->yh,
-           g->yw, g->kh, g->kw, g->pad_h, g->pad_w, g->str_h, g->str_w, g->dil_h, g->dil_w, B->any_algo ? "|any" : "");
+           g->yw, g->kh, g->kw, g->pad_h, g->pad_w, g->str_h, g->str_w, g->dil_h, g->dil_w, g->tf32 ? "|tf32" : "", B->any_algo ? "|any" : "");
 }
 
 int dnn_conv_create(cu_backend *B, const conv_geom_d *g, struct dnn_conv **out) {
@@ -166,24 +168,92 @@ static int query_ws(cu_backend *B, struct dnn_conv *c, int algo, size_t *ws) {
   return st == CUDNN_STATUS_SUCCESS ? CE_OK : CE_UNSUPPORTED;
 }
 
-/* Sets the math type the chosen algorithm runs with. FP32 always keeps CUDNN_FMA_MATH, whatever
- * the search reported, so TF32 can never be chosen. */
+/* The math type FP32 data may run with: CUDNN_FMA_MATH (no TF32), or with g.tf32 the reported
+ * FMA or TF32 (CUDNN_DEFAULT_MATH); never a conversion to half. */
+static int fp32_math(const conv_geom_d *g, int math) {
+  return g->tf32 && math != CUDNN_FMA_MATH ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+}
+
+/* Sets the math type the chosen algorithm runs with (fp32_math for float32 data). */
 static int set_math(cu_backend *B, struct dnn_conv *c, int math) {
-  c->math = c->g.half ? math : CUDNN_FMA_MATH;
+  c->math = c->g.half ? math : fp32_math(&c->g, math);
   DNN_TRY(B, cudnnSetConvolutionMathType(c->cd, (cudnnMathType_t)c->math), "cudnnSetConvolutionMathType");
   return CE_OK;
 }
 
-/* Picks from perf results: the fastest deterministic success, else the fastest success (with
- * `any`, the fastest success outright). */
+/* An algorithm cuDNN's search or heuristics offer, in their order (fastest first). */
+typedef struct {
+  int algo, math;
+} dnn_cand;
+
+#define DNN_RETIME 4 /* the search's fastest candidates timed again (dnn_retime) */
+
+/* The acceptable results, in cuDNN's order: successes within ws_limit, deterministic ones only
+ * unless `any` or none is; float32 data (`fp32`) never takes a result timed with a conversion to
+ * half. Returns how many went to out (at most n). */
 template <typename P>
-static int pick(const P *perf, int n, size_t ws_limit, int any) {
-  for (int pass = any ? 1 : 0; pass < 2; pass++)
+static int collect(const P *perf, int n, size_t ws_limit, int any, int fp32, dnn_cand *out) {
+  int k = 0;
+  for (int pass = any ? 1 : 0; pass < 2 && !k; pass++)
     for (int i = 0; i < n; i++)
       if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= ws_limit &&
-          (pass || perf[i].determinism == CUDNN_DETERMINISTIC))
-        return i;
-  return -1;
+          (pass || perf[i].determinism == CUDNN_DETERMINISTIC) &&
+          !(fp32 && perf[i].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
+        out[k++] = {(int)perf[i].algo, (int)perf[i].mathType};
+  return k;
+}
+
+/* Makes candidate `d` the convolution's algorithm (math type and workspace); CE_UNSUPPORTED when
+ * cuDNN refuses it here. */
+static int adopt(cu_backend *B, struct dnn_conv *c, dnn_cand d) {
+  size_t need;
+  CU_OK(set_math(B, c, d.math));
+  if (query_ws(B, c, d.algo, &need)) return CE_UNSUPPORTED;
+  c->algo = d.algo;
+  c->ws = need;
+  c->chosen = 1;
+  return CE_OK;
+}
+
+/* Times the first DNN_RETIME candidates on the search's buffers (one warm-up, then three runs
+ * between two events) and returns the index of the fastest. cuDNN's search times each algorithm
+ * once, and its order swung between processes by up to 2x in a training step's time (H100,
+ * 2026-11-24: the same 256-channel convolution at 190 or 252 us); three runs settle it. A
+ * candidate that fails to run is passed over; when none runs, cuDNN's first. */
+static int dnn_retime(cu_backend *B, struct dnn_conv *c, const dnn_cand *cand, int n, const void *x, const void *w,
+                      void *y, void *ws, size_t ws_bytes) {
+  if (n > DNN_RETIME) n = DNN_RETIME;
+  if (n < 2) return 0;
+  cudaEvent_t e0 = NULL, e1 = NULL;
+  if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess) {
+    if (e0) cudaEventDestroy(e0);
+    cudaGetLastError();
+    return 0;
+  }
+  int best = 0;
+  float best_ms = -1.0f;
+  for (int i = 0; i < n; i++) {
+    int ok = !adopt(B, c, cand[i]) && c->ws <= ws_bytes;
+    for (int r = 0; r < 4 && ok; r++) {
+      if (r == 1) ok = cudaEventRecord(e0, B->stream) == cudaSuccess;
+      if (ok) ok = !dnn_conv_run_beta(B, c, x, w, y, ws, ws_bytes, 0.0f);
+    }
+    float ms = 0.0f;
+    ok = ok && cudaEventRecord(e1, B->stream) == cudaSuccess && cudaEventSynchronize(e1) == cudaSuccess &&
+         cudaEventElapsedTime(&ms, e0, e1) == cudaSuccess;
+    if (!ok) {
+      B->err.kind = CE_OK;
+      cudaGetLastError();
+      continue;
+    }
+    if (best_ms < 0.0f || ms < best_ms) {
+      best = i;
+      best_ms = ms;
+    }
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return best;
 }
 
 int dnn_conv_choose(cu_backend *B, struct dnn_conv *c, const void *x, const void *w, void *y, void *ws,
@@ -199,9 +269,11 @@ int dnn_conv_choose(cu_backend *B, struct dnn_conv *c, const void *x, const void
       B->stats.algo_cache_hits++;
       return CE_OK;
     }
-    set_math(B, c, c->g.half ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH);
+    set_math(B, c, c->g.half ? CUDNN_TENSOR_OP_MATH : fp32_math(&c->g, CUDNN_DEFAULT_MATH));
   }
-  int idx = -1, ret = 0, searched = !B->heuristic_only && ws;
+  int ret = 0, n_cand = 0, searched = !B->heuristic_only && ws;
+  dnn_cand cand[CUDNN_CONVOLUTION_FWD_ALGO_COUNT + CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT +
+                CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
   if (c->g.wgrad) {
     cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     if (searched) {
@@ -217,11 +289,7 @@ int dnn_conv_choose(cu_backend *B, struct dnn_conv *c, const void *x, const void
                                                             CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &ret, perf),
               "cudnnGetConvolutionBackwardFilterAlgorithm_v7");
     }
-    idx = pick(perf, ret, ws_bytes, B->any_algo);
-    if (idx >= 0) {
-      algo = perf[idx].algo;
-      math = perf[idx].mathType;
-    }
+    n_cand = collect(perf, ret, ws_bytes, B->any_algo, !c->g.half, cand);
   } else if (!c->g.transpose) {
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     if (searched) {
@@ -236,11 +304,7 @@ int dnn_conv_choose(cu_backend *B, struct dnn_conv *c, const void *x, const void
                                                      CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &ret, perf),
               "cudnnGetConvolutionForwardAlgorithm_v7");
     }
-    idx = pick(perf, ret, ws_bytes, B->any_algo);
-    if (idx >= 0) {
-      algo = perf[idx].algo;
-      math = perf[idx].mathType;
-    }
+    n_cand = collect(perf, ret, ws_bytes, B->any_algo, !c->g.half, cand);
   } else {
     cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     if (searched) {
@@ -256,23 +320,18 @@ int dnn_conv_choose(cu_backend *B, struct dnn_conv *c, const void *x, const void
                                                           CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &ret, perf),
               "cudnnGetConvolutionBackwardDataAlgorithm_v7");
     }
-    idx = pick(perf, ret, ws_bytes, B->any_algo);
-    if (idx >= 0) {
-      algo = perf[idx].algo;
-      math = perf[idx].mathType;
-    }
+    n_cand = collect(perf, ret, ws_bytes, B->any_algo, !c->g.half, cand);
   }
-  if (idx < 0)
+  if (!n_cand)
     return cu_fail(B, CE_UNSUPPORTED, "cuDNN has no %s algorithm for %s within %zu MiB of workspace",
                    c->g.wgrad ? "weight-gradient" : c->g.transpose ? "ConvTranspose (backward data)" : "convolution",
                    c->key, ws_bytes >> 20);
-  CU_OK(set_math(B, c, math));
-  size_t need;
-  if (query_ws(B, c, algo, &need)) return cu_fail(B, CE_UNSUPPORTED, "cuDNN rejects its own algorithm %d for %s", algo, c->key);
-  c->algo = algo;
-  c->ws = need;
-  c->chosen = 1;
-  if (searched && algo_cache_put(B->algos, c->key, algo, c->math, need))
+  int pick = searched ? dnn_retime(B, c, cand, n_cand, x, w, y, ws, ws_bytes) : 0;
+  int k = adopt(B, c, cand[pick]);
+  if (k == CE_UNSUPPORTED)
+    return cu_fail(B, CE_UNSUPPORTED, "cuDNN rejects its own algorithm %d for %s", cand[pick].algo, c->key);
+  CU_OK(k);
+  if (searched && algo_cache_put(B->algos, c->key, c->algo, c->math, c->ws))
     return cu_fail(B, CE_HOSTMEM, "out of host memory in the algorithm cache");
   return CE_OK;
 }

@@ -53,6 +53,7 @@ typedef struct cu_train {
   double *part; /* loss partial sums (KT_LOSS_BLOCKS) */
   int *flag;
   struct tprof *prof; /* I2I_PROFILE: GPU time per kind of work */
+  int shape[3];       /* the layer being profiled (prof_layer) */
 } cu_train;
 
 /* ---- I2I_PROFILE: where a training step's GPU time goes ---------------------------------------- */
@@ -65,14 +66,39 @@ enum { TP_IDLE = 0, TP_SETUP, TP_CONV, TP_CONVT, TP_BDATA, TP_WGRAD, TP_NORM, TP
        TP_COPY, TP_COUNT };
 #define TP_MARKS 4096
 
+#define TP_SHAPES 256
+
+/* A layer's shape as the detailed profile groups it: input and output channels, output height. */
+typedef struct {
+  int kind, xc, yc, yh;
+  double ms;
+  long count;
+} tp_shape;
+
 struct tprof {
   cudaEvent_t ev[TP_MARKS];
   int kind[TP_MARKS];
+  int shape[TP_MARKS][3]; /* T->shape when the mark was made */
   int n;
   double ms[TP_COUNT];
   long count[TP_COUNT];
+  int detail;             /* I2I_PROFILE=2: also per kind and layer shape */
+  tp_shape shapes[TP_SHAPES];
+  int n_shapes;
   i2i_ctx *ctx; /* the last caller's context, for the report */
 };
+
+/* Adds one interval to its (kind, shape) row; intervals past TP_SHAPES rows go uncounted there. */
+static void prof_shape_add(struct tprof *P, int kind, const int sh[3], double ms) {
+  int i = 0;
+  while (i < P->n_shapes && !(P->shapes[i].kind == kind && P->shapes[i].xc == sh[0] && P->shapes[i].yc == sh[1] &&
+                              P->shapes[i].yh == sh[2]))
+    i++;
+  if (i == TP_SHAPES) return;
+  if (i == P->n_shapes) P->shapes[P->n_shapes++] = {kind, sh[0], sh[1], sh[2], 0.0, 0};
+  P->shapes[i].ms += ms;
+  P->shapes[i].count++;
+}
 
 /* Adds the recorded intervals up, keeping the last event as the next interval's start. */
 static void prof_flush(struct tprof *P) {
@@ -82,6 +108,7 @@ static void prof_flush(struct tprof *P) {
     if (cudaEventElapsedTime(&ms, P->ev[i - 1], P->ev[i]) == cudaSuccess) {
       P->ms[P->kind[i]] += ms;
       P->count[P->kind[i]]++;
+      if (P->detail) prof_shape_add(P, P->kind[i], P->shape[i], ms);
     }
   }
   cudaEvent_t last = P->ev[P->n - 1];
@@ -96,13 +123,22 @@ static void prof_mark(cu_train *T, int kind) {
   if (!P) return;
   if (P->n == TP_MARKS) prof_flush(P);
   if (P->n == TP_MARKS || cudaEventRecord(P->ev[P->n], T->B->stream) != cudaSuccess) return;
+  memcpy(P->shape[P->n], T->shape, sizeof T->shape);
   P->kind[P->n++] = kind;
+}
+
+/* The layer the next marks belong to (the detailed profile's rows; zeros outside layers). */
+static void prof_layer(cu_train *T, int xc, int yc, int yh) {
+  T->shape[0] = xc;
+  T->shape[1] = yc;
+  T->shape[2] = yh;
 }
 
 /* The start of a backend call: the GPU's wait since the last mark is idle time. */
 static void prof_enter(cu_train *T, i2i_ctx *ctx) {
   if (!T->prof) return;
   T->prof->ctx = ctx;
+  prof_layer(T, 0, 0, 0);
   prof_mark(T, TP_IDLE);
 }
 
@@ -119,6 +155,16 @@ static void prof_report(cu_train *T) {
         T->B->host->log(P->ctx, I2I_LOG_WARNING, "train profile (cuda): %-16s %10.2f ms %5.1f%% in %ld pieces", names[k],
                         P->ms[k], 100.0 * P->ms[k] / (tot > 0 ? tot : 1), P->count[k]);
   if (P->ctx) T->B->host->log(P->ctx, I2I_LOG_WARNING, "train profile (cuda): total %.2f ms of GPU time", tot);
+  for (int r = 0; r < 40 && P->ctx; r++) { /* the detailed rows, largest first */
+    int best = -1;
+    for (int i = 0; i < P->n_shapes; i++)
+      if (P->shapes[i].count && (best < 0 || P->shapes[i].ms > P->shapes[best].ms)) best = i;
+    if (best < 0) break;
+    const tp_shape *q = &P->shapes[best];
+    T->B->host->log(P->ctx, I2I_LOG_WARNING, "train profile (cuda): %-16s %4d -> %4d ch at %4d rows %9.2f ms %5ld x %8.1f us",
+                    names[q->kind], q->xc, q->yc, q->yh, q->ms, q->count, 1000.0 * q->ms / (double)q->count);
+    P->shapes[best].count = 0;
+  }
 }
 
 static void prof_free(cu_train *T) {
@@ -134,6 +180,8 @@ static void prof_open(cu_train *T) {
   if (!T->B->profile) return;
   T->prof = (struct tprof *)calloc(1, sizeof *T->prof);
   if (!T->prof) return;
+  const char *lv = getenv("I2I_PROFILE");
+  T->prof->detail = lv && atoi(lv) >= 2;
   for (int i = 0; i < TP_MARKS; i++)
     if (cudaEventCreate(&T->prof->ev[i]) != cudaSuccess) {
       prof_free(T);
@@ -290,7 +338,10 @@ static conv_geom_d geom(int transpose, int wgrad, int n, shape4 i, shape4 o, con
   return g;
 }
 
-static int make_conv(cu_backend *B, conv_geom_d g, struct dnn_conv **out) { return dnn_conv_create(B, &g, out); }
+static int make_conv(cu_backend *B, conv_geom_d g, struct dnn_conv **out) {
+  g.tf32 = B->train_tf32;
+  return dnn_conv_create(B, &g, out);
+}
 
 static shape4 padded(shape4 s, const int p[4]) {
   shape4 r = s;
@@ -374,12 +425,16 @@ static int net_setup(cu_train *T, const i2i_tnet *net, tnet_dev *d) {
     CU_OK(dev_alloc(T, &T->nk, nk_need, "normalisation backward constants"));
     T->nk_floats = nk_need;
   }
-  /* algorithms: timed searches on two scratch tensors and a scratch filter (their contents do not
-   * matter), within the search workspace cap, as plan.cu does for inference */
+  /* algorithms: timed searches on two scratch tensors and a scratch filter (pseudo-random
+   * values), within the search workspace cap, as plan.cu does for inference */
   float *sa = NULL, *sb = NULL, *sw = NULL;
   int rc = dev_alloc(T, &sa, io_need, "algorithm search buffers");
   if (!rc) rc = dev_alloc(T, &sb, io_need, "algorithm search buffers");
   if (!rc) rc = dev_alloc(T, &sw, io_need, "algorithm search buffers");
+  for (float *q : {sa, sb, sw}) { /* real-looking data: zeros can time faster */
+    cudaError_t e = rc ? cudaSuccess : kt_fill_noise(B->stream, q, (int64_t)io_need);
+    if (e) rc = cu_fail_cuda(B, e, "filling the algorithm search buffers");
+  }
   size_t free_b = 0, total_b = 0;
   if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) free_b = 0;
   cudaGetLastError();
@@ -467,6 +522,7 @@ static int forward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *a
     float *x = arena + p->act_off[s->in[0]], *y = arena + p->act_off[s->out];
     int64_t hw = xs.h * xs.w;
     int kind = TP_ELEM;
+    prof_layer(T, (int)xs.c, (int)ys.c, (int)ys.h);
     switch (s->op) {
     case OP_CONV:
     case OP_CONVT: {
@@ -548,6 +604,7 @@ static int backward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *
     int acc = s->acc_dx[0];
     int64_t hw = xs.h * xs.w, cnt = (int64_t)numel(xs);
     int kind = TP_ELEM;
+    prof_layer(T, (int)xs.c, (int)ys.c, (int)ys.h);
     switch (s->op) {
     case OP_CONV:
     case OP_CONVT: {

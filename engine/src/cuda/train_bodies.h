@@ -20,6 +20,18 @@ KB int64_t kbt_group_size(int n, int64_t hw, int batch) { return batch ? (int64_
 
 KB void kbt_grad(const float *src, float *dst, int acc, int64_t i) { dst[i] = acc ? dst[i] + src[i] : src[i]; }
 
+/* A fixed pseudo-random value in [-1, 1) for element i: what algorithm searches run on, since
+ * zeros can time faster than real data. */
+KB float kbt_noise(int64_t i) {
+  uint32_t h = (uint32_t)i * 0x9e3779b1u ^ (uint32_t)((uint64_t)i >> 32);
+  h ^= h >> 15;
+  h *= 0x2c1b3c6du;
+  h ^= h >> 12;
+  h *= 0x297a2d39u;
+  h ^= h >> 15;
+  return (float)(h >> 8) * (1.0f / 8388608.0f) - 1.0f;
+}
+
 /* dst[img][dst_c0 + k] (+)= src[img][src_c0 + k], element i of nc x hw per image. */
 KB void kbt_copy_channels(float *dst, int dst_c, int dst_c0, const float *src, int src_c, int src_c0, int nc,
                           int64_t hw, int acc, int64_t i) {

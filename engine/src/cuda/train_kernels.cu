@@ -45,6 +45,14 @@ cudaError_t kt_fill(cudaStream_t s, float *p, float v, int64_t n) {
   return cudaGetLastError();
 }
 
+__global__ void kt_fill_noise_kernel(float *p, int64_t n) { TLOOP(n) p[i] = kbt_noise(i); }
+
+cudaError_t kt_fill_noise(cudaStream_t s, float *p, int64_t n) {
+  if (n <= 0) return cudaSuccess;
+  kt_fill_noise_kernel<<<tgrid(n), TTPB, 0, s>>>(p, n);
+  return cudaGetLastError();
+}
+
 __global__ void kt_grad_kernel(const float *src, float *dst, int64_t n, int acc) { TLOOP(n) kbt_grad(src, dst, acc, i); }
 
 cudaError_t kt_grad(cudaStream_t s, const float *src, float *dst, int64_t n, int acc) {

@@ -1,9 +1,14 @@
 /* tests/cuda/emu/emu_cudnn.cc: the cuDNN calls of dnn.cu, emulated: direct loops with float
  * accumulation over NCHW float (KCRS) or NHWC half (KRSC), zero padding, backward data as the
- * exact transpose, the weight gradient, alpha 1 and beta 0 or 1 (accumulate). It refuses what cuDNN would or what betrays a bug: mismatched descriptors, a
- * float convolution without CUDNN_FMA_MATH (TF32), a short workspace, unpadded NHWC channels. */
+ * exact transpose, the weight gradient, alpha 1 and beta 0 or 1 (accumulate). A float
+ * convolution with CUDNN_DEFAULT_MATH rounds its operands to TF32 (10 mantissa bits, to nearest,
+ * ties away, as cvt.rna.tf32.f32), as a GPU's tensor cores would. It refuses what cuDNN would or
+ * what betrays a bug: mismatched descriptors, a float convolution with any math but
+ * CUDNN_FMA_MATH unless the process asked for TF32 (I2I_CUDA_TF32=1) and then any but
+ * CUDNN_DEFAULT_MATH or CUDNN_FMA_MATH, a short workspace, unpadded NHWC channels. */
 #include <cuda_fp16.h>
 #include <cudnn.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +47,22 @@ static float ldv(const void *p, size_t i, cudnnDataType_t t) {
   return t == CUDNN_DATA_HALF ? __half2float(((const __half *)p)[i]) : ((const float *)p)[i];
 }
 
+/* An operand as the multiply sees it: rounded to TF32 when `tf32`. */
+static float ldo(const void *p, size_t i, cudnnDataType_t t, int tf32) {
+  float v = ldv(p, i, t);
+  if (!tf32) return v;
+  uint32_t b;
+  memcpy(&b, &v, sizeof b);
+  if ((b & 0x7f800000u) != 0x7f800000u) b = (b + 0x1000u) & 0xffffe000u;
+  memcpy(&v, &b, sizeof v);
+  return v;
+}
+
+/* True when the convolution's float operands are rounded to TF32. */
+static int tf32_math(const cudnnTensorStruct *x, const cudnnConvolutionStruct *cd) {
+  return x->t == CUDNN_DATA_FLOAT && cd->math == CUDNN_DEFAULT_MATH;
+}
+
 static void stv(void *p, size_t i, cudnnDataType_t t, float v) {
   if (t == CUDNN_DATA_HALF)
     ((__half *)p)[i] = __float2half_rn(v);
@@ -64,8 +85,11 @@ static cudnnStatus_t check(const cudnnTensorStruct *x, const cudnnFilterStruct *
                            const cudnnTensorStruct *y) {
   if (x->t != w->t || x->t != y->t || x->f != w->f || x->f != y->f)
     return fail(CUDNN_STATUS_BAD_PARAM, "descriptors differ in type or layout");
-  if (x->t == CUDNN_DATA_FLOAT && cd->math != CUDNN_FMA_MATH)
-    return fail(CUDNN_STATUS_NOT_SUPPORTED, "a float convolution without CUDNN_FMA_MATH (TF32 could run)");
+  const char *tf = getenv("I2I_CUDA_TF32");
+  int tf32_asked = tf && !strcmp(tf, "1");
+  if (x->t == CUDNN_DATA_FLOAT && cd->math != CUDNN_FMA_MATH && !(tf32_asked && cd->math == CUDNN_DEFAULT_MATH))
+    return fail(CUDNN_STATUS_NOT_SUPPORTED, tf32_asked ? "a float convolution that may convert to half"
+                                                       : "a float convolution without CUDNN_FMA_MATH (TF32 could run)");
   if (cd->ct != CUDNN_DATA_FLOAT) return fail(CUDNN_STATUS_BAD_PARAM, "compute type is not float");
   if (cd->mode != CUDNN_CROSS_CORRELATION) return fail(CUDNN_STATUS_BAD_PARAM, "not cross-correlation");
   if (x->c != w->c || y->c != w->k || x->n != y->n) return fail(CUDNN_STATUS_BAD_PARAM, "channel counts differ");
@@ -214,6 +238,7 @@ static cudnnStatus_t fwd(const cudnnTensorStruct *xd, const void *x, const cudnn
   if (st) return st;
   st = sticky();
   if (st) return st;
+  int tf = tf32_math(xd, cd);
 #pragma omp parallel for schedule(static)
   for (int k = 0; k < yd->c; k++)
     for (int n = 0; n < yd->n; n++)
@@ -227,7 +252,7 @@ static cudnnStatus_t fwd(const cudnnTensorStruct *xd, const void *x, const cudnn
               int ix = ox * cd->sw - cd->pw + s * cd->dw;
               if (ix < 0 || ix >= xd->w) continue;
               for (int c = 0; c < xd->c; c++)
-                acc += ldv(x, tidx(xd, n, c, iy, ix), xd->t) * ldv(w, fidx(wd, k, c, r, s), wd->t);
+                acc += ldo(x, tidx(xd, n, c, iy, ix), xd->t, tf) * ldo(w, fidx(wd, k, c, r, s), wd->t, tf);
             }
           }
           size_t o = tidx(yd, n, k, oy, ox);
@@ -246,6 +271,7 @@ static cudnnStatus_t bwd(const cudnnFilterStruct *wd, const void *w, const cudnn
   size_t n_all = (size_t)dxd->n * dxd->c * dxd->h * dxd->w;
   float *acc = (float *)calloc(n_all, sizeof(float));
   if (!acc) return fail(CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED, "out of memory");
+  int tf = tf32_math(dxd, cd);
 #pragma omp parallel for schedule(static)
   for (int c = 0; c < dxd->c; c++)
     for (int n = 0; n < dyd->n; n++)
@@ -258,7 +284,8 @@ static cudnnStatus_t bwd(const cudnnFilterStruct *wd, const void *w, const cudnn
               int ix = ox * cd->sw - cd->pw + s * cd->dw;
               if (ix < 0 || ix >= dxd->w) continue;
               float a = 0.0f;
-              for (int k = 0; k < dyd->c; k++) a += ldv(dy, tidx(dyd, n, k, oy, ox), dyd->t) * ldv(w, fidx(wd, k, c, r, s), wd->t);
+              for (int k = 0; k < dyd->c; k++)
+                a += ldo(dy, tidx(dyd, n, k, oy, ox), dyd->t, tf) * ldo(w, fidx(wd, k, c, r, s), wd->t, tf);
               acc[(((size_t)n * dxd->c + c) * dxd->h + iy) * dxd->w + ix] += a;
             }
           }
@@ -281,6 +308,7 @@ static cudnnStatus_t wgrad(const cudnnTensorStruct *xd, const void *x, const cud
   if (st) return st;
   st = sticky();
   if (st) return st;
+  int tf = tf32_math(xd, cd);
 #pragma omp parallel for schedule(static)
   for (int k = 0; k < wd->k; k++)
     for (int c = 0; c < wd->c; c++)
@@ -294,7 +322,7 @@ static cudnnStatus_t wgrad(const cudnnTensorStruct *xd, const void *x, const cud
               for (int ox = 0; ox < dyd->w; ox++) {
                 int ix = ox * cd->sw - cd->pw + q * cd->dw;
                 if (ix < 0 || ix >= xd->w) continue;
-                acc += ldv(x, tidx(xd, n, c, iy, ix), xd->t) * ldv(dy, tidx(dyd, n, k, oy, ox), dyd->t);
+                acc += ldo(x, tidx(xd, n, c, iy, ix), xd->t, tf) * ldo(dy, tidx(dyd, n, k, oy, ox), dyd->t, tf);
               }
             }
           size_t o = fidx(wd, k, c, r, q);

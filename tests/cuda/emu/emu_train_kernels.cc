@@ -7,6 +7,8 @@
 
 cudaError_t kt_fill(cudaStream_t, float *p, float v, int64_t n) { LOOP(n, p[i] = v); }
 
+cudaError_t kt_fill_noise(cudaStream_t, float *p, int64_t n) { LOOP(n, p[i] = kbt_noise(i)); }
+
 cudaError_t kt_grad(cudaStream_t, const float *src, float *dst, int64_t n, int acc) {
   LOOP(n, kbt_grad(src, dst, acc, i));
 }

@@ -4,7 +4,8 @@
 # on-disk algorithm cache, injected faults, a real device OOM and a mid-run fault, and the
 # open-time refusals (old driver, cc 6.1, no device, no kernel image); layer-by-layer runs inside a
 # device budget (large images) equal to the CPU's; training on the emulated
-# module against the CPU (train_backends), with out-of-memory and a fault mid-step.
+# module against the CPU (train_backends), in float32 and with TF32 convolutions, with
+# out-of-memory and a fault mid-step.
 # "N passed, N failed".
 # Usage: run_emu.sh EMU_MODULE PARITY I2I_TOOL TEST_FALLBACK WORKDIR [PYTHON [TRAIN_BACKENDS]]
 set -u
@@ -13,6 +14,9 @@ pass=0 fail=0
 rm -rf "$work" && mkdir -p "$work" || exit 1
 export I2I_CUDA_MODULE=$emu I2I_CUDA_ALGO_CACHE=$work/algos.txt
 unset I2I_BACKEND I2I_CUDA_FAULT I2I_CUDA_PRECISION MALLOC_PERTURB_
+# float32 stays FMA-exact: the emulated cuDNN refuses any float convolution that could run on
+# TF32 unless I2I_CUDA_TF32=1 (only training's TF32 run below sets it)
+unset I2I_CUDA_TF32
 
 count() { # count LOG: adds the log's closing "N passed, N failed" to the totals
   local p f
@@ -127,6 +131,10 @@ if [ -n "$tb" ]; then
   "$tb" parity 5 "$work" >"$work/train.log" 2>&1
   count "$work/train.log"
   echo "training, GPU backend against the CPU: $(tail -1 "$work/train.log")"
+  # TF32 convolutions, on request (the emulated cuDNN rounds their operands as tensor cores do)
+  I2I_CUDA_TF32=1 "$tb" parity 3 "$work" >"$work/train-tf32.log" 2>&1
+  count "$work/train-tf32.log"
+  echo "training with TF32 convolutions, GPU backend against the CPU: $(tail -1 "$work/train-tf32.log")"
   EMU_DEVICE_MEMORY=60000 "$tb" fault "out of GPU memory" >"$work/train-oom.log" 2>&1
   count "$work/train-oom.log"
   EMU_STICKY_AT=40 "$tb" fault "illegal memory access" >"$work/train-sticky.log" 2>&1
