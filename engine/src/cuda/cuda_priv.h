@@ -214,6 +214,12 @@ cudaError_t kt_act_backward(cudaStream_t s, const float *y, const float *dy, flo
 /* dst (+)= src * scale where the dropout mask of (seed, ordinal, step) keeps the element (n, c, h, w) */
 cudaError_t kt_dropout(cudaStream_t s, const float *src, float *dst, int n, int c, int h, int w, uint64_t seed,
                        uint32_t ordinal, uint64_t step, uint32_t threshold, float scale, int acc);
+/* y (n, c, h + pt + pb, w + pl + pr) = x (n, c, h, w) padded (mode; value outside a constant
+ * pad): k_pad's result for plain float32 NCHW, with 32-bit index arithmetic where it fits. */
+cudaError_t kt_pad(cudaStream_t s, const float *x, float *y, int n, int c, int h, int w, int pt, int pl, int pb, int pr,
+                   int mode, float value);
+/* y (n, c, hw) += bias per channel (k_bias's result for plain float32 NCHW, 32-bit indices). */
+cudaError_t kt_bias(cudaStream_t s, float *y, const float *bias, int n, int c, int64_t hw);
 /* dx (n, c, h, w) (+)= the Pad's backward of dp (n, c, h + pt + pb, w + pl + pr) */
 cudaError_t kt_pad_backward(cudaStream_t s, const float *dp, float *dx, int n, int c, int h, int w, int pt, int pl,
                             int pb, int pr, int mode, int acc);

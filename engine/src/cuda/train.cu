@@ -504,7 +504,9 @@ static int conv_input(cu_train *T, const tconv *c, const i2i_tstep *s, const flo
   cu_backend *B = T->B;
   *in = x;
   if (!c->explicit_pad) return CE_OK;
-  CU_TRY(B, k_pad(B->stream, plain(x, xs), plain(T->pad, padded(xs, s->pads)), s->pads[0], s->pads[1], s->pad_mode, 0.0f),
+  CU_TRY(B,
+         kt_pad(B->stream, x, T->pad, (int)xs.n, (int)xs.c, (int)xs.h, (int)xs.w, s->pads[0], s->pads[1], s->pads[2],
+                s->pads[3], s->pad_mode, 0.0f),
          "padding a convolution's input");
   *in = T->pad;
   return CE_OK;
@@ -532,7 +534,8 @@ static int forward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *a
       if (c->explicit_pad) prof_mark(T, TP_PAD);
       CU_OK(dnn_conv_run_beta(B, c->fwd, in, pw(net, s->w_off), y, T->ws, T->ws_bytes, 0.0f));
       prof_mark(T, s->op == OP_CONV ? TP_CONV : TP_CONVT);
-      if (s->b_off != SIZE_MAX) CU_TRY(B, k_bias(st, plain(y, ys), plain(y, ys), pw(net, s->b_off)), "convolution bias");
+      if (s->b_off != SIZE_MAX)
+        CU_TRY(B, kt_bias(st, y, pw(net, s->b_off), (int)ys.n, (int)ys.c, ys.h * ys.w), "convolution bias");
       break;
     }
     case OP_INSTNORM:
@@ -548,7 +551,14 @@ static int forward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *a
       break;
     }
     case OP_PAD:
-      CU_TRY(B, k_pad(st, plain(x, xs), plain(y, ys), (int)n->pads8[2], (int)n->pads8[3], n->pad_mode, n->pad_value), "Pad");
+      if (xs.n == ys.n && xs.c == ys.c)
+        CU_TRY(B,
+               kt_pad(st, x, y, (int)xs.n, (int)xs.c, (int)xs.h, (int)xs.w, (int)n->pads8[2], (int)n->pads8[3],
+                      (int)(ys.h - xs.h - n->pads8[2]), (int)(ys.w - xs.w - n->pads8[3]), n->pad_mode, n->pad_value),
+               "Pad");
+      else
+        CU_TRY(B, k_pad(st, plain(x, xs), plain(y, ys), (int)n->pads8[2], (int)n->pads8[3], n->pad_mode, n->pad_value),
+               "Pad");
       kind = TP_PAD;
       break;
     case OP_RELU: CU_TRY(B, k_act(st, plain(x, xs), plain(y, ys), ACT_RELU, 0.0f), "Relu"); break;

@@ -62,17 +62,36 @@ KB void kbt_dropout(const float *src, float *dst, int c, int h, int w, uint32_t 
   dst[i] = acc ? dst[i] + v : v;
 }
 
+/* Pad forward, element i of y (planes of hp x wp): x's element (planes of h x w) at the position
+ * the pad mode maps to, or `value` outside a constant pad. The index type I is int where the
+ * count fits (train_kernels.cu), so the GPU's index arithmetic stays 32-bit. */
+template <typename I>
+KB void kbt_pad(const float *x, float *y, int h, int w, int pt, int pl, int hp, int wp, int mode, float value, I i) {
+  int px = (int)(i % wp);
+  I t = i / wp;
+  int py = (int)(t % hp);
+  I plane = t / hp;
+  int iy = kv_map(py - pt, h, mode), ix = kv_map(px - pl, w, mode);
+  y[i] = (iy < 0 || ix < 0) ? value : x[((int64_t)plane * h + iy) * w + ix];
+}
+
+/* y[i] += bias[its channel], y (n, c, hw). */
+template <typename I> KB void kbt_bias(float *y, const float *bias, int c, int hw, I i) {
+  y[i] += bias[(int)((i / hw) % c)];
+}
+
 /* Pad backward, element i of dx (n, c, h, w): the sum of dp (n, c, h + pt + pb, w + pl + pr) over
  * the padded positions that read this element (its own, and its reflections or edge copies in
- * the border rows and columns). */
+ * the border rows and columns). I as for kbt_pad. */
+template <typename I>
 KB void kbt_pad_backward(const float *dp, float *dx, int h, int w, int pt, int pl, int pb, int pr, int mode, int acc,
-                         int64_t i) {
+                         I i) {
   int x = (int)(i % w);
-  int64_t t = i / w;
+  I t = i / w;
   int y = (int)(t % h);
-  int64_t plane = t / h;
+  I plane = t / h;
   int hp = h + pt + pb, wp = w + pl + pr;
-  const float *src = dp + plane * hp * wp;
+  const float *src = dp + (int64_t)plane * hp * wp;
   float s = 0.0f;
   /* rows: the interior row, then the border rows mapping here */
   for (int ry = -1; ry < pt + pb; ry++) {

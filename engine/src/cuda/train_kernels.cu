@@ -101,16 +101,60 @@ cudaError_t kt_dropout(cudaStream_t s, const float *src, float *dst, int n, int 
   return cudaGetLastError();
 }
 
+/* A grid-stride loop with index type I (int where small() says the count fits: 32-bit index
+ * arithmetic, several times cheaper than 64-bit division on the GPU). */
+#define TLOOP_I(I, total)                                                                             \
+  for (I i = (I)(blockIdx.x * blockDim.x + threadIdx.x); i < (I)(total); i += (I)(gridDim.x * blockDim.x))
+
+/* True when a grid-stride loop over `total` elements can count in int. */
+static inline bool small(int64_t total) { return total < ((int64_t)1 << 30); }
+
+template <typename I>
+__global__ void kt_pad_kernel(const float *x, float *y, int h, int w, int pt, int pl, int hp, int wp, int mode,
+                              float value, int64_t total) {
+  TLOOP_I(I, total) kbt_pad(x, y, h, w, pt, pl, hp, wp, mode, value, i);
+}
+
+cudaError_t kt_pad(cudaStream_t s, const float *x, float *y, int n, int c, int h, int w, int pt, int pl, int pb, int pr,
+                   int mode, float value) {
+  int hp = h + pt + pb, wp = w + pl + pr;
+  int64_t total = (int64_t)n * c * hp * wp;
+  if (total <= 0) return cudaSuccess;
+  if (small(total))
+    kt_pad_kernel<int><<<tgrid(total), TTPB, 0, s>>>(x, y, h, w, pt, pl, hp, wp, mode, value, total);
+  else
+    kt_pad_kernel<int64_t><<<tgrid(total), TTPB, 0, s>>>(x, y, h, w, pt, pl, hp, wp, mode, value, total);
+  return cudaGetLastError();
+}
+
+template <typename I> __global__ void kt_bias_kernel(float *y, const float *bias, int c, int hw, int64_t total) {
+  TLOOP_I(I, total) kbt_bias(y, bias, c, hw, i);
+}
+
+cudaError_t kt_bias(cudaStream_t s, float *y, const float *bias, int n, int c, int64_t hw) {
+  int64_t total = (int64_t)n * c * hw;
+  if (total <= 0) return cudaSuccess;
+  if (small(total))
+    kt_bias_kernel<int><<<tgrid(total), TTPB, 0, s>>>(y, bias, c, (int)hw, total);
+  else
+    kt_bias_kernel<int64_t><<<tgrid(total), TTPB, 0, s>>>(y, bias, c, (int)hw, total);
+  return cudaGetLastError();
+}
+
+template <typename I>
 __global__ void kt_pad_backward_kernel(const float *dp, float *dx, int h, int w, int pt, int pl, int pb, int pr,
                                        int mode, int acc, int64_t total) {
-  TLOOP(total) kbt_pad_backward(dp, dx, h, w, pt, pl, pb, pr, mode, acc, i);
+  TLOOP_I(I, total) kbt_pad_backward(dp, dx, h, w, pt, pl, pb, pr, mode, acc, i);
 }
 
 cudaError_t kt_pad_backward(cudaStream_t s, const float *dp, float *dx, int n, int c, int h, int w, int pt, int pl,
                             int pb, int pr, int mode, int acc) {
   int64_t total = (int64_t)n * c * h * w;
   if (total <= 0) return cudaSuccess;
-  kt_pad_backward_kernel<<<tgrid(total), TTPB, 0, s>>>(dp, dx, h, w, pt, pl, pb, pr, mode, acc, total);
+  if (small(total))
+    kt_pad_backward_kernel<int><<<tgrid(total), TTPB, 0, s>>>(dp, dx, h, w, pt, pl, pb, pr, mode, acc, total);
+  else
+    kt_pad_backward_kernel<int64_t><<<tgrid(total), TTPB, 0, s>>>(dp, dx, h, w, pt, pl, pb, pr, mode, acc, total);
   return cudaGetLastError();
 }
 

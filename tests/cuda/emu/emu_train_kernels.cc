@@ -30,6 +30,16 @@ cudaError_t kt_dropout(cudaStream_t, const float *src, float *dst, int n, int c,
        kbt_dropout(src, dst, c, h, w, (uint32_t)seed, (uint32_t)(seed >> 32), c3, threshold, scale, acc, i));
 }
 
+cudaError_t kt_pad(cudaStream_t, const float *x, float *y, int n, int c, int h, int w, int pt, int pl, int pb, int pr,
+                   int mode, float value) {
+  int hp = h + pt + pb, wp = w + pl + pr;
+  LOOP((int64_t)n * c * hp * wp, kbt_pad(x, y, h, w, pt, pl, hp, wp, mode, value, i));
+}
+
+cudaError_t kt_bias(cudaStream_t, float *y, const float *bias, int n, int c, int64_t hw) {
+  LOOP((int64_t)n * c * hw, kbt_bias(y, bias, c, (int)hw, i));
+}
+
 cudaError_t kt_pad_backward(cudaStream_t, const float *dp, float *dx, int n, int c, int h, int w, int pt, int pl, int pb,
                             int pr, int mode, int acc) {
   LOOP((int64_t)n * c * h * w, kbt_pad_backward(dp, dx, h, w, pt, pl, pb, pr, mode, acc, i));
