@@ -1,7 +1,7 @@
 /* cuda/train_kernels.cu: the training kernels of the CUDA backend (cuda_priv.h, "training
  * kernels"): grid-stride wrappers of train_bodies.h and the reductions (normalisation statistics
  * and their backward sums, bias gradients, losses, the finiteness check). Reductions run one
- * block per group in double with a fixed shape, so they are deterministic.
+ * block per group in double with a shape fixed by the group's size, so they are deterministic.
  */
 #include "train_bodies.h"
 
@@ -17,9 +17,9 @@ static inline unsigned tgrid(int64_t total) {
 #define TLOOP(total)                                                                                  \
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (total); i += (int64_t)gridDim.x * blockDim.x)
 
-/* The sums of a block's threads (blockDim.x == TTPB), valid in thread 0. */
-__device__ static double2 block_dsum2(double a, double b) {
-  __shared__ double2 red[TTPB / 32];
+/* The sums of a block's NT threads (blockDim.x == NT), valid in thread 0. */
+template <int NT> __device__ static double2 block_dsum2(double a, double b) {
+  __shared__ double2 red[NT / 32];
   for (int o = 16; o > 0; o >>= 1) {
     a += __shfl_down_sync(0xffffffffu, a, o);
     b += __shfl_down_sync(0xffffffffu, b, o);
@@ -29,7 +29,7 @@ __device__ static double2 block_dsum2(double a, double b) {
   __syncthreads();
   double2 r = make_double2(0.0, 0.0);
   if (threadIdx.x == 0)
-    for (int k = 0; k < TTPB / 32; k++) {
+    for (int k = 0; k < NT / 32; k++) {
       r.x += red[k].x;
       r.y += red[k].y;
     }
@@ -160,23 +160,29 @@ cudaError_t kt_pad_backward(cudaStream_t s, const float *dp, float *dx, int n, i
 
 /* ---- normalisation ------------------------------------------------------------------------------- */
 
+/* Threads per block of the one-block-per-group reductions: 1024 for large groups (a 64-channel
+ * 256x256 layer has only 64 groups of 65536, and 256 threads each took 128 us on an H100), else
+ * TTPB. Fixed by the group size, so the sums stay deterministic. */
+static inline bool wide_group(int64_t cnt) { return cnt >= 16384; }
+
 /* One block per group: the mean, then the variance about it (two passes, as the CPU). */
+template <int NT>
 __global__ void kt_norm_stats_kernel(const float *x, int n, int c, int64_t hw, int batch, float eps, float *mean,
                                      float *rstd, float *run_mean, float *run_var, float momentum) {
   int g = blockIdx.x;
   int64_t cnt = kbt_group_size(n, hw, batch);
   double s = 0;
-  for (int64_t j = threadIdx.x; j < cnt; j += blockDim.x) s += (double)x[kbt_group_off(g, j, c, hw, batch)];
+  for (int64_t j = threadIdx.x; j < cnt; j += NT) s += (double)x[kbt_group_off(g, j, c, hw, batch)];
   __shared__ double mu_s;
-  double2 r = block_dsum2(s, 0.0);
+  double2 r = block_dsum2<NT>(s, 0.0);
   if (threadIdx.x == 0) mu_s = r.x / (double)cnt;
   __syncthreads();
   double mu = mu_s, q = 0;
-  for (int64_t j = threadIdx.x; j < cnt; j += blockDim.x) {
+  for (int64_t j = threadIdx.x; j < cnt; j += NT) {
     double d = (double)x[kbt_group_off(g, j, c, hw, batch)] - mu;
     q += d * d;
   }
-  r = block_dsum2(q, 0.0);
+  r = block_dsum2<NT>(q, 0.0);
   if (threadIdx.x == 0)
     kbt_stats_finish(g, mu, r.x / (double)cnt, (double)cnt, eps, c, batch, mean, rstd, run_mean, run_var, momentum);
 }
@@ -191,7 +197,10 @@ cudaError_t kt_norm_forward(cudaStream_t s, const float *x, float *y, int n, int
                             const float *scale, const float *bias, float eps, int act, float alpha, float *mean,
                             float *rstd, float *run_mean, float *run_var, float momentum) {
   int groups = kbt_groups(n, c, batch);
-  kt_norm_stats_kernel<<<groups, TTPB, 0, s>>>(x, n, c, hw, batch, eps, mean, rstd, run_mean, run_var, momentum);
+  if (wide_group(kbt_group_size(n, hw, batch)))
+    kt_norm_stats_kernel<1024><<<groups, 1024, 0, s>>>(x, n, c, hw, batch, eps, mean, rstd, run_mean, run_var, momentum);
+  else
+    kt_norm_stats_kernel<TTPB><<<groups, TTPB, 0, s>>>(x, n, c, hw, batch, eps, mean, rstd, run_mean, run_var, momentum);
   cudaError_t e = cudaGetLastError();
   if (e) return e;
   int64_t total = (int64_t)n * c * hw;
@@ -199,6 +208,7 @@ cudaError_t kt_norm_forward(cudaStream_t s, const float *x, float *y, int n, int
   return cudaGetLastError();
 }
 
+template <int NT>
 __global__ void kt_norm_bwd_sums_kernel(const float *x, const float *dy, int n, int c, int64_t hw, int batch,
                                         const float *scale, const float *bias, const float *mean, const float *rstd,
                                         float slope, float *k) {
@@ -206,13 +216,13 @@ __global__ void kt_norm_bwd_sums_kernel(const float *x, const float *dy, int n, 
   int64_t cnt = kbt_group_size(n, hw, batch);
   float mf = mean[g], a = scale[ci] * rstd[g], b = bias[ci] - mf * a;
   double sdz = 0, sdzc = 0;
-  for (int64_t j = threadIdx.x; j < cnt; j += blockDim.x) {
+  for (int64_t j = threadIdx.x; j < cnt; j += NT) {
     int64_t o = kbt_group_off(g, j, c, hw, batch);
     float dz = kbt_act_grad(x[o], a, b, dy[o], slope);
     sdz += (double)dz;
     sdzc += (double)(dz * (x[o] - mf));
   }
-  double2 r = block_dsum2(sdz, sdzc);
+  double2 r = block_dsum2<NT>(sdz, sdzc);
   if (threadIdx.x == 0) kbt_norm_bwd_finish(g, r.x, r.y, (double)cnt, c, batch, scale, rstd, k);
 }
 
@@ -230,8 +240,12 @@ cudaError_t kt_norm_backward(cudaStream_t s, const float *x, const float *dy, fl
                              int64_t hw, int batch, const float *scale, const float *bias, const float *mean,
                              const float *rstd, int act, float alpha, float *dscale, float *dbias, float *k) {
   float slope = act == ACT_RELU ? 0.0f : act == ACT_LRELU ? alpha : 1.0f;
-  kt_norm_bwd_sums_kernel<<<kbt_groups(n, c, batch), TTPB, 0, s>>>(x, dy, n, c, hw, batch, scale, bias, mean, rstd,
-                                                                   slope, k);
+  if (wide_group(kbt_group_size(n, hw, batch)))
+    kt_norm_bwd_sums_kernel<1024><<<kbt_groups(n, c, batch), 1024, 0, s>>>(x, dy, n, c, hw, batch, scale, bias, mean,
+                                                                           rstd, slope, k);
+  else
+    kt_norm_bwd_sums_kernel<TTPB><<<kbt_groups(n, c, batch), TTPB, 0, s>>>(x, dy, n, c, hw, batch, scale, bias, mean,
+                                                                           rstd, slope, k);
   cudaError_t e = cudaGetLastError();
   if (e) return e;
   if (dscale || dbias) {
@@ -247,17 +261,20 @@ cudaError_t kt_norm_backward(cudaStream_t s, const float *x, const float *dy, fl
 
 /* ---- bias gradients, losses, finiteness ------------------------------------------------------------ */
 
-__global__ void kt_channel_sum_kernel(const float *dy, int n, int c, int64_t hw, float *out) {
+template <int NT> __global__ void kt_channel_sum_kernel(const float *dy, int n, int c, int64_t hw, float *out) {
   int ch = blockIdx.x;
   int64_t cnt = (int64_t)n * hw;
   double sum = 0;
-  for (int64_t j = threadIdx.x; j < cnt; j += blockDim.x) sum += (double)dy[kbt_group_off(ch, j, c, hw, 1)];
-  double2 r = block_dsum2(sum, 0.0);
+  for (int64_t j = threadIdx.x; j < cnt; j += NT) sum += (double)dy[kbt_group_off(ch, j, c, hw, 1)];
+  double2 r = block_dsum2<NT>(sum, 0.0);
   if (threadIdx.x == 0) out[ch] += (float)r.x;
 }
 
 cudaError_t kt_channel_sum(cudaStream_t s, const float *dy, int n, int c, int64_t hw, float *out) {
-  kt_channel_sum_kernel<<<c, TTPB, 0, s>>>(dy, n, c, hw, out);
+  if (wide_group((int64_t)n * hw))
+    kt_channel_sum_kernel<1024><<<c, 1024, 0, s>>>(dy, n, c, hw, out);
+  else
+    kt_channel_sum_kernel<TTPB><<<c, TTPB, 0, s>>>(dy, n, c, hw, out);
   return cudaGetLastError();
 }
 
@@ -265,7 +282,7 @@ __global__ void kt_loss_kernel(int kind, const float *x, const float *t, float l
                                float *grad, int acc, double *part) {
   double sum = 0;
   TLOOP(n) sum += kbt_loss(kind, x, t, label, scale, grad, acc, i);
-  double2 r = block_dsum2(sum, 0.0);
+  double2 r = block_dsum2<TTPB>(sum, 0.0);
   if (threadIdx.x == 0) part[blockIdx.x] = r.x;
 }
 
