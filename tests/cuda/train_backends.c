@@ -145,8 +145,9 @@ static double tensor_max(const float *a, size_t n) {
   return m;
 }
 
-/* Elements of a tensor off by more than lim * m, and the largest such difference. */
-static size_t count_off(const float *a, const float *b, size_t n, double lim, double m, double *biggest) {
+/* Elements of a tensor off by more than lim * max |b|, and the largest such difference. */
+static size_t count_off(const float *a, const float *b, size_t n, double lim, double *biggest) {
+  double m = tensor_max(b, n);
   size_t k = 0;
   for (size_t i = 0; i < n; i++) {
     double d = fabs((double)a[i] - (double)b[i]);
@@ -213,17 +214,18 @@ static void compare(i2i_trainer *gpu, i2i_trainer *cpu, i2i_train_tensor what, d
         st->skipped++; /* zero by construction: the GPU's must be as small */
         if (what == I2I_TENSOR_GRAD && tensor_max(a, n) > 1e-5 * gmax) st->bad++;
       } else {
-        double m = tensor_max(b, n), e = tensor_err(a, b, n), big = 0;
+        double e = tensor_err(a, b, n), big = 0;
         st->compared++;
-        for (size_t j = 0; j < n; j++) {
+        for (size_t j = 0; g_l2 && j < n; j++) {
           double d = (double)a[j] - (double)b[j];
           l2n += d * d;
           l2d += (double)b[j] * (double)b[j];
         }
-        size_t off = flip > 0 && !g_l2 ? count_off(a, b, n, lim, m, &big) : 0;
+        size_t off = flip > 0 && !g_l2 ? count_off(a, b, n, lim, &big) : 0;
         if (off && off <= (n + 999) / 1000 && big <= flip) {
           st->flipped += off;
           st->flipped_max = fmax(st->flipped_max, big);
+          double m = tensor_max(b, n);
           e = 0;
           for (size_t j = 0; j < n; j++) {
             double d = fabs((double)a[j] - (double)b[j]);

@@ -109,6 +109,16 @@ cudaError_t kt_dropout(cudaStream_t s, const float *src, float *dst, int n, int 
 /* True when a grid-stride loop over `total` elements can count in int. */
 static inline bool small(int64_t total) { return total < ((int64_t)1 << 30); }
 
+/* Launches kernel<int> where small(total), else kernel<int64_t>, on stream s; its arguments
+ * follow. */
+#define LAUNCH_I(kernel, s, total, ...)                                                               \
+  do {                                                                                                \
+    if (small(total))                                                                                 \
+      kernel<int><<<tgrid(total), TTPB, 0, (s)>>>(__VA_ARGS__);                                       \
+    else                                                                                              \
+      kernel<int64_t><<<tgrid(total), TTPB, 0, (s)>>>(__VA_ARGS__);                                   \
+  } while (0)
+
 template <typename I>
 __global__ void kt_pad_kernel(const float *x, float *y, int h, int w, int pt, int pl, int hp, int wp, int mode,
                               float value, int64_t total) {
@@ -120,10 +130,7 @@ cudaError_t kt_pad(cudaStream_t s, const float *x, float *y, int n, int c, int h
   int hp = h + pt + pb, wp = w + pl + pr;
   int64_t total = (int64_t)n * c * hp * wp;
   if (total <= 0) return cudaSuccess;
-  if (small(total))
-    kt_pad_kernel<int><<<tgrid(total), TTPB, 0, s>>>(x, y, h, w, pt, pl, hp, wp, mode, value, total);
-  else
-    kt_pad_kernel<int64_t><<<tgrid(total), TTPB, 0, s>>>(x, y, h, w, pt, pl, hp, wp, mode, value, total);
+  LAUNCH_I(kt_pad_kernel, s, total, x, y, h, w, pt, pl, hp, wp, mode, value, total);
   return cudaGetLastError();
 }
 
@@ -134,10 +141,7 @@ template <typename I> __global__ void kt_bias_kernel(float *y, const float *bias
 cudaError_t kt_bias(cudaStream_t s, float *y, const float *bias, int n, int c, int64_t hw) {
   int64_t total = (int64_t)n * c * hw;
   if (total <= 0) return cudaSuccess;
-  if (small(total))
-    kt_bias_kernel<int><<<tgrid(total), TTPB, 0, s>>>(y, bias, c, (int)hw, total);
-  else
-    kt_bias_kernel<int64_t><<<tgrid(total), TTPB, 0, s>>>(y, bias, c, (int)hw, total);
+  LAUNCH_I(kt_bias_kernel, s, total, y, bias, c, (int)hw, total);
   return cudaGetLastError();
 }
 
@@ -151,10 +155,7 @@ cudaError_t kt_pad_backward(cudaStream_t s, const float *dp, float *dx, int n, i
                             int pb, int pr, int mode, int acc) {
   int64_t total = (int64_t)n * c * h * w;
   if (total <= 0) return cudaSuccess;
-  if (small(total))
-    kt_pad_backward_kernel<int><<<tgrid(total), TTPB, 0, s>>>(dp, dx, h, w, pt, pl, pb, pr, mode, acc, total);
-  else
-    kt_pad_backward_kernel<int64_t><<<tgrid(total), TTPB, 0, s>>>(dp, dx, h, w, pt, pl, pb, pr, mode, acc, total);
+  LAUNCH_I(kt_pad_backward_kernel, s, total, dp, dx, h, w, pt, pl, pb, pr, mode, acc, total);
   return cudaGetLastError();
 }
 
