@@ -39,9 +39,30 @@ void cpu_act_forward(const float *x, float *y, size_t n, int act, float alpha, i
   }
 }
 
-void cpu_tanh_forward(const float *x, float *y, size_t n, int threads) {
+/* tanh as a rational function the compiler vectorises (libm's tanhf is a call per element: 6 ns,
+ * 1.2 ms of a 256x256 U-Net run). The approximation is Eigen's (generic_fast_tanh_float): an odd
+ * numerator to x^13 over an even denominator to x^6, the input clamped at +-7.905, x itself below
+ * 4e-4. Within 3.9e-7 of tanh everywhere (at most 6.4 ulp, near +-1), odd, NaN kept. */
+static inline float tanh_rational(float x) {
+  const float lim = 7.90531110763549805f;
+  float c = x < -lim ? -lim : x > lim ? lim : x, x2 = c * c;
+  float p = -2.76076847742355e-16f;
+  p = p * x2 + 2.00018790482477e-13f;
+  p = p * x2 - 8.60467152213735e-11f;
+  p = p * x2 + 5.12229709037114e-08f;
+  p = p * x2 + 1.48572235717979e-05f;
+  p = p * x2 + 6.37261928875436e-04f;
+  p = p * x2 + 4.89352455891786e-03f;
+  float q = 1.19825839466702e-06f;
+  q = q * x2 + 1.18534705686654e-04f;
+  q = q * x2 + 2.26843463243900e-03f;
+  q = q * x2 + 4.89352518554385e-03f;
+  return fabsf(x) < 4e-4f ? x : c * p / q;
+}
+
+HOT_CLONES void cpu_tanh_forward(const float *x, float *y, size_t n, int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
-  for (size_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
+  for (size_t i = 0; i < n; i++) y[i] = tanh_rational(x[i]);
 }
 
 void cpu_add_forward(const float *a, const float *b, float *y, size_t n, int act, float alpha, int threads) {
