@@ -278,7 +278,7 @@ typedef struct {
   int pad_node;          /* Pad folded into a Conv's input, or -1 */
   int pads[4];           /* effective padding of the input (top, left, bottom, right) */
   int pad_mode;
-  int act;               /* ACT_* applied after the op (norms, add) */
+  int act;               /* ACT_* applied after the op (norms, Add, Concat) */
   float act_alpha;
   int in[8];             /* runtime input values (after skipping a fused Pad) */
   int n_in;

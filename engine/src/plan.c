@@ -2,7 +2,8 @@
  * value shapes and one activation workspace laid out by a liveness planner.
  *
  * Fusions: a reflect/zero Pad whose only reader is a Conv becomes that Conv's input padding (no
- * padded copy); a Relu/LeakyRelu that is the only reader of a norm or Add runs inside it.
+ * padded copy); a Relu/LeakyRelu that is the only reader of a norm, Add or Concat runs inside it
+ * (the U-Net's skip joins: one pass over the joined tensor instead of two).
  * Elementwise steps write over an input that dies there. Buffers are placed greedily by size
  * (largest first, lowest free offset among buffers whose lifetimes overlap).
  */
@@ -166,7 +167,7 @@ i2i_status plan_build(i2i_ctx *ctx, const i2i_model *m, int nimg, int h, int w, 
         }
       }
     }
-    if (n->op == OP_INSTNORM || n->op == OP_BATCHNORM || n->op == OP_ADD) {
+    if (n->op == OP_INSTNORM || n->op == OP_BATCHNORM || n->op == OP_ADD || n->op == OP_CONCAT) {
       int o = n->out[0];
       if (readers[o] == 1 && o != g->output && reader[o] < nn) {
         const i2i_node *a = &g->nodes[g->order[reader[o]]];

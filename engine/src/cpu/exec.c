@@ -160,7 +160,7 @@ static i2i_status cpu_execute(void *self, i2i_ctx *ctx, const i2i_model *m, cons
         for (int i = 0; i < s->n_in; i++) {
           shape4 is = p->shape[s->in[i]];
           const float *src = st->arena + p->offset[s->in[i]] + per_image(is) * (size_t)img;
-          cpu_act_forward(src, y + off, per_image(is), ACT_NONE, 0, th);
+          cpu_act_forward(src, y + off, per_image(is), s->act, s->act_alpha, th);
           off += per_image(is);
         }
         break;

@@ -174,9 +174,10 @@ cudaError_t k_bias(cudaStream_t s, const kview &x, const kview &y, const float *
 /* y = x * scale where the engine's Philox mask keeps the element (rng.c), else 0. */
 cudaError_t k_dropout(cudaStream_t s, const kview &x, const kview &y, uint64_t seed, uint32_t ordinal, uint64_t step,
                       uint32_t threshold, float scale);
-/* dst channels [coff, coff + src.c) = src; with zero_tail the channels from coff + src.c up to
- * dst.cs are zeroed too. */
-cudaError_t k_concat(cudaStream_t s, const kview &src, const kview &dst, int coff, int zero_tail);
+/* dst channels [coff, coff + src.c) = act(src) (a Concat that feeds only an activation takes it:
+ * plan.c); with zero_tail the channels from coff + src.c up to dst.cs are zeroed too. */
+cudaError_t k_concat(cudaStream_t s, const kview &src, const kview &dst, int coff, int zero_tail, int act,
+                     float alpha);
 /* Packed NCHW float32 (src) into the view / the view into packed NCHW float32 (logical C). */
 cudaError_t k_upload(cudaStream_t s, const float *src, const kview &dst);
 cudaError_t k_download(cudaStream_t s, const kview &src, float *dst);

@@ -276,7 +276,7 @@ KB void kb_dropout(const kview &x, const kview &y, uint32_t k0, uint32_t k1, uin
 
 /* ---- concat and conversions ---------------------------------------------------------------------- */
 
-KB void kb_concat(const kview &src, const kview &dst, int coff, int cnt, int64_t i) {
+KB void kb_concat(const kview &src, const kview &dst, int coff, int cnt, int act, float alpha, int64_t i) {
   int n, c, yy, xx;
   if (dst.nhwc) {
     c = (int)(i % cnt);
@@ -293,7 +293,7 @@ KB void kb_concat(const kview &src, const kview &dst, int coff, int cnt, int64_t
     c = (int)(t % cnt);
     n = (int)(t / cnt);
   }
-  float v = c < src.c ? kb_ld(src.p, kv_index(src, n, c, yy, xx), src.half) : 0.0f;
+  float v = c < src.c ? kb_act(kb_ld(src.p, kv_index(src, n, c, yy, xx), src.half), act, alpha) : 0.0f;
   kb_st(dst.p, kv_index(dst, n, c + coff, yy, xx), dst.half, v);
 }
 

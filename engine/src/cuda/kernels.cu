@@ -256,15 +256,16 @@ cudaError_t k_dropout(cudaStream_t s, const kview &x, const kview &y, uint64_t s
   return cudaGetLastError();
 }
 
-__global__ void concat_kernel(kview src, kview dst, int coff, int cnt, int64_t total) {
-  GRID_LOOP(total) kb_concat(src, dst, coff, cnt, i);
+__global__ void concat_kernel(kview src, kview dst, int coff, int cnt, int act, float alpha, int64_t total) {
+  GRID_LOOP(total) kb_concat(src, dst, coff, cnt, act, alpha, i);
 }
 
-cudaError_t k_concat(cudaStream_t s, const kview &src, const kview &dst, int coff, int zero_tail) {
+cudaError_t k_concat(cudaStream_t s, const kview &src, const kview &dst, int coff, int zero_tail, int act,
+                     float alpha) {
   int cnt = zero_tail ? dst.cs - coff : src.c;
   if (cnt <= 0) return cudaSuccess;
   int64_t total = (int64_t)dst.n * cnt * dst.h * dst.w;
-  concat_kernel<<<grid_for(total), TPB, 0, s>>>(src, dst, coff, cnt, total);
+  concat_kernel<<<grid_for(total), TPB, 0, s>>>(src, dst, coff, cnt, act, alpha, total);
   return cudaGetLastError();
 }
 

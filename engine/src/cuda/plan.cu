@@ -390,7 +390,11 @@ static int make_steps(cu_backend *B, const i2i_model *m, const i2i_plan *plan, s
       s->al1 = es->act_alpha;
       if (s->n_in != 2) return cu_fail(B, CE_UNSUPPORTED, "node '%s': Add of %d image inputs", n->name, s->n_in);
       break;
-    case OP_CONCAT: s->kind = CS_CONCAT; break;
+    case OP_CONCAT:
+      s->kind = CS_CONCAT;
+      s->act1 = es->act;
+      s->al1 = es->act_alpha;
+      break;
     case OP_DROPOUT:
       s->kind = CS_DROPOUT;
       s->drop_on = cp->mode == I2I_PIX2PIX_FAITHFUL && n->ratio > 0;
@@ -970,7 +974,7 @@ static int step_run(cu_backend *B, struct cplan *cp, int i, const i2i_run_state 
     int coff = 0;
     for (int j = 0; j < s->n_in && e == cudaSuccess; j++) {
       kview x = view_of(cp, s->in[j]);
-      e = k_concat(q, x, y, coff, j == s->n_in - 1);
+      e = k_concat(q, x, y, coff, j == s->n_in - 1, s->act1, s->al1);
       coff += x.c;
     }
     break;

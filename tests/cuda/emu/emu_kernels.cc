@@ -75,10 +75,10 @@ cudaError_t k_dropout(cudaStream_t, const kview &x, const kview &y, uint64_t see
   LOOP(kb_count(y), kb_dropout(x, y, (uint32_t)seed, (uint32_t)(seed >> 32), c3, threshold, scale, i));
 }
 
-cudaError_t k_concat(cudaStream_t, const kview &src, const kview &dst, int coff, int zero_tail) {
+cudaError_t k_concat(cudaStream_t, const kview &src, const kview &dst, int coff, int zero_tail, int act, float alpha) {
   int cnt = zero_tail ? dst.cs - coff : src.c;
   if (cnt <= 0) return emu_launch_check();
-  LOOP((int64_t)dst.n * cnt * dst.h * dst.w, kb_concat(src, dst, coff, cnt, i));
+  LOOP((int64_t)dst.n * cnt * dst.h * dst.w, kb_concat(src, dst, coff, cnt, act, alpha, i));
 }
 
 cudaError_t k_upload(cudaStream_t, const float *src, const kview &dst) { LOOP(kb_count(dst), kb_upload(src, dst, i)); }
