@@ -721,7 +721,8 @@ int cmd_finetune(int argc, char **argv) {
   int sample_every = o.sample_every >= 0 ? o.sample_every : 100, save_every = o.save_every >= 0 ? o.save_every : 500;
   if (sample_every && g_mkdir_with_parents(samples, 0777)) sample_every = 0;
   char where[64];
-  if (i2i_trainer_backend(tr) == I2I_BACKEND_CUDA) snprintf(where, sizeof where, "the GPU (CUDA, float32)");
+  if (i2i_trainer_backend(tr) == I2I_BACKEND_CUDA)
+    snprintf(where, sizeof where, "the GPU (CUDA, %s convolutions)", i2i_trainer_math(tr));
   else snprintf(where, sizeof where, "the CPU (%d threads)", o.threads ? o.threads : (int)g_get_num_processors());
   fprintf(stderr, "i2i finetune: %s on %s, %dx%d crops of %dx%d, batch %d, %lld iterations; work folder %s\n",
           cyc ? "CycleGAN" : "Pix2Pix", where, tp.size, tp.size, tp.load_size, tp.load_size, tp.batch, (long long)tp.iters,

@@ -491,6 +491,13 @@ void i2i_trainer_free(i2i_trainer *tr);
 /* Where the trainer runs: I2I_BACKEND_CUDA or I2I_BACKEND_CPU (NULL: CPU). */
 i2i_backend i2i_trainer_backend(const i2i_trainer *tr);
 
+/* The arithmetic of the trainer's convolutions, as a static string: "TF32" (float32 data whose
+ * products take TF32 operands, 10 mantissa bits, on tensor cores: a GPU of compute capability
+ * 8.0 or newer, PyTorch's default there; the environment variable I2I_CUDA_TF32=0 turns it off)
+ * or "float32" (the CPU, older GPUs, I2I_CUDA_TF32=0). Either way runs are deterministic. NULL:
+ * "float32". */
+const char *i2i_trainer_math(const i2i_trainer *tr);
+
 /* The parameters in use (after defaults were resolved). */
 void i2i_trainer_params(const i2i_trainer *tr, i2i_train_params *p);
 

@@ -455,6 +455,8 @@ typedef struct i2i_train_backend_ops {
   i2i_status (*adam)(void *self, i2i_ctx *ctx, i2i_tnet *net, float lr, float beta1, float beta2, float eps);
   i2i_status (*all_finite)(void *self, i2i_ctx *ctx, const float *x, size_t n, bool *ok);
   void (*destroy)(void *self);
+  /* The convolutions' arithmetic: "float32" or "TF32" (static storage). */
+  const char *(*math)(void *self);
 } i2i_train_backend_ops;
 
 /* train/tplan.c */

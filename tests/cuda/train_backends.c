@@ -10,8 +10,9 @@
  *                                         losses (relative 1e-4), every parameter gradient, the
  *                                         parameters after the step and Adam's moments (per
  *                                         tensor, max |d| / max |cpu| <= 1e-3; see compare);
- *                                         with TF32 convolutions (I2I_CUDA_TF32=1) per network
- *                                         in relative L2 (see g_l2).
+ *                                         with TF32 convolutions (the default; I2I_CUDA_TF32=0
+ *                                         asks for float32) per network in relative L2 (see
+ *                                         g_l2).
  *                                         A free run of STEPS steps: losses within 1e-2; two GPU
  *                                         runs bit for bit equal.
  *        train_backends fault TEXT       a forced-CUDA trainer whose creation or steps fail
@@ -167,8 +168,8 @@ typedef struct {
   size_t flipped;
 } cmp_stats;
 
-/* The limits of one step's comparison (see parity): float32's, or with TF32 convolutions on the
- * GPU (I2I_CUDA_TF32=1) TF32's. TF32 keeps 10 of float32's 23 mantissa bits in each product's
+/* The limits of one step's comparison (see parity): float32's (I2I_CUDA_TF32=0), or with TF32
+ * convolutions on the GPU (the default) TF32's. TF32 keeps 10 of float32's 23 mantissa bits in each product's
  * operands, and InstanceNorm amplifies that rounding wherever a channel's spread is small beside
  * its mean: on the emulated GPU (operands rounded as the tensor cores do) the small test networks'
  * gradients came out 2e-2 to 0.26 apart from the CPU's in relative L2 while their losses agreed
@@ -383,6 +384,9 @@ static int parity(int steps, const char *work) {
     }
     CHECK(i2i_trainer_backend(free_gpu) == I2I_BACKEND_CUDA && i2i_trainer_backend(cpu) == I2I_BACKEND_CPU,
           "%s: the trainers run where they were asked to", c->name);
+    CHECK(!strcmp(i2i_trainer_math(free_gpu), g_l2 ? "TF32" : "float32") && !strcmp(i2i_trainer_math(cpu), "float32"),
+          "%s: the GPU trainer says its convolutions run in %s (it says %s), the CPU's in float32", c->name,
+          g_l2 ? "TF32" : "float32", i2i_trainer_math(free_gpu));
     cmp_stats sg = {0}, sv = {0}, sm = {0}, sa = {0};
     double lw = 0, fw = 0;
     char lwhere[64] = "-", fwhere[64] = "-";
@@ -490,7 +494,7 @@ static void auto_cpu(void) {
 int main(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "parity")) {
     const char *tmp = getenv("TMPDIR"), *tf32 = getenv("I2I_CUDA_TF32");
-    if (tf32 && !strcmp(tf32, "1")) {
+    if (!tf32 || strcmp(tf32, "0")) {
       g_lim = 0.5;
       g_val_lim = 1e-2;
       g_loss_lim = 1e-2;
@@ -498,7 +502,8 @@ int main(int argc, char **argv) {
       g_l2 = 1;
     }
     printf("convolutions on the GPU in %s: gradients %.0e, parameters %.0e, losses %.0e\n",
-           g_l2 ? "TF32 (I2I_CUDA_TF32=1; relative L2 per network)" : "float32", g_lim, g_val_lim, g_loss_lim);
+           g_l2 ? "TF32 (the default; relative L2 per network)" : "float32 (I2I_CUDA_TF32=0)", g_lim, g_val_lim,
+           g_loss_lim);
     int rc = parity(argc >= 3 ? atoi(argv[2]) : 3, argc >= 4 ? argv[3] : tmp && *tmp ? tmp : "/tmp");
     if (rc == 77) return 77;
   } else if (argc >= 3 && !strcmp(argv[1], "fault")) {

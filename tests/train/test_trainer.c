@@ -202,6 +202,8 @@ static void test_arguments(void) {
   i2i_ctx_set_backend(ctx, I2I_BACKEND_CPU);
   CHECK(i2i_trainer_create(ctx, &p, &ok, &tr) == I2I_OK, "valid: %s", i2i_ctx_errmsg(ctx));
   CHECK(i2i_trainer_backend(tr) == I2I_BACKEND_CPU, "the CPU backend when asked for");
+  CHECK(!strcmp(i2i_trainer_math(tr), "float32") && !strcmp(i2i_trainer_math(NULL), "float32"),
+        "the CPU trains in float32: %s", i2i_trainer_math(tr));
   i2i_train_report r;
   CHECK(i2i_trainer_step(tr, &r) == I2I_E_ARG, "a step without images");
   float img[8 * 8 * 4] = {0};

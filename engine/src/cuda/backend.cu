@@ -443,7 +443,7 @@ extern "C" __attribute__((visibility("default"))) int i2i_cuda_open(const i2i_cu
   B->any_algo = !env_choice("I2I_CUDA_DETERMINISTIC", onoff, 2, 1);
   B->profile = getenv("I2I_PROFILE") != NULL;
   B->use_thin = env_choice("I2I_CUDA_THIN", onoff, 2, 1);
-  B->train_tf32 = env_choice("I2I_CUDA_TF32", onoff, 2, 0);
+  B->train_tf32 = env_choice("I2I_CUDA_TF32", onoff, 2, 1);
   B->search_ws_limit = (size_t)1 << 30;
   B->stats.cc_major = prop.major;
   B->stats.cc_minor = prop.minor;

@@ -27,7 +27,7 @@ typedef int (*i2i_cuda_open_fn)(const i2i_cuda_host *host, int device, const i2i
 
 /* ---- extension table (exported as i2i_cuda_get_ext) ----------------------------------------- */
 
-#define I2I_CUDA_EXT_VERSION 3
+#define I2I_CUDA_EXT_VERSION 4
 
 /* Device precisions. FP32: NCHW float32, cuDNN with CUDNN_FMA_MATH (no TF32 anywhere): the
  * parity path. FP16: NHWC half activations and KRSC half filters on tensor cores, float32
@@ -89,9 +89,11 @@ typedef struct {
                       struct i2i_run_state *st, int warmup, int iters, int graph, double *ms);
   /* Frees every cached device plan and weight copy (the next run rebuilds them). */
   void (*trim)(void *self);
-  /* Training (train.cu): a training backend (internal.h) on this device, float32 throughout
-   * (cuDNN with CUDNN_FMA_MATH, no TF32). Fills *ops and *tself (freed by ops->destroy, before
-   * the backend itself goes). I2I_E_DEVICE with the reason when the GPU is unusable. */
+  /* Training (train.cu): a training backend (internal.h) on this device, float32 data; its
+   * convolutions run on TF32 tensor cores where the GPU has them (compute capability 8.0 or
+   * newer) unless I2I_CUDA_TF32=0 asks for float32 FMA (ops->math says which). Fills *ops and
+   * *tself (freed by ops->destroy, before the backend itself goes). I2I_E_DEVICE with the reason
+   * when the GPU is unusable. */
   i2i_status (*train_open)(void *self, i2i_ctx *ctx, const i2i_train_backend_ops **ops, void **tself);
   /* Layer-wise runs of images too large for the device budget (banded.cu): runs convolution
    * step `step` of `plan` for every image on the GPU in bands of output rows, reading its input

@@ -57,8 +57,8 @@ typedef struct cu_backend {
                            * measurement switch: runs are then no longer bit-identical) */
   int profile;            /* I2I_PROFILE set: the bench hook logs a per-step profile */
   int use_thin;           /* I2I_CUDA_THIN=0: cuDNN for the thin convolutions too (thin_conv.cu) */
-  int train_tf32;         /* I2I_CUDA_TF32=1: training's convolutions may use TF32 tensor cores, as
-                           * PyTorch's do by default (else float32 FMA only, the CPU trainer's precision) */
+  int train_tf32;         /* training's convolutions may use TF32 tensor cores, as PyTorch's do by
+                           * default; I2I_CUDA_TF32=0: float32 FMA only, the CPU trainer's precision */
   size_t search_ws_limit; /* workspace cap during algorithm searches */
   struct cu_weights *weights[CU_MAX_MODELS];
   struct cplan *plans[CU_MAX_PLANS];
@@ -259,7 +259,7 @@ typedef struct {
   int transpose;
   int wgrad;
   int half;
-  int tf32; /* float32 data that may run on TF32 tensor cores (training with I2I_CUDA_TF32=1) */
+  int tf32; /* float32 data that may run on TF32 tensor cores (training, unless I2I_CUDA_TF32=0) */
   int n, xc, xh, xw;
   int yc, yh, yw;
   int kh, kw;

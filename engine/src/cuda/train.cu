@@ -826,9 +826,16 @@ static void t_destroy(void *self) {
   free(T);
 }
 
+/* TF32 where asked (the default) and the GPU has it: cuDNN's CUDNN_DEFAULT_MATH takes float32
+ * operands to TF32 only from compute capability 8.0 (Ampere) on. */
+static const char *t_math(void *self) {
+  const cu_backend *B = ((const cu_train *)self)->B;
+  return B->train_tf32 && B->stats.cc_major >= 8 ? "TF32" : "float32";
+}
+
 static const i2i_train_backend_ops train_ops = {
   "cuda", t_alloc, t_free, t_upload, t_download, t_copy, t_fill, t_copy_channels, t_forward, t_backward,
-  t_loss, t_adam, t_finite, t_destroy,
+  t_loss, t_adam, t_finite, t_destroy, t_math,
 };
 
 i2i_status cu_train_open(void *self, i2i_ctx *ctx, const i2i_train_backend_ops **ops, void **tself) {

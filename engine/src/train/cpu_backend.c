@@ -382,7 +382,12 @@ static i2i_status cpu_finite(void *self, i2i_ctx *ctx, const float *x, size_t n,
   return I2I_OK;
 }
 
+static const char *cpu_math(void *self) {
+  (void)self;
+  return "float32";
+}
+
 const i2i_train_backend_ops i2i_cpu_train_backend = {
   "cpu", cpu_alloc, cpu_free, cpu_copy, cpu_copy, cpu_copy, cpu_fill, cpu_copy_channels, cpu_forward, cpu_backward,
-  cpu_loss_op, cpu_adam_op, cpu_finite, NULL,
+  cpu_loss_op, cpu_adam_op, cpu_finite, NULL, cpu_math,
 };

@@ -263,6 +263,8 @@ i2i_backend i2i_trainer_backend(const i2i_trainer *tr) {
   return tr && tr->be != &i2i_cpu_train_backend ? I2I_BACKEND_CUDA : I2I_BACKEND_CPU;
 }
 
+const char *i2i_trainer_math(const i2i_trainer *tr) { return tr ? tr->be->math(tr->self) : "float32"; }
+
 i2i_status trainer_create_owned(i2i_ctx *ctx, const i2i_train_params *pin, i2i_model *models[4], i2i_trainer **out) {
   *out = NULL;
   i2i_train_params p = *pin;

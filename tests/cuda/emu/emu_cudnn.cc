@@ -4,7 +4,7 @@
  * convolution with CUDNN_DEFAULT_MATH rounds its operands to TF32 (10 mantissa bits, to nearest,
  * ties away, as cvt.rna.tf32.f32), as a GPU's tensor cores would. It refuses what cuDNN would or
  * what betrays a bug: mismatched descriptors, a float convolution with any math but
- * CUDNN_FMA_MATH unless the process asked for TF32 (I2I_CUDA_TF32=1) and then any but
+ * CUDNN_FMA_MATH when the process asked for float32 (I2I_CUDA_TF32=0), else any but
  * CUDNN_DEFAULT_MATH or CUDNN_FMA_MATH, a short workspace, unpadded NHWC channels. */
 #include <cuda_fp16.h>
 #include <cudnn.h>
@@ -86,7 +86,7 @@ static cudnnStatus_t check(const cudnnTensorStruct *x, const cudnnFilterStruct *
   if (x->t != w->t || x->t != y->t || x->f != w->f || x->f != y->f)
     return fail(CUDNN_STATUS_BAD_PARAM, "descriptors differ in type or layout");
   const char *tf = getenv("I2I_CUDA_TF32");
-  int tf32_asked = tf && !strcmp(tf, "1");
+  int tf32_asked = !tf || strcmp(tf, "0");
   if (x->t == CUDNN_DATA_FLOAT && cd->math != CUDNN_FMA_MATH && !(tf32_asked && cd->math == CUDNN_DEFAULT_MATH))
     return fail(CUDNN_STATUS_NOT_SUPPORTED, tf32_asked ? "a float convolution that may convert to half"
                                                        : "a float convolution without CUDNN_FMA_MATH (TF32 could run)");

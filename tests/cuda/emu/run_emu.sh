@@ -14,9 +14,9 @@ pass=0 fail=0
 rm -rf "$work" && mkdir -p "$work" || exit 1
 export I2I_CUDA_MODULE=$emu I2I_CUDA_ALGO_CACHE=$work/algos.txt
 unset I2I_BACKEND I2I_CUDA_FAULT I2I_CUDA_PRECISION MALLOC_PERTURB_
-# float32 stays FMA-exact: the emulated cuDNN refuses any float convolution that could run on
-# TF32 unless I2I_CUDA_TF32=1 (only training's TF32 run below sets it)
-unset I2I_CUDA_TF32
+# float32 FMA-exact training unless a run says otherwise (only training's TF32 run below): the
+# emulated cuDNN then refuses any float convolution that could run on TF32
+export I2I_CUDA_TF32=0
 
 count() { # count LOG: adds the log's closing "N passed, N failed" to the totals
   local p f
@@ -131,8 +131,9 @@ if [ -n "$tb" ]; then
   "$tb" parity 5 "$work" >"$work/train.log" 2>&1
   count "$work/train.log"
   echo "training, GPU backend against the CPU: $(tail -1 "$work/train.log")"
-  # TF32 convolutions, on request (the emulated cuDNN rounds their operands as tensor cores do)
-  I2I_CUDA_TF32=1 "$tb" parity 3 "$work" >"$work/train-tf32.log" 2>&1
+  # TF32 convolutions, training's default (the emulated cuDNN rounds their operands as tensor
+  # cores do)
+  env -u I2I_CUDA_TF32 "$tb" parity 3 "$work" >"$work/train-tf32.log" 2>&1
   count "$work/train-tf32.log"
   echo "training with TF32 convolutions, GPU backend against the CPU: $(tail -1 "$work/train-tf32.log")"
   EMU_DEVICE_MEMORY=60000 "$tb" fault "out of GPU memory" >"$work/train-oom.log" 2>&1
