@@ -387,9 +387,10 @@ static double product_error(bool ta, int m, int n, int k, const float *a, int ld
 }
 
 /* The matrix products (gemm.c) against a double-precision sum: 1 to 64 columns, through the
- * narrow kernel (A^T B to 16 columns) and sgemm otherwise, both layouts, sizes off the kernel's
- * blocks (4 rows of A, 16 and 512 rows of C), rows wider than the matrix (lda, ldc), whose gaps
- * must stay untouched, and the same bits on 1 and 2 threads. */
+ * narrow kernel (A^T B to 16 columns), sgemm split by rows (to 64 columns, m 600: 2 and 5 pieces,
+ * the last one short) and sgemm otherwise, both layouts, sizes off the kernels' blocks (4 rows of
+ * A, 16 and 512 rows of C), rows wider than the matrix (lda, ldc), whose gaps must stay
+ * untouched, and the same bits on 1, 2 and 5 threads. */
 static void test_gemm_small(void) {
   const int ms[] = {1, 7, 77, 600}, ns[] = {1, 2, 3, 5, 16, 17, 33, 64}, ks[] = {1, 15, 33, 300};
   for (int t = 0; t < 2; t++)
@@ -401,21 +402,24 @@ static void test_gemm_small(void) {
           const int lda = (ta ? m : k) + 3, rows = ta ? k : m, ldb = n + 2, ldc = n + 5;
           float *a = malloc(sizeof(float) * (size_t)rows * lda), *b = malloc(sizeof(float) * (size_t)k * ldb);
           float *c1 = malloc(sizeof(float) * (size_t)m * ldc), *c2 = malloc(sizeof(float) * (size_t)m * ldc);
+          float *c5 = malloc(sizeof(float) * (size_t)m * ldc);
           for (int i = 0; i < rows * lda; i++) a[i] = urand();
           for (int i = 0; i < k * ldb; i++) b[i] = urand();
-          for (int i = 0; i < m * ldc; i++) c1[i] = c2[i] = 7.0f;
+          for (int i = 0; i < m * ldc; i++) c1[i] = c2[i] = c5[i] = 7.0f;
           cpu_gemm(ta, m, n, k, a, lda, b, ldb, c1, ldc, 1);
           cpu_gemm(ta, m, n, k, a, lda, b, ldb, c2, ldc, 2);
+          cpu_gemm(ta, m, n, k, a, lda, b, ldb, c5, ldc, 5);
           const double err = product_error(ta, m, n, k, a, lda, b, ldb, c1, ldc);
           bool same = true, gaps = true;
           for (int i = 0; i < m; i++) {
-            for (int j = 0; j < n; j++) same = same && c1[i * ldc + j] == c2[i * ldc + j];
-            for (int j = n; j < ldc; j++) gaps = gaps && c1[i * ldc + j] == 7.0f && c2[i * ldc + j] == 7.0f;
+            for (int j = 0; j < n; j++) same = same && c1[i * ldc + j] == c2[i * ldc + j] && c1[i * ldc + j] == c5[i * ldc + j];
+            for (int j = n; j < ldc; j++)
+              gaps = gaps && c1[i * ldc + j] == 7.0f && c2[i * ldc + j] == 7.0f && c5[i * ldc + j] == 7.0f;
           }
           CHECK(err < 1e-6, "%s m %d n %d k %d: error %.3g of the terms' magnitude", ta ? "A^T B" : "A B", m, n, k, err);
-          CHECK(same, "%s m %d n %d k %d: 1 and 2 threads give the same bits", ta ? "A^T B" : "A B", m, n, k);
+          CHECK(same, "%s m %d n %d k %d: 1, 2 and 5 threads give the same bits", ta ? "A^T B" : "A B", m, n, k);
           CHECK(gaps, "%s m %d n %d k %d: C's row gaps untouched", ta ? "A^T B" : "A B", m, n, k);
-          free(a), free(b), free(c1), free(c2);
+          free(a), free(b), free(c1), free(c2), free(c5);
         }
 }
 
