@@ -64,7 +64,9 @@ int cpu_convt_forward(const conv_geom *g, const float *x, const float *w, const 
 
 /* C[m][n] = op(A) B, op(A) = A (m x k, rows lda apart) or, with trans_a, A^T (A k x m): row-major,
  * rows ldb / ldc apart (gemm.c). Transposed products at most CPU_GEMM_SMALL_TN columns wide take
- * our own kernel; the rest go to OpenBLAS (its thread count, not `threads`). */
+ * our own kernel; products up to 64 columns wide are split by rows over `threads`, one
+ * single-threaded sgemm each; the rest go to OpenBLAS (its thread count, not `threads`). The
+ * result does not depend on the thread count. */
 #define CPU_GEMM_SMALL_TN 16
 void cpu_gemm(bool trans_a, int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc,
               int threads);

@@ -5,7 +5,8 @@
  * still beat sgemm on both AVX-512 and AVX2 (bench/NOTES.md).
  *
  * The Winograd convolutions' batches of products are shared out here too, by columns, evenly over
- * the threads.
+ * the threads; products up to 64 columns wide by rows (OpenBLAS's own threading handles them
+ * badly).
  *
  * Each output element is one sum in a fixed order that does not depend on the thread count. The
  * only file built with floating-point contraction (FMA; meson: libi2i_fma).
