@@ -412,7 +412,8 @@ static void test_gemm_small(void) {
           const double err = product_error(ta, m, n, k, a, lda, b, ldb, c1, ldc);
           bool same = true, gaps = true;
           for (int i = 0; i < m; i++) {
-            for (int j = 0; j < n; j++) same = same && c1[i * ldc + j] == c2[i * ldc + j] && c1[i * ldc + j] == c5[i * ldc + j];
+            for (int j = 0; j < n; j++)
+              same = same && c1[i * ldc + j] == c2[i * ldc + j] && c1[i * ldc + j] == c5[i * ldc + j];
             for (int j = n; j < ldc; j++)
               gaps = gaps && c1[i * ldc + j] == 7.0f && c2[i * ldc + j] == 7.0f && c5[i * ldc + j] == 7.0f;
           }

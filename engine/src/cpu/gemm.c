@@ -96,12 +96,11 @@ void cpu_gemm(bool trans_a, int m, int n, int k, const float *a, int lda, const 
    * product is split by rows instead, in blocks of 16 (OpenBLAS's row tile, so each piece's tiles
    * are the whole product's), each thread one single-threaded sgemm: every output is the sum it
    * is in the whole product, on any thread count. Pieces stay above the small-matrix kernel. */
-  const double madds = (double)m * (double)n * (double)k;
-  int parts = threads < 1 ? 1 : threads;
-  if (parts > (m + 15) / 16) parts = (m + 15) / 16;
-  while (parts > 1 && madds / parts < 2 * SMALL_GEMM) parts--;
+  const int blocks = (m + 15) / 16;
+  const double most = (double)m * (double)n * (double)k / (2 * SMALL_GEMM); /* pieces of 2x the permit */
+  int parts = threads < blocks ? threads : blocks;
+  if (most < parts) parts = (int)most;
   if (n <= SPLIT_ROWS_N && parts > 1) {
-    const int blocks = (m + 15) / 16;
 #pragma omp parallel num_threads(parts)
     {
       const int p = omp_get_thread_num(), np = omp_get_num_threads();
