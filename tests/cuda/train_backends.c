@@ -15,6 +15,15 @@
  *                                         g_l2).
  *                                         A free run of STEPS steps: losses within 1e-2; two GPU
  *                                         runs bit for bit equal.
+ *        train_backends graphs [STEPS [fallback]]
+ *                                         every case for STEPS steps (default 3) on a GPU context
+ *                                         whose passes replay as CUDA graphs (the default) and on
+ *                                         one with I2I_CUDA_GRAPH=0: bit-identical parameters
+ *                                         (a captured value that should change per step, such as
+ *                                         the dropout key, would part them), and the log says
+ *                                         graphs were replayed; with `fallback` (a driver that
+ *                                         cannot capture) it says why they were not and the
+ *                                         results are the same.
  *        train_backends fault TEXT       a forced-CUDA trainer whose creation or steps fail
  *                                         (the environment injects the fault): a clean error
  *                                         containing TEXT, then a CPU trainer in the same
@@ -476,6 +485,74 @@ static void fault(const char *text) {
   i2i_ctx_free(cc);
 }
 
+/* Log lines seen by a graphs() context. */
+typedef struct {
+  int replayed, refused;
+} graph_log;
+
+static void on_log(void *user, i2i_log_level level, const char *msg) {
+  (void)level;
+  graph_log *g = (graph_log *)user;
+  if (strstr(msg, "passes replay as CUDA graphs")) g->replayed++;
+  if (strstr(msg, "cannot be captured as a CUDA graph")) g->refused++;
+}
+
+/* A GPU context that reads I2I_CUDA_GRAPH as `graph` (NULL: unset) and logs into *gl. */
+static i2i_ctx *graph_ctx(const char *graph, graph_log *gl) {
+  if (graph) setenv("I2I_CUDA_GRAPH", graph, 1);
+  else unsetenv("I2I_CUDA_GRAPH");
+  i2i_ctx_params cp;
+  i2i_ctx_default_params(&cp);
+  cp.backend = I2I_BACKEND_CUDA;
+  cp.threads = 2;
+  cp.log = on_log;
+  cp.log_user = gl;
+  cp.log_level = I2I_LOG_INFO;
+  i2i_ctx *ctx = NULL;
+  return i2i_ctx_create(&cp, &ctx) ? NULL : ctx;
+}
+
+static int graphs(int steps, int fallback) {
+  for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+    const tcase *c = &cases[ci];
+    graph_log lg = {0}, le = {0};
+    /* each context opens its GPU backend, which reads the variable, at its first use */
+    i2i_status s1 = I2I_E_ARG, s2 = I2I_E_ARG;
+    i2i_ctx *gc = graph_ctx(NULL, &lg);
+    i2i_trainer *g = gc ? make(gc, c, &s1) : NULL;
+    i2i_ctx *ec = graph_ctx("0", &le);
+    i2i_trainer *e = ec ? make(ec, c, &s2) : NULL;
+    if (!g && ci == 0 && s1 == I2I_E_DEVICE) {
+      printf("no CUDA training backend here: %s\n", i2i_ctx_errmsg(gc));
+      i2i_ctx_free(gc);
+      i2i_ctx_free(ec);
+      return 77;
+    }
+    i2i_status st = g && e ? I2I_OK : I2I_E_ARG;
+    for (int it = 0; it < steps && !st; it++) {
+      i2i_train_report rg, re;
+      st = feed(g, c, it);
+      if (!st) st = feed(e, c, it);
+      if (!st) st = i2i_trainer_step(g, &rg);
+      if (!st) st = i2i_trainer_step(e, &re);
+    }
+    CHECK(!st && same_values(g, e), "%s: %d steps with passes replayed as CUDA graphs equal launching kernel by kernel, bit for bit%s%s",
+          c->name, steps, st ? ": " : "", st ? i2i_ctx_errmsg(gc) : "");
+    if (fallback)
+      CHECK(lg.refused == 1 && !lg.replayed, "%s: a driver that cannot capture: the log says so once (%d) and no pass replays (%d)",
+            c->name, lg.refused, lg.replayed);
+    else
+      CHECK(lg.replayed == 1 && !lg.refused && !le.replayed,
+            "%s: the log says passes replay as graphs (%d, failed captures %d), and not with I2I_CUDA_GRAPH=0 (%d)", c->name,
+            lg.replayed, lg.refused, le.replayed);
+    i2i_trainer_free(g);
+    i2i_trainer_free(e);
+    i2i_ctx_free(gc);
+    i2i_ctx_free(ec);
+  }
+  return 0;
+}
+
 static void auto_cpu(void) {
   const tcase *c = &cases[0];
   i2i_ctx *ctx = new_ctx(I2I_BACKEND_AUTO);
@@ -506,12 +583,14 @@ int main(int argc, char **argv) {
            g_loss_lim);
     int rc = parity(argc >= 3 ? atoi(argv[2]) : 3, argc >= 4 ? argv[3] : tmp && *tmp ? tmp : "/tmp");
     if (rc == 77) return 77;
+  } else if (argc >= 2 && !strcmp(argv[1], "graphs")) {
+    if (graphs(argc >= 3 ? atoi(argv[2]) : 3, argc >= 4 && !strcmp(argv[3], "fallback")) == 77) return 77;
   } else if (argc >= 3 && !strcmp(argv[1], "fault")) {
     fault(argv[2]);
   } else if (argc >= 2 && !strcmp(argv[1], "auto-cpu")) {
     auto_cpu();
   } else {
-    fprintf(stderr, "usage: train_backends parity [STEPS [WORK_DIR]] | fault TEXT | auto-cpu\n");
+    fprintf(stderr, "usage: train_backends parity [STEPS [WORK_DIR]] | graphs [STEPS [fallback]] | fault TEXT | auto-cpu\n");
     return 2;
   }
   printf("%d passed, %d failed\n", passed, failed);

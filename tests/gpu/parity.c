@@ -2,7 +2,8 @@
  * ResNet 9x64 and U-Net 8x64, plus --onnx exports): fresh random inputs, NaN-poisoned outputs;
  * e2e fp32 max <= 1e-3, fp16 max <= 3e-2 and mean <= 3e-3; op by op (single steps and 3-step
  * fusion windows via run_steps) normalised max <= 1e-4 / 1e-2; the device image path; --fault;
- * --layerwise: layer by layer inside a device budget equals the whole image (1e-4), peak within.
+ * --layerwise: layer by layer inside a device budget equals the whole image (1e-4), peak within;
+ * --expect-graphs: the runs replayed CUDA graphs (I2I_CUDA_GRAPH=1) and no capture failed.
  * Exits 77 when no CUDA backend opens. Ends with "N passed, N failed". */
 #include <gmodule.h>
 #include <math.h>
@@ -452,7 +453,7 @@ int main(int argc, char **argv) {
   const char *sizes_s = "256x256,67x45,1024x1024", *op_sizes_s = "256x256,67x45", *prec_s = "fp32,fp16";
   const char *models_s = "resnet,unet", *onnx[8];
   const char *layer_s = NULL;
-  int n_onnx = 0, small = 0, expect_no_search = 0;
+  int n_onnx = 0, small = 0, expect_no_search = 0, expect_graphs = 0;
   uint64_t seed = (uint64_t)time(NULL);
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -464,6 +465,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--small")) small = 1;
     else if (!strcmp(a, "--seed") && v) seed = strtoull(argv[++i], NULL, 10);
     else if (!strcmp(a, "--expect-no-search")) expect_no_search = 1;
+    else if (!strcmp(a, "--expect-graphs")) expect_graphs = 1;
     else if (!strcmp(a, "--layerwise") && v) layer_s = argv[++i];
     else if (!strcmp(a, "--out") && v) out_file = fopen(argv[++i], "a");
     else if (!strcmp(a, "--fault") && v) {
@@ -472,7 +474,7 @@ int main(int argc, char **argv) {
     } else {
       fprintf(stderr,
               "usage: parity [--sizes WxH,...] [--op-sizes WxH,...|none] [--precisions fp32,fp16] [--models resnet,unet]\n"
-              "              [--onnx FILE]... [--small] [--seed N] [--expect-no-search] [--out FILE]\n"
+              "              [--onnx FILE]... [--small] [--seed N] [--expect-no-search] [--expect-graphs]\n              [--out FILE]\n"
               "              [--layerwise WxH:MiB]  (fp32 only: layer by layer in a MiB device budget)\n"
               "       parity --fault oom|oom-once|sticky\n");
       return 2;
@@ -543,6 +545,9 @@ int main(int argc, char **argv) {
   printf("cuda: %llu algorithm searches, %llu from the cache, %llu device plans, peak %.1f MiB of device memory\n",
          (unsigned long long)st.algo_searches, (unsigned long long)st.algo_cache_hits,
          (unsigned long long)st.plans_built, st.peak_device_bytes / 1048576.0);
+  if (expect_graphs)
+    result(st.graphs_captured > 0 && st.graph_failures == 0, "the runs replayed CUDA graphs: %llu captured, %llu failed",
+           (unsigned long long)st.graphs_captured, (unsigned long long)st.graph_failures);
   if (expect_no_search)
     result(st.algo_searches == 0, "a second process does no algorithm search (%llu searches, %llu from %s)",
            (unsigned long long)st.algo_searches, (unsigned long long)st.algo_cache_hits, st.algo_cache_path);

@@ -438,6 +438,7 @@ extern "C" __attribute__((visibility("default"))) int i2i_cuda_open(const i2i_cu
   B->fault = env_choice("I2I_CUDA_FAULT", faults, 4, FAULT_NONE);
   static const char *const onoff[] = {"0", "1"};
   B->use_graphs = env_choice("I2I_CUDA_GRAPH", onoff, 2, 0);
+  B->train_graphs = env_choice("I2I_CUDA_GRAPH", onoff, 2, 1);
   static const char *const algos[] = {"search", "heuristic"};
   B->heuristic_only = env_choice("I2I_CUDA_ALGO", algos, 2, 0);
   B->any_algo = !env_choice("I2I_CUDA_DETERMINISTIC", onoff, 2, 1);

@@ -52,6 +52,7 @@ typedef struct cu_backend {
   int fault;              /* I2I_CUDA_FAULT fault injection */
   int fault_armed;        /* the injected fault fires at the next chance */
   int use_graphs;         /* I2I_CUDA_GRAPH=1: replay whole runs as CUDA graphs */
+  int train_graphs;       /* training passes replay as CUDA graphs (the default; I2I_CUDA_GRAPH=0: not) */
   int heuristic_only;     /* I2I_CUDA_ALGO=heuristic: no timed algorithm search */
   int any_algo;           /* I2I_CUDA_DETERMINISTIC=0: the fastest algorithm, deterministic or not (a
                            * measurement switch: runs are then no longer bit-identical) */
@@ -212,9 +213,13 @@ enum { KT_RELU = 0, KT_LRELU = 1, KT_TANH = 2 };
 /* dx (+)= dy * act'(from the output y); kind KT_RELU, KT_LRELU (alpha) or KT_TANH */
 cudaError_t kt_act_backward(cudaStream_t s, const float *y, const float *dy, float *dx, int64_t n, int kind,
                             float alpha, int acc);
-/* dst (+)= src * scale where the dropout mask of (seed, ordinal, step) keeps the element (n, c, h, w) */
-cudaError_t kt_dropout(cudaStream_t s, const float *src, float *dst, int n, int c, int h, int w, uint64_t seed,
-                       uint32_t ordinal, uint64_t step, uint32_t threshold, float scale, int acc);
+/* key[0] = seed, key[1] = step on the device, in stream order: the dropout key of the passes
+ * enqueued after it (read on the device, so a pass replayed as a CUDA graph sees each step's) */
+cudaError_t kt_set_key(cudaStream_t s, uint64_t *key, uint64_t seed, uint64_t step);
+/* dst (+)= src * scale where the dropout mask of (key[0] seed, ordinal, key[1] step) keeps the
+ * element (n, c, h, w); `key` is device memory (kt_set_key) */
+cudaError_t kt_dropout(cudaStream_t s, const float *src, float *dst, int n, int c, int h, int w, const uint64_t *key,
+                       uint32_t ordinal, uint32_t threshold, float scale, int acc);
 /* y (n, c, h + pt + pb, w + pl + pr) = x (n, c, h, w) padded (mode; value outside a constant
  * pad): k_pad's result for plain float32 NCHW, with 32-bit index arithmetic where it fits. */
 cudaError_t kt_pad(cudaStream_t s, const float *x, float *y, int n, int c, int h, int w, int pt, int pl, int pb, int pr,

@@ -1,17 +1,21 @@
 /* cuda/train.cu: the CUDA training backend: the training backend table of internal.h on the
  * device, for the step logic of engine/src/train/trainer.c.
  *
- * Float32 NCHW throughout (cuDNN with CUDNN_FMA_MATH, no TF32), laid out exactly as the CPU
- * backend lays out its host memory: the trainer's slots, gradient arena and flat parameter
- * buffers are device buffers here, walked with the same training plan (i2i_tplan). A
+ * Float32 NCHW throughout (cuDNN convolutions on TF32 tensor cores by default, CUDNN_FMA_MATH
+ * with I2I_CUDA_TF32=0), laid out exactly as the CPU backend lays out its host memory: the
+ * trainer's slots, gradient arena and flat parameter buffers are device buffers here, walked
+ * with the same training plan (i2i_tplan). A
  * convolution's fused Pad is materialised into a padded buffer when cuDNN cannot express it
  * (reflect, edge or asymmetric); its backward scatters the padded gradient back
  * (kt_pad_backward). ConvTranspose is cuDNN's backward data, its input gradient a forward
  * convolution and its weight gradient a backward filter with the roles swapped. Per network,
  * the convolution descriptors, algorithms (the on-disk cache, else a timed search on scratch
  * buffers) and the padded and workspace buffers are made at its first pass and kept: a step
- * allocates nothing. Errors go through cu_finish: a sticky fault disables the GPU for the
- * process, anything else is I2I_E_DEVICE / I2I_E_DEVICE_NOMEM with cuDNN's or CUDA's text.
+ * allocates nothing. A pass (one network's forward or backward over given buffers) seen a second
+ * time is captured as a CUDA graph and replayed from then on: one launch instead of hundreds
+ * (I2I_CUDA_GRAPH=0 keeps launching kernel by kernel; a failed capture does too). Errors go
+ * through cu_finish: a sticky fault disables the GPU for the process, anything else is
+ * I2I_E_DEVICE / I2I_E_DEVICE_NOMEM with cuDNN's or CUDA's text.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -36,7 +40,27 @@ typedef struct {
   int n, h, w;
   tconv *conv; /* per plan step */
   int n_steps;
+  int dropout; /* a Dropout step with a nonzero ratio: its passes read the dropout key */
 } tnet_dev;
+
+/* One pass of a network: what a captured graph is replayed for. Everything else a pass touches
+ * is fixed for the trainer's life (the network's parameters and gradients, descriptors) or is a
+ * shared buffer whose change drops every graph (graphs_drop). */
+typedef struct {
+  const i2i_tnet *net;
+  tnet_dev *d;
+  float *arena, *grads; /* grads NULL for a forward pass */
+  int backward, want_dx, param_grads;
+} tpass;
+
+typedef struct {
+  tpass pass;
+  const float *param, *grad; /* the network's buffers when it was captured */
+  int uses;                  /* eager runs so far (the first warms up: modules, cuDNN) */
+  cudaGraphExec_t exec;
+} tgraph;
+
+#define T_MAX_GRAPHS 48
 
 typedef struct cu_train {
   cu_backend *B;
@@ -52,6 +76,11 @@ typedef struct cu_train {
   size_t nk_floats;
   double *part; /* loss partial sums (KT_LOSS_BLOCKS) */
   int *flag;
+  uint64_t *key; /* the dropout key (seed, step) passes read on the device (kt_set_key) */
+  tgraph graphs[T_MAX_GRAPHS];
+  int n_graphs;
+  int graphs_off; /* a capture failed: passes launch kernel by kernel from then on */
+  long replays;
   struct tprof *prof; /* I2I_PROFILE: GPU time per kind of work */
   int shape[3];       /* the layer being profiled (prof_layer) */
 } cu_train;
@@ -242,6 +271,14 @@ static int dev_alloc(cu_train *T, float **out, size_t floats, const char *what) 
   return CE_OK;
 }
 
+/* Destroys every captured pass: a buffer the graphs wrote into (workspace, padded buffers, norm
+ * constants) was replaced. */
+static void graphs_drop(cu_train *T) {
+  for (int i = 0; i < T->n_graphs; i++)
+    if (T->graphs[i].exec) cudaGraphExecDestroy(T->graphs[i].exec);
+  T->n_graphs = 0;
+}
+
 static float *t_alloc(void *self, i2i_ctx *ctx, size_t floats) {
   cu_train *T = (cu_train *)self;
   if (cu_begin(T->B, ctx)) return NULL;
@@ -383,6 +420,7 @@ static int net_setup(cu_train *T, const i2i_tnet *net, tnet_dev *d) {
       if (5 * groups > nk_need) nk_need = 5 * groups;
     }
     if (s->op == OP_PAD && numel(ys) > io_need) io_need = numel(ys);
+    if (s->op == OP_DROPOUT && nd->ratio > 0) d->dropout = 1;
     if (s->op != OP_CONV && s->op != OP_CONVT) continue;
     tconv *c = &d->conv[k];
     int sym = s->pads[0] == s->pads[2] && s->pads[1] == s->pads[3];
@@ -409,6 +447,7 @@ static int net_setup(cu_train *T, const i2i_tnet *net, tnet_dev *d) {
                 (size_t)nd->conv.kernel[1];
     if (wn > io_need) io_need = wn;
   }
+  if (pad_need > T->pad_floats || nk_need > T->nk_floats) graphs_drop(T);
   if (pad_need > T->pad_floats) {
     dev_free(T, T->pad);
     dev_free(T, T->dpad);
@@ -463,6 +502,7 @@ static int net_setup(cu_train *T, const i2i_tnet *net, tnet_dev *d) {
   dev_free(T, sw);
   if (rc) return rc;
   if (ws > T->ws_bytes) {
+    graphs_drop(T);
     cu_free(B, T->ws, T->ws_bytes);
     T->ws = NULL;
     T->ws_bytes = 0;
@@ -512,7 +552,7 @@ static int conv_input(cu_train *T, const tconv *c, const i2i_tstep *s, const flo
   return CE_OK;
 }
 
-static int forward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *arena, uint64_t seed, uint64_t step) {
+static int forward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *arena) {
   cu_backend *B = T->B;
   cudaStream_t st = B->stream;
   const i2i_tplan *p = &net->plan;
@@ -584,8 +624,8 @@ static int forward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *a
         uint32_t th;
         float sc;
         dropout_consts(n->ratio, &th, &sc);
-        CU_TRY(B, kt_dropout(st, x, y, (int)xs.n, (int)xs.c, (int)xs.h, (int)xs.w, seed, (uint32_t)n->ordinal, step, th, sc, 0),
-              "Dropout");
+        CU_TRY(B, kt_dropout(st, x, y, (int)xs.n, (int)xs.c, (int)xs.h, (int)xs.w, T->key, (uint32_t)n->ordinal, th, sc, 0),
+               "Dropout");
       } else {
         CU_TRY(B, kt_grad(st, x, y, (int64_t)numel(xs), 0), "Dropout");
       }
@@ -598,7 +638,7 @@ static int forward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *a
 }
 
 static int backward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *arena, float *grads, bool want_dx,
-                          bool param_grads, uint64_t seed, uint64_t step) {
+                          bool param_grads) {
   cu_backend *B = T->B;
   cudaStream_t st = B->stream;
   const i2i_tplan *p = &net->plan;
@@ -702,9 +742,9 @@ static int backward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *
         uint32_t th;
         float sc;
         dropout_consts(n->ratio, &th, &sc);
-        CU_TRY(B, kt_dropout(st, dy, dx, (int)xs.n, (int)xs.c, (int)xs.h, (int)xs.w, seed, (uint32_t)n->ordinal, step, th, sc,
-                         acc),
-              "Dropout backward");
+        CU_TRY(B, kt_dropout(st, dy, dx, (int)xs.n, (int)xs.c, (int)xs.h, (int)xs.w, T->key, (uint32_t)n->ordinal, th, sc,
+                             acc),
+               "Dropout backward");
       } else {
         CU_TRY(B, kt_grad(st, dy, dx, cnt, acc), "Dropout backward");
       }
@@ -713,6 +753,70 @@ static int backward_steps(cu_train *T, const i2i_tnet *net, tnet_dev *d, float *
     }
     prof_mark(T, kind);
   }
+  return CE_OK;
+}
+
+static int pass_eager(cu_train *T, const tpass *p) {
+  return p->backward ? backward_steps(T, p->net, p->d, p->arena, p->grads, p->want_dx, p->param_grads)
+                     : forward_steps(T, p->net, p->d, p->arena);
+}
+
+/* The graph slot of pass `p` on its network's current buffers, made at first sight; NULL when
+ * every slot is taken (that pass then launches kernel by kernel). */
+static tgraph *graph_slot(cu_train *T, const tpass *p) {
+  for (int i = 0; i < T->n_graphs; i++) {
+    tgraph *g = &T->graphs[i];
+    const tpass *q = &g->pass;
+    if (q->net == p->net && q->d == p->d && q->arena == p->arena && q->grads == p->grads && q->backward == p->backward &&
+        q->want_dx == p->want_dx && q->param_grads == p->param_grads && g->param == p->net->param &&
+        g->grad == p->net->grad)
+      return g;
+  }
+  if (T->n_graphs == T_MAX_GRAPHS) return NULL;
+  tgraph *g = &T->graphs[T->n_graphs++];
+  memset(g, 0, sizeof *g);
+  g->pass = *p;
+  g->param = p->net->param;
+  g->grad = p->net->grad;
+  return g;
+}
+
+/* Runs one pass: the dropout key first where the network has dropout, then the pass's kernels
+ * one by one the first time it is seen (or with graphs off, or profiling), its captured graph
+ * after that. A capture that fails (a call CUDA cannot capture, an old driver) turns graphs off
+ * for this trainer and runs the pass eagerly; only a sticky fault is returned from it. */
+static int run_pass(cu_train *T, i2i_ctx *ctx, const tpass *p, uint64_t seed, uint64_t step) {
+  cu_backend *B = T->B;
+  if (p->d->dropout) CU_TRY(B, kt_set_key(B->stream, T->key, seed, step), "setting the dropout key");
+  tgraph *g = !B->train_graphs || T->graphs_off || T->prof ? NULL : graph_slot(T, p);
+  if (!g || (!g->exec && g->uses++ == 0)) return pass_eager(T, p);
+  if (!g->exec) {
+    cudaGraph_t gr = NULL;
+    int k = CE_OK;
+    cudaError_t e = cudaStreamBeginCapture(B->stream, cudaStreamCaptureModeThreadLocal);
+    if (e == cudaSuccess) {
+      k = pass_eager(T, p);
+      cudaError_t e2 = cudaStreamEndCapture(B->stream, &gr);
+      if (!k && e2 == cudaSuccess) e2 = cudaGraphInstantiate(&g->exec, gr, 0);
+      e = e2;
+    }
+    if (gr) cudaGraphDestroy(gr);
+    if (k || e != cudaSuccess) {
+      if (k == CE_STICKY) return k;
+      B->host->log(ctx, I2I_LOG_INFO, "cuda training: a pass cannot be captured as a CUDA graph (%s); kernels launch one by one",
+                   k ? B->err.msg : cudaGetErrorString(e));
+      cudaGetLastError();
+      B->err.kind = CE_OK;
+      g->exec = NULL;
+      T->graphs_off = 1;
+      B->stats.graph_failures++;
+      return pass_eager(T, p);
+    }
+    B->stats.graphs_captured++;
+  }
+  CU_TRY(B, cudaGraphLaunch(g->exec, B->stream), "launching a captured pass");
+  if (!T->replays++)
+    B->host->log(ctx, I2I_LOG_INFO, "cuda training: passes replay as CUDA graphs (I2I_CUDA_GRAPH=0 launches kernel by kernel)");
   return CE_OK;
 }
 
@@ -726,7 +830,10 @@ static i2i_status t_forward(void *self, i2i_ctx *ctx, const i2i_tnet *net, float
   tnet_dev *d = NULL;
   int k = net_get(T, net, &d);
   prof_mark(T, TP_SETUP);
-  if (!k) k = forward_steps(T, net, d, arena, seed, step);
+  if (!k) {
+    tpass p = {net, d, arena, NULL, 0, 0, 0};
+    k = run_pass(T, ctx, &p, seed, step);
+  }
   return cu_finish(T->B, ctx, k);
 }
 
@@ -740,7 +847,10 @@ static i2i_status t_backward(void *self, i2i_ctx *ctx, const i2i_tnet *net, floa
   tnet_dev *d = NULL;
   int k = net_get(T, net, &d);
   prof_mark(T, TP_SETUP);
-  if (!k) k = backward_steps(T, net, d, arena, grads, want_dx, param_grads, seed, step);
+  if (!k) {
+    tpass p = {net, d, arena, grads, 1, want_dx, param_grads};
+    k = run_pass(T, ctx, &p, seed, step);
+  }
   return cu_finish(T->B, ctx, k);
 }
 
@@ -812,6 +922,7 @@ static void t_destroy(void *self) {
     prof_report(T);
   }
   prof_free(T);
+  graphs_drop(T);
   for (int i = 0; i < T->n_nets; i++) net_release(T, &T->nets[i]);
   if (!B->dead) {
     cudaSetDevice(B->device);
@@ -821,6 +932,7 @@ static void t_destroy(void *self) {
   cu_free(B, T->ws, T->ws_bytes);
   cu_free(B, T->part, KT_LOSS_BLOCKS * sizeof(double));
   cu_free(B, T->flag, sizeof(int));
+  cu_free(B, T->key, 2 * sizeof(uint64_t));
   while (T->n_allocs) dev_free(T, T->allocs[T->n_allocs - 1].p);
   free(T->allocs);
   free(T);
@@ -850,11 +962,13 @@ i2i_status cu_train_open(void *self, i2i_ctx *ctx, const i2i_train_backend_ops *
     free(T);
     return st;
   }
-  void *part = NULL, *flag = NULL;
+  void *part = NULL, *flag = NULL, *key = NULL;
   int k = cu_malloc(B, &part, KT_LOSS_BLOCKS * sizeof(double), "loss sums");
   if (!k) k = cu_malloc(B, &flag, sizeof(int), "finiteness flag");
+  if (!k) k = cu_malloc(B, &key, 2 * sizeof(uint64_t), "dropout key");
   T->part = (double *)part;
   T->flag = (int *)flag;
+  T->key = (uint64_t *)key;
   if (k) {
     st = cu_finish(B, ctx, k);
     t_destroy(T);

@@ -50,15 +50,19 @@ KB void kbt_act_backward(const float *y, const float *dy, float *dx, int kind, f
 
 /* dst (+)= src * scale where the engine's Philox mask (rng.c dropout_keep) keeps the element,
  * else 0: the forward (acc 0) and the backward, which applies the same mask to the gradient. */
-KB void kbt_dropout(const float *src, float *dst, int c, int h, int w, uint32_t k0, uint32_t k1, uint32_t c3,
+KB void kbt_dropout(const float *src, float *dst, int c, int h, int w, const uint64_t *key, uint32_t ordinal,
                     uint32_t threshold, float scale, int acc, int64_t i) {
+  uint64_t seed = key[0], step = key[1];
+  uint32_t c3 = (ordinal & 0xffu) | ((uint32_t)(step & 0xffffffu) << 8);
   int xx = (int)(i % w);
   int64_t t = i / w;
   int yy = (int)(t % h);
   t /= h;
   int ch = (int)(t % c), img = (int)(t / c);
   uint32_t c2 = ((uint32_t)ch & 0xffffu) | (((uint32_t)img & 0xffffu) << 16);
-  float v = kb_philox((uint32_t)xx, (uint32_t)yy, c2, c3, k0, k1) >= threshold ? src[i] * scale : 0.0f;
+  float v = kb_philox((uint32_t)xx, (uint32_t)yy, c2, c3, (uint32_t)seed, (uint32_t)(seed >> 32)) >= threshold
+                ? src[i] * scale
+                : 0.0f;
   dst[i] = acc ? dst[i] + v : v;
 }
 

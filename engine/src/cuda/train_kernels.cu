@@ -86,18 +86,26 @@ cudaError_t kt_act_backward(cudaStream_t s, const float *y, const float *dy, flo
   return cudaGetLastError();
 }
 
-__global__ void kt_dropout_kernel(const float *src, float *dst, int c, int h, int w, uint32_t k0, uint32_t k1,
-                                  uint32_t c3, uint32_t threshold, float scale, int acc, int64_t total) {
-  TLOOP(total) kbt_dropout(src, dst, c, h, w, k0, k1, c3, threshold, scale, acc, i);
+__global__ void kt_set_key_kernel(uint64_t *key, uint64_t seed, uint64_t step) {
+  key[0] = seed;
+  key[1] = step;
 }
 
-cudaError_t kt_dropout(cudaStream_t s, const float *src, float *dst, int n, int c, int h, int w, uint64_t seed,
-                       uint32_t ordinal, uint64_t step, uint32_t threshold, float scale, int acc) {
+cudaError_t kt_set_key(cudaStream_t s, uint64_t *key, uint64_t seed, uint64_t step) {
+  kt_set_key_kernel<<<1, 1, 0, s>>>(key, seed, step);
+  return cudaGetLastError();
+}
+
+__global__ void kt_dropout_kernel(const float *src, float *dst, int c, int h, int w, const uint64_t *key,
+                                  uint32_t ordinal, uint32_t threshold, float scale, int acc, int64_t total) {
+  TLOOP(total) kbt_dropout(src, dst, c, h, w, key, ordinal, threshold, scale, acc, i);
+}
+
+cudaError_t kt_dropout(cudaStream_t s, const float *src, float *dst, int n, int c, int h, int w, const uint64_t *key,
+                       uint32_t ordinal, uint32_t threshold, float scale, int acc) {
   int64_t total = (int64_t)n * c * h * w;
   if (total <= 0) return cudaSuccess;
-  uint32_t c3 = (ordinal & 0xffu) | ((uint32_t)(step & 0xffffffu) << 8);
-  kt_dropout_kernel<<<tgrid(total), TTPB, 0, s>>>(src, dst, c, h, w, (uint32_t)seed, (uint32_t)(seed >> 32), c3,
-                                                  threshold, scale, acc, total);
+  kt_dropout_kernel<<<tgrid(total), TTPB, 0, s>>>(src, dst, c, h, w, key, ordinal, threshold, scale, acc, total);
   return cudaGetLastError();
 }
 

@@ -1,13 +1,16 @@
 /* tests/cuda/emu/emu_cudart.cc: the CUDA runtime calls the module makes, emulated on the host.
  * Device memory is mmap'ed host memory (first 64 MiB poisoned with 0xff, a NaN pattern) capped
  * by EMU_DEVICE_MEMORY so out-of-memory is real; a sticky fault (k_fault, EMU_STICKY_AT=N) fails
- * every later call. EMU_DRIVER, EMU_NO_DEVICE, EMU_CC fake the device; capture is unsupported. */
+ * every later call. EMU_DRIVER, EMU_NO_DEVICE, EMU_CC fake the device. Stream capture records
+ * work into a graph that a launch replays (emu.h); EMU_NO_CAPTURE refuses captures. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+
+#include <vector>
 
 #include "emu.h"
 
@@ -37,11 +40,33 @@ static cudaError_t ret(cudaError_t e) {
   return e;
 }
 
+/* A captured graph, and an instantiated one: the recorded work in stream order. */
+struct emu_graph {
+  std::vector<std::function<cudaError_t()>> ops;
+};
+
+static emu_graph *g_capture;   /* the open capture */
+static bool g_capture_invalid; /* a forbidden call happened in it */
+
+bool emu_capturing(void) { return g_capture != NULL; }
+
+cudaError_t emu_record(std::function<cudaError_t()> op) {
+  if (g_sticky) return ret(g_sticky);
+  g_capture->ops.push_back(std::move(op));
+  return cudaSuccess;
+}
+
+cudaError_t emu_capture_forbidden(void) {
+  g_capture_invalid = true;
+  return ret(cudaErrorStreamCaptureUnsupported);
+}
+
 extern "C" {
 
 cudaError_t cudaMalloc(void **p, size_t n) {
   *p = NULL;
   if (g_sticky) return ret(g_sticky);
+  if (g_capture) return emu_capture_forbidden();
   if (g_used + n > limit_bytes()) return ret(cudaErrorMemoryAllocation);
   size_t total = ((n + 255) & ~(size_t)255) + 256;
   /* mmap: untouched pages cost nothing (the search workspace is large) */
@@ -56,6 +81,7 @@ cudaError_t cudaMalloc(void **p, size_t n) {
 }
 
 cudaError_t cudaFree(void *p) {
+  if (g_capture) return emu_capture_forbidden();
   if (!p) return ret(cudaSuccess);
   unsigned char *raw = (unsigned char *)p - 256;
   size_t n;
@@ -65,20 +91,22 @@ cudaError_t cudaFree(void *p) {
   return ret(cudaSuccess);
 }
 
-cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind, cudaStream_t) {
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind k, cudaStream_t s) {
+  EMU_DEFER(cudaMemcpyAsync(dst, src, n, k, s));
   if (g_sticky) return ret(g_sticky);
   memmove(dst, src, n);
   return cudaSuccess;
 }
 
-cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t) {
+cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s) {
+  EMU_DEFER(cudaMemsetAsync(p, v, n, s));
   if (g_sticky) return ret(g_sticky);
   memset(p, v, n);
   return cudaSuccess;
 }
 
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return ret(cudaSuccess); }
-cudaError_t cudaStreamQuery(cudaStream_t) { return ret(cudaSuccess); }
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return g_capture ? emu_capture_forbidden() : ret(cudaSuccess); }
+cudaError_t cudaStreamQuery(cudaStream_t) { return g_capture ? emu_capture_forbidden() : ret(cudaSuccess); }
 
 cudaError_t cudaGetLastError(void) {
   if (g_sticky) return g_sticky;
@@ -171,12 +199,13 @@ cudaError_t cudaEventCreate(cudaEvent_t *e) {
   return *e ? ret(cudaSuccess) : cudaErrorMemoryAllocation;
 }
 
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+  EMU_DEFER(cudaEventRecord(e, s));
   ((emu_event *)e)->t = now_ms();
   return ret(cudaSuccess);
 }
 
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return ret(cudaSuccess); }
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return g_capture ? emu_capture_forbidden() : ret(cudaSuccess); }
 
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
   *ms = (float)(((emu_event *)b)->t - ((emu_event *)a)->t);
@@ -189,20 +218,51 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 }
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t, cudaStreamCaptureMode) {
-  return ret(cudaErrorStreamCaptureUnsupported);
+  if (g_sticky) return ret(g_sticky);
+  if (getenv("EMU_NO_CAPTURE")) return ret(cudaErrorStreamCaptureUnsupported);
+  if (g_capture) return ret(cudaErrorIllegalState);
+  g_capture = new emu_graph;
+  g_capture_invalid = false;
+  return cudaSuccess;
 }
 
 cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t *g) {
   *g = NULL;
-  return ret(cudaErrorStreamCaptureUnsupported);
+  if (!g_capture) return ret(cudaErrorIllegalState);
+  emu_graph *c = g_capture;
+  g_capture = NULL;
+  if (g_capture_invalid) {
+    delete c;
+    return ret(cudaErrorStreamCaptureInvalidated);
+  }
+  *g = (cudaGraph_t)c;
+  return ret(cudaSuccess);
 }
 
-cudaError_t cudaGraphInstantiate(cudaGraphExec_t *e, cudaGraph_t, unsigned long long) {
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *e, cudaGraph_t g, unsigned long long) {
   *e = NULL;
-  return ret(cudaErrorNotSupported);
+  if (g_sticky) return ret(g_sticky);
+  *e = (cudaGraphExec_t) new emu_graph(*(const emu_graph *)g);
+  return cudaSuccess;
 }
 
-cudaError_t cudaGraphLaunch(cudaGraphExec_t, cudaStream_t) { return ret(cudaErrorNotSupported); }
-cudaError_t cudaGraphDestroy(cudaGraph_t) { return cudaSuccess; }
-cudaError_t cudaGraphExecDestroy(cudaGraphExec_t) { return cudaSuccess; }
+cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t) {
+  if (g_capture) return emu_capture_forbidden();
+  if (g_sticky) return ret(g_sticky);
+  for (const auto &op : ((const emu_graph *)e)->ops) {
+    cudaError_t r = op();
+    if (r) return ret(r);
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t g) {
+  delete (emu_graph *)g;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) {
+  delete (emu_graph *)e;
+  return cudaSuccess;
+}
 }

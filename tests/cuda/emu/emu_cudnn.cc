@@ -331,6 +331,25 @@ static cudnnStatus_t wgrad(const cudnnTensorStruct *xd, const void *x, const cud
   return CUDNN_STATUS_SUCCESS;
 }
 
+/* A recorded convolution's error for the graph launch that runs it. */
+static cudaError_t dnn_err(cudnnStatus_t st) {
+  return st == CUDNN_STATUS_SUCCESS ? cudaSuccess : emu_sticky() ? emu_sticky() : cudaErrorLaunchFailure;
+}
+
+/* During a capture a convolution is checked now and recorded with copies of its descriptors
+ * (cuDNN reads them at the call); `run` is the convolution over the copies xs, fs, cs, ys. */
+#define DNN_DEFER(xd, wd, cd, yd, run)                                                                  \
+  do {                                                                                                \
+    if (emu_capturing()) {                                                                            \
+      cudnnStatus_t st_ = check(xd, wd, cd, yd);                                                      \
+      if (st_) return st_;                                                                            \
+      cudnnTensorStruct xs = *(xd), ys = *(yd);                                                       \
+      cudnnFilterStruct fs = *(wd);                                                                   \
+      cudnnConvolutionStruct cs = *(cd);                                                              \
+      return emu_record([=]() { return dnn_err(run); }) ? CUDNN_STATUS_EXECUTION_FAILED : CUDNN_STATUS_SUCCESS; \
+    }                                                                                                 \
+  } while (0)
+
 /* alpha must be 1 and beta 0 or 1 (what dnn.cu passes). */
 static cudnnStatus_t scalars(const void *alpha, const void *beta, float *b) {
   *b = *(const float *)beta;
@@ -367,6 +386,7 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t, const void *alpha, const cu
   if (scalars(alpha, beta, &b)) return CUDNN_STATUS_BAD_PARAM;
   size_t need = a == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM ? WS_ALGO1 : 0;
   if (wsb < need || (need && !ws)) return fail(CUDNN_STATUS_BAD_PARAM, "workspace too small");
+  DNN_DEFER(xd, wd, cd, yd, fwd(&xs, x, &fs, w, &cs, &ys, y, b));
   return fwd(xd, x, wd, w, cd, yd, y, b);
 }
 
@@ -411,6 +431,7 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t, const void *alpha, con
   if (scalars(alpha, beta, &b)) return CUDNN_STATUS_BAD_PARAM;
   size_t need = a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_1 ? WS_ALGO1 : 0;
   if (wsb < need || (need && !ws)) return fail(CUDNN_STATUS_BAD_PARAM, "workspace too small");
+  DNN_DEFER(dxd, wd, cd, dyd, bwd(&fs, w, &ys, dy, &cs, &xs, dx, b));
   return bwd(wd, w, dyd, dy, cd, dxd, dx, b);
 }
 static void perf_list_wgrad(cudnnConvolutionBwdFilterAlgoPerf_t *p, int *ret, cudnnMathType_t m) {
@@ -457,6 +478,7 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t, const void *alpha, c
   if (scalars(alpha, beta, &b)) return CUDNN_STATUS_BAD_PARAM;
   size_t need = a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1 ? WS_ALGO1 : 0;
   if (wsb < need || (need && !ws)) return fail(CUDNN_STATUS_BAD_PARAM, "workspace too small");
+  DNN_DEFER(xd, wd, cd, dyd, wgrad(&xs, x, &ys, dy, &cs, &fs, dw, b));
   return wgrad(xd, x, dyd, dy, cd, wd, dw, b);
 }
 }

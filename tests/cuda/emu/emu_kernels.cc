@@ -17,7 +17,8 @@ cudaError_t k_pad(cudaStream_t, const kview &src, const kview &dst, int pt, int 
 
 int k_stats_blocks(const kview &x, int sm_count) { return kb_stats_blocks(x, sm_count); }
 
-cudaError_t k_norm_stats(cudaStream_t, const kview &x, float2 *part, int nblk) {
+cudaError_t k_norm_stats(cudaStream_t s, const kview &x, float2 *part, int nblk) {
+  EMU_DEFER(k_norm_stats(s, x, part, nblk));
   cudaError_t e = emu_launch_check();
   if (e) return e;
   int64_t hw = (int64_t)x.h * x.w;
@@ -75,7 +76,8 @@ cudaError_t k_dropout(cudaStream_t, const kview &x, const kview &y, uint64_t see
   LOOP(kb_count(y), kb_dropout(x, y, (uint32_t)seed, (uint32_t)(seed >> 32), c3, threshold, scale, i));
 }
 
-cudaError_t k_concat(cudaStream_t, const kview &src, const kview &dst, int coff, int zero_tail, int act, float alpha) {
+cudaError_t k_concat(cudaStream_t s, const kview &src, const kview &dst, int coff, int zero_tail, int act, float alpha) {
+  EMU_DEFER(k_concat(s, src, dst, coff, zero_tail, act, alpha));
   int cnt = zero_tail ? dst.cs - coff : src.c;
   if (cnt <= 0) return emu_launch_check();
   LOOP((int64_t)dst.n * cnt * dst.h * dst.w, kb_concat(src, dst, coff, cnt, act, alpha, i));
@@ -124,7 +126,8 @@ cudaError_t k_probe_image(void) {
   return getenv("EMU_NO_IMAGE") ? cudaErrorNoKernelImageForDevice : cudaSuccess;
 }
 
-cudaError_t k_fault(cudaStream_t) {
+cudaError_t k_fault(cudaStream_t s) {
+  EMU_DEFER(k_fault(s));
   emu_set_sticky(cudaErrorIllegalAddress);
   return cudaErrorIllegalAddress;
 }

@@ -23,11 +23,13 @@ cudaError_t kt_act_backward(cudaStream_t, const float *y, const float *dy, float
   LOOP(n, kbt_act_backward(y, dy, dx, kind, alpha, acc, i));
 }
 
-cudaError_t kt_dropout(cudaStream_t, const float *src, float *dst, int n, int c, int h, int w, uint64_t seed,
-                       uint32_t ordinal, uint64_t step, uint32_t threshold, float scale, int acc) {
-  uint32_t c3 = (ordinal & 0xffu) | ((uint32_t)(step & 0xffffffu) << 8);
-  LOOP((int64_t)n * c * h * w,
-       kbt_dropout(src, dst, c, h, w, (uint32_t)seed, (uint32_t)(seed >> 32), c3, threshold, scale, acc, i));
+cudaError_t kt_set_key(cudaStream_t, uint64_t *key, uint64_t seed, uint64_t step) {
+  LOOP(1, (key[0] = seed, key[1] = step));
+}
+
+cudaError_t kt_dropout(cudaStream_t, const float *src, float *dst, int n, int c, int h, int w, const uint64_t *key,
+                       uint32_t ordinal, uint32_t threshold, float scale, int acc) {
+  LOOP((int64_t)n * c * h * w, kbt_dropout(src, dst, c, h, w, key, ordinal, threshold, scale, acc, i));
 }
 
 cudaError_t kt_pad(cudaStream_t, const float *x, float *y, int n, int c, int h, int w, int pt, int pl, int pb, int pr,
@@ -45,9 +47,11 @@ cudaError_t kt_pad_backward(cudaStream_t, const float *dp, float *dx, int n, int
   LOOP((int64_t)n * c * h * w, kbt_pad_backward(dp, dx, h, w, pt, pl, pb, pr, mode, acc, i));
 }
 
-cudaError_t kt_norm_forward(cudaStream_t, const float *x, float *y, int n, int c, int64_t hw, int batch,
+cudaError_t kt_norm_forward(cudaStream_t s, const float *x, float *y, int n, int c, int64_t hw, int batch,
                             const float *scale, const float *bias, float eps, int act, float alpha, float *mean,
                             float *rstd, float *run_mean, float *run_var, float momentum) {
+  EMU_DEFER(kt_norm_forward(s, x, y, n, c, hw, batch, scale, bias, eps, act, alpha, mean, rstd, run_mean, run_var,
+                            momentum));
   cudaError_t e = emu_launch_check();
   if (e) return e;
   int groups = kbt_groups(n, c, batch);
@@ -66,9 +70,10 @@ cudaError_t kt_norm_forward(cudaStream_t, const float *x, float *y, int n, int c
   LOOP((int64_t)n * c * hw, kbt_norm_apply(x, y, c, hw, batch, scale, bias, mean, rstd, act, alpha, i));
 }
 
-cudaError_t kt_norm_backward(cudaStream_t, const float *x, const float *dy, float *dx, int acc, int n, int c,
+cudaError_t kt_norm_backward(cudaStream_t s, const float *x, const float *dy, float *dx, int acc, int n, int c,
                              int64_t hw, int batch, const float *scale, const float *bias, const float *mean,
                              const float *rstd, int act, float alpha, float *dscale, float *dbias, float *k) {
+  EMU_DEFER(kt_norm_backward(s, x, dy, dx, acc, n, c, hw, batch, scale, bias, mean, rstd, act, alpha, dscale, dbias, k));
   cudaError_t e = emu_launch_check();
   if (e) return e;
   float slope = act == ACT_RELU ? 0.0f : act == ACT_LRELU ? alpha : 1.0f;
@@ -93,7 +98,8 @@ cudaError_t kt_norm_backward(cudaStream_t, const float *x, const float *dy, floa
   LOOP((int64_t)n * c * hw, kbt_norm_dx(x, dy, dx, c, hw, batch, scale, bias, mean, rstd, slope, k, acc, i));
 }
 
-cudaError_t kt_channel_sum(cudaStream_t, const float *dy, int n, int c, int64_t hw, float *out) {
+cudaError_t kt_channel_sum(cudaStream_t s, const float *dy, int n, int c, int64_t hw, float *out) {
+  EMU_DEFER(kt_channel_sum(s, dy, n, c, hw, out));
   cudaError_t e = emu_launch_check();
   if (e) return e;
   for (int ch = 0; ch < c; ch++) {
@@ -104,8 +110,9 @@ cudaError_t kt_channel_sum(cudaStream_t, const float *dy, int n, int c, int64_t 
   return cudaSuccess;
 }
 
-cudaError_t kt_loss(cudaStream_t, int kind, const float *x, const float *t, float label, int64_t n, float weight,
+cudaError_t kt_loss(cudaStream_t s, int kind, const float *x, const float *t, float label, int64_t n, float weight,
                     float *grad, int acc, double *part) {
+  EMU_DEFER(kt_loss(s, kind, x, t, label, n, weight, grad, acc, part));
   cudaError_t e = emu_launch_check();
   if (e) return e;
   float scale = n ? weight / (float)n : 0.0f;
@@ -119,7 +126,8 @@ cudaError_t kt_adam(cudaStream_t, float *p, const float *g, float *m, float *v, 
   LOOP(n, kbt_adam(p, g, m, v, step, bc2s, b1, b2, a1, a2, eps, i));
 }
 
-cudaError_t kt_finite(cudaStream_t, const float *x, int64_t n, int *flag) {
+cudaError_t kt_finite(cudaStream_t s, const float *x, int64_t n, int *flag) {
+  EMU_DEFER(kt_finite(s, x, n, flag));
   cudaError_t e = emu_launch_check();
   if (e) return e;
   for (int64_t i = 0; i < n; i++)

@@ -5,7 +5,9 @@
 # open-time refusals (old driver, cc 6.1, no device, no kernel image); layer-by-layer runs inside a
 # device budget (large images) equal to the CPU's; training on the emulated
 # module against the CPU (train_backends), in float32 and with TF32 convolutions, with
-# out-of-memory and a fault mid-step.
+# out-of-memory and a fault mid-step; CUDA graphs (the emulated runtime records a capture and
+# replays it): inference runs with I2I_CUDA_GRAPH=1 equal the CPU, training passes replayed as
+# graphs equal kernel-by-kernel launches bit for bit, and a driver that cannot capture falls back.
 # "N passed, N failed".
 # Usage: run_emu.sh EMU_MODULE PARITY I2I_TOOL TEST_FALLBACK WORKDIR [PYTHON [TRAIN_BACKENDS]]
 set -u
@@ -50,6 +52,10 @@ fi
 "$parity" --models resnet --small --sizes 67x45 --op-sizes none --expect-no-search >"$work/second.log" 2>&1
 count "$work/second.log"
 echo "second process: $(grep 'algorithm search' "$work/second.log" | tail -1)"
+
+I2I_CUDA_GRAPH=1 "$parity" --small --sizes 67x45 --op-sizes none --seed 13 --expect-graphs >"$work/graphs.log" 2>&1
+count "$work/graphs.log"
+echo "inference replayed as CUDA graphs: $(grep 'replayed CUDA graphs' "$work/graphs.log" | tail -1)"
 
 for f in oom oom-once sticky; do
   "$parity" --fault $f >"$work/fault-$f.log" 2>&1
@@ -136,6 +142,13 @@ if [ -n "$tb" ]; then
   env -u I2I_CUDA_TF32 "$tb" parity 3 "$work" >"$work/train-tf32.log" 2>&1
   count "$work/train-tf32.log"
   echo "training with TF32 convolutions, GPU backend against the CPU: $(tail -1 "$work/train-tf32.log")"
+  # training passes as CUDA graphs (the default) against kernel-by-kernel launches, and a driver
+  # that cannot capture
+  "$tb" graphs 3 >"$work/train-graphs.log" 2>&1
+  count "$work/train-graphs.log"
+  EMU_NO_CAPTURE=1 "$tb" graphs 2 fallback >"$work/train-graphs-fallback.log" 2>&1
+  count "$work/train-graphs-fallback.log"
+  echo "training passes as CUDA graphs: $(tail -1 "$work/train-graphs.log"); without capture: $(tail -1 "$work/train-graphs-fallback.log")"
   EMU_DEVICE_MEMORY=60000 "$tb" fault "out of GPU memory" >"$work/train-oom.log" 2>&1
   count "$work/train-oom.log"
   EMU_STICKY_AT=40 "$tb" fault "illegal memory access" >"$work/train-sticky.log" 2>&1
