@@ -5,7 +5,8 @@
  * ties away, as cvt.rna.tf32.f32), as a GPU's tensor cores would. It refuses what cuDNN would or
  * what betrays a bug: mismatched descriptors, a float convolution with any math but
  * CUDNN_FMA_MATH when the process asked for float32 (I2I_CUDA_TF32=0), else any but
- * CUDNN_DEFAULT_MATH or CUDNN_FMA_MATH, a short workspace, unpadded NHWC channels. */
+ * CUDNN_DEFAULT_MATH or CUDNN_FMA_MATH, a short workspace, unpadded NHWC channels. During a
+ * stream capture a convolution is checked at the call and recorded for the graph (emu.h). */
 #include <cuda_fp16.h>
 #include <cudnn.h>
 #include <stdint.h>
@@ -333,7 +334,7 @@ static cudnnStatus_t wgrad(const cudnnTensorStruct *xd, const void *x, const cud
 
 /* A recorded convolution's error for the graph launch that runs it. */
 static cudaError_t dnn_err(cudnnStatus_t st) {
-  return st == CUDNN_STATUS_SUCCESS ? cudaSuccess : emu_sticky() ? emu_sticky() : cudaErrorLaunchFailure;
+  return st == CUDNN_STATUS_SUCCESS ? cudaSuccess : emu_sticky() ? emu_sticky() : cudaErrorInvalidValue;
 }
 
 /* During a capture a convolution is checked now and recorded with copies of its descriptors
