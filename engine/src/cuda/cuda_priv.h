@@ -271,17 +271,51 @@ typedef struct {
   int pad_h, pad_w, str_h, str_w, dil_h, dil_w;
 } conv_geom_d;
 
+/* thin_conv.cu's kernels (thin_bodies.h): warps per block; output rows per warp of thin_out8 and
+ * of thin_in8 (whose 16 accumulators per row and output group need the room). */
+#define THIN_WARPS 4
+#define OUT8_ROWS 8
+#define IN8_ROWS 4
+
+/* Which kernel computes a thin geometry and its launch shape (shared by thin_conv.cu's launcher
+ * and the host emulation). kind 0: none (not thin), 1: thin_out8, 2: thin_in8. */
+typedef struct {
+  int kind;
+  unsigned gx, gy, gz;
+} thin_shape;
+
+static inline thin_shape thin_shape_of(int n, int xc, int yc, int kh, int kw, int yh, int yw) {
+  thin_shape sh = {0, 0, 0, 0};
+  if (n < 1 || yh < 1 || yw < 1 || kh != kw || (kh != 1 && kh != 3 && kh != 5 && kh != 7)) return sh;
+  int strips = (yw + THIN_WARPS * 16 - 1) / (THIN_WARPS * 16);
+  if (yc == 8 && xc % 16 == 0 && n <= 65535) {
+    sh.kind = 1;
+    sh.gy = (unsigned)((yh + OUT8_ROWS - 1) / OUT8_ROWS);
+    sh.gz = (unsigned)n;
+  } else if (xc == 8 && yc % 32 == 0 && yc <= 1024 && (int64_t)n * (yc / 32) <= 65535) {
+    sh.kind = 2;
+    sh.gy = (unsigned)((yh + IN8_ROWS - 1) / IN8_ROWS);
+    sh.gz = (unsigned)(n * (yc / 32));
+  } else {
+    return sh;
+  }
+  sh.gx = (unsigned)strips;
+  if (sh.gy > 65535) sh.kind = 0;
+  return sh;
+}
+
 /* True when k_conv_thin computes this convolution (thin_conv.cu): fp16 forward, stride 1, no
- * padding or dilation (the input is the stored plane with its halo), 8 stored outputs from a
- * multiple of 32 stored inputs, compute capability 8.0 or newer (mma.sync m16n8k16). */
+ * padding or dilation (the input is the stored plane with its halo), compute capability 8.0 or
+ * newer (mma.sync), a 1x1, 3x3, 5x5 or 7x7 filter, and 8 stored outputs from a multiple of 16
+ * stored inputs or a multiple of 32 (at most 1024) from 8. */
 static inline int k_conv_thin_fits(const conv_geom_d &g, int cc_major) {
   if (!g.half || g.transpose || g.wgrad || cc_major < 8) return 0;
   if (g.str_h != 1 || g.str_w != 1 || g.dil_h != 1 || g.dil_w != 1 || g.pad_h || g.pad_w) return 0;
-  if (g.xh != g.yh + g.kh - 1 || g.xw != g.yw + g.kw - 1 || g.n < 1 || g.n > 65535 || g.yh < 1 || g.yw < 1) return 0;
-  return g.yc == 8 && g.xc % 32 == 0;
+  if (g.xh != g.yh + g.kh - 1 || g.xw != g.yw + g.kw - 1) return 0;
+  return thin_shape_of(g.n, g.xc, g.yc, g.kh, g.kw, g.yh, g.yw).kind != 0;
 }
-/* The convolution of a k_conv_thin_fits geometry: x NHWC (n, xh, xw, xc), w KRSC (8, kh, kw,
- * xc), y packed NHWC (n, yh, yw, 8), all half; float accumulation. Enqueues on `s`. */
+/* The convolution of a k_conv_thin_fits geometry: x NHWC (n, xh, xw, xc), w KRSC (yc, kh, kw,
+ * xc), y packed NHWC (n, yh, yw, yc), all half; float accumulation. Enqueues on `s`. */
 cudaError_t k_conv_thin(cudaStream_t s, const conv_geom_d &g, const __half *x, const __half *w, __half *y);
 
 struct dnn_conv;

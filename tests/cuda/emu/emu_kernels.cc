@@ -102,8 +102,8 @@ cudaError_t k_filter_krsc(cudaStream_t, const float *w, __half *o, int d0, int d
   LOOP((int64_t)K * R * S * C, kb_filter_krsc(w, o, d0, d1, R, S, C, i));
 }
 
-/* thin_conv.cu's convolution as a plain float-accumulated loop (the mma.sync kernels run only on
- * a GPU: tests/gpu/run checks them op by op against the CPU). */
+/* thin_conv.cu's convolution as a plain float-accumulated loop (its mma.sync kernels themselves
+ * run in test_thin_simt's warp emulator, and on a GPU in tests/gpu/run's op-by-op parity). */
 static void thin_one(const conv_geom_d &g, const __half *x, const __half *w, __half *y, int64_t i) {
   int k = (int)(i % g.yc);
   int64_t p = i / g.yc;
