@@ -64,6 +64,23 @@ __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
 __device__ __forceinline__ uint2 ld8(const __half *p) { return THIN_LDG(reinterpret_cast<const uint2 *>(p)); }
 __device__ __forceinline__ uint32_t ld4(const __half *p) { return THIN_LDG(reinterpret_cast<const unsigned int *>(p)); }
 
+/* A warp's place: lane (g, t) of the mma's quad layout, its 16-pixel strip x0 (false when the
+ * strip lies past the row: the whole warp returns) and the two pixels its A rows g and g + 8
+ * read, clamped to the row (results of clamped pixels are not stored). */
+struct thin_lane {
+  int g, t, x0, pa, pb;
+};
+
+__device__ __forceinline__ bool thin_lane_at(int yw, thin_lane &L) {
+  int lane = threadIdx.x & 31;
+  L.g = lane >> 2;
+  L.t = lane & 3;
+  L.x0 = (blockIdx.x * THIN_WARPS + (threadIdx.x >> 5)) * 16;
+  L.pa = L.x0 + L.g < yw ? L.x0 + L.g : yw - 1;
+  L.pb = L.x0 + L.g + 8 < yw ? L.x0 + L.g + 8 : yw - 1;
+  return L.x0 < yw;
+}
+
 /* 8 stored outputs, xc a multiple of 16, a K x K filter. The mma's k runs over 16 input channels at
  * a time (permuted: thread t of a quad loads channels 4t..4t+3, 8 bytes, as k 2t, 2t+1, 2t+8, 2t+9; B the
  * same); all K * K taps' B fragments of those 16 channels stay in registers while the warp walks
@@ -74,12 +91,10 @@ template <int K>
 __global__ void __launch_bounds__(THIN_WARPS * 32)
     thin_out8_kernel(const __half *__restrict__ x, const __half *__restrict__ w, __half *__restrict__ y, int xc, int xh,
                      int xw, int yh, int yw) {
-  int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  int x0 = (blockIdx.x * THIN_WARPS + (threadIdx.x >> 5)) * 16;
-  if (x0 >= yw) return;
+  thin_lane L;
+  if (!thin_lane_at(yw, L)) return;
+  const int g = L.g, t = L.t, x0 = L.x0, pa = L.pa, pb = L.pb;
   int y0 = blockIdx.y * OUT8_ROWS, n = blockIdx.z;
-  /* pixels past the row's end read the last one; their results are not stored */
-  int pa = x0 + g < yw ? x0 + g : yw - 1, pb = x0 + g + 8 < yw ? x0 + g + 8 : yw - 1;
   const __half *xn = x + (size_t)n * xh * xw * xc + 4 * t;
   float acc[OUT8_ROWS][4];
 #pragma unroll
@@ -124,13 +139,12 @@ template <int K>
 __global__ void __launch_bounds__(THIN_WARPS * 32)
     thin_in8_kernel(const __half *__restrict__ x, const __half *__restrict__ w, __half *__restrict__ y, int yc, int xh,
                     int xw, int yh, int yw) {
-  int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  int x0 = (blockIdx.x * THIN_WARPS + (threadIdx.x >> 5)) * 16;
-  if (x0 >= yw) return;
+  thin_lane L;
+  if (!thin_lane_at(yw, L)) return;
+  const int g = L.g, t = L.t, x0 = L.x0, pa = L.pa, pb = L.pb;
   int groups = yc >> 5;
   int n = blockIdx.z / groups, o0 = (blockIdx.z % groups) * 32;
   int y0 = blockIdx.y * IN8_ROWS;
-  int pa = x0 + g < yw ? x0 + g : yw - 1, pb = x0 + g + 8 < yw ? x0 + g + 8 : yw - 1;
   const __half *xn = x + (size_t)n * xh * xw * 8 + 2 * t;
   float acc[IN8_ROWS][4][4];
 #pragma unroll
