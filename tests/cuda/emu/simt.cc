@@ -7,7 +7,6 @@
 
 #include <cuda_fp16.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <ucontext.h>
 
 #include <vector>
