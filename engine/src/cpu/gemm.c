@@ -30,6 +30,11 @@ typedef float vf __attribute__((vector_size(LANES * 4)));
 /* Floats of a row of C one step updates: two vectors, so that each broadcast B value feeds two
  * multiply-adds. */
 #define TN_STEP (2 * LANES)
+/* Rows of A ahead that a step asks the cache for, one line a row. The weights are cold in a run
+ * (last read a run ago), and each row is read MC floats at a time, too short a stretch for the
+ * hardware prefetcher: 1024 x 8192 weights times 4 columns with the caches flushed took 3.3 ms
+ * without the hint, 2.6 ms with it (results bit-identical). */
+#define TN_AHEAD 8
 
 /* c0[j][0 .. TN_STEP) += a_r[0 .. TN_STEP) * b_r[j] summed over the four rows r, for the nr
  * columns j (rows of c0 mc apart). */
@@ -60,7 +65,12 @@ FMA_CLONES static void small_tn(int m, int n, int k, const float *a, int lda, co
     memset(ct, 0, sizeof ct);
     for (int kk = 0; kk < k4; kk += 4) {
       const float *ar = a + (size_t)kk * (size_t)lda + (size_t)m0, *br = b + (size_t)kk * (size_t)ldb;
-      for (int v = 0; v < body; v += TN_STEP) tn_rows4(ar + v, (size_t)lda, br, (size_t)ldb, n, ct + v, MC);
+      const bool ahead = kk + TN_AHEAD + 4 <= k;
+      for (int v = 0; v < body; v += TN_STEP) {
+        if (ahead)
+          for (int r = 0; r < 4; r++) __builtin_prefetch(ar + (size_t)(TN_AHEAD + r) * (size_t)lda + (size_t)v);
+        tn_rows4(ar + v, (size_t)lda, br, (size_t)ldb, n, ct + v, MC);
+      }
       for (int i = body; i < mw; i++)
         for (int j = 0; j < n; j++)
           ct[(size_t)j * MC + (size_t)i] += ar[i] * br[j] + ar[(size_t)lda + (size_t)i] * br[(size_t)ldb + (size_t)j] +
