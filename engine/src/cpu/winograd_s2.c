@@ -45,10 +45,15 @@ static int tiles_x(const conv_geom *g, bool transpose) { return transpose ? g->w
 static size_t rows_out(const conv_geom *g, bool transpose) { return (size_t)g->m * (transpose ? 4u : 1u); }
 static size_t rows_in(const conv_geom *g, bool transpose) { return (size_t)g->c * (transpose ? 1u : 4u); }
 
-/* At most 8 MiB of V and products a chunk. The run's scratch is fresh memory: a chunk of every
- * tile of the ResNet's first stride-2 layer at 256x256 (57 MB) cost it 17 ms of page faults,
- * while chunks of 4 to 16 MiB ran as fast as one at 512x512 (one thread). */
+/* A chunk: 8 MiB of V and products, or 512 tiles where those are fewer. The run's scratch is fresh
+ * memory: a chunk of every tile of the ResNet's first stride-2 layer at 256x256 (57 MB) cost it
+ * 17 ms of page faults, while chunks of 4 to 16 MiB ran as fast as one at 512x512 (one thread).
+ * But sgemm packs a product's U (M x K) anew for every chunk, and the U-Net's 512- and 1024-channel
+ * layers got only 62 to 227 tiles into 8 MiB: ConvTranspose 1024 -> 256 from 32x32 took 84 ms
+ * in 113-tile chunks, 71 in one of 289 (Intel Xeon with AVX-512, one thread; U-Net 512x512 0.343
+ * -> 0.325 s). */
 #define CHUNK_FLOATS ((size_t)1 << 21)
+#define CHUNK_TILES 512
 
 /* The distance between the 9 matrices of U, V and the products: their size and one cache line,
  * so that the 9 streams a transform writes do not fall on one cache set (sizes that are
@@ -77,7 +82,7 @@ size_t cpu_s2_tiles(const conv_geom *g, bool transpose) {
 
 size_t cpu_s2_chunk_tiles(const conv_geom *g, bool transpose) {
   size_t most = CHUNK_FLOATS / (9 * (rows_in(g, transpose) + rows_out(g, transpose))), tiles = cpu_s2_tiles(g, transpose);
-  if (most < 1) most = 1;
+  if (most < CHUNK_TILES) most = CHUNK_TILES;
   return most < tiles ? most : tiles;
 }
 
