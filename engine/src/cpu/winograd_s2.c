@@ -49,9 +49,9 @@ static size_t rows_in(const conv_geom *g, bool transpose) { return (size_t)g->c 
  * memory: a chunk of every tile of the ResNet's first stride-2 layer at 256x256 (57 MB) cost it
  * 17 ms of page faults, while chunks of 4 to 16 MiB ran as fast as one at 512x512 (one thread).
  * But sgemm packs a product's U (M x K) anew for every chunk, and the U-Net's 512- and 1024-channel
- * layers got only 62 to 227 tiles into 8 MiB: ConvTranspose 1024 -> 256 from 32x32 took 84 ms
- * in 113-tile chunks, 71 in one of 289 (Intel Xeon with AVX-512, one thread; U-Net 512x512 0.343
- * -> 0.325 s). */
+ * layers got only 62 to 227 tiles into 8 MiB: ConvTranspose 1024 -> 256 from 32x32 took 77-84 ms
+ * in 113-tile chunks, 70-71 in one of 289 (Intel Xeon with AVX-512, one thread; the U-Net
+ * 512x512's per-step sum 331-339 -> 329 ms, bench/NOTES.md). */
 #define CHUNK_FLOATS ((size_t)1 << 21)
 #define CHUNK_TILES 512
 
