@@ -4,8 +4,11 @@
  * format and depth unless told otherwise; .npy arrays (float32 HxWx3 in [-1,1]) are the numeric
  * path. Folders are expanded to their images. A file that fails is reported and the others go
  * on; the exit status says whether any failed. Outputs are written to a temporary and renamed.
+ * An image's output is written by a thread of its own while the next file translates. Ctrl-C
+ * stops at the file in progress: what was written is kept, nothing half-written is left.
  */
 #include <errno.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +32,7 @@ typedef struct {
   bool verbose;
   cli_progress *bar;
   double file_base, file_span;
+  unsigned written;     /* files written so far */
 } job;
 
 static bool is_dir(const char *p) {
@@ -36,9 +40,27 @@ static bool is_dir(const char *p) {
   return p && stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
-/* Progress of one file mapped into the whole job's bar. */
+/* Ctrl-C or SIGTERM: the signal, once the first has come. The run in progress is cancelled at its
+ * next progress report, an output being written is finished, and no further file is started. A
+ * second signal ends the process at once (the handler gives way to the default). */
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig) {
+  interrupted = sig;
+  signal(sig, SIG_DFL);
+}
+
+/* Catches sig unless it is ignored (a job started in the background, nohup); old gets what to
+ * restore. */
+static void catch_signal(int sig, struct sigaction *old) {
+  sigaction(sig, NULL, old);
+  if (old->sa_handler != SIG_IGN) signal(sig, on_interrupt);
+}
+
+/* Progress of one file mapped into the whole job's bar; nonzero cancels the run. */
 static int file_progress(void *user, double f) {
   job *j = user;
+  if (interrupted) return 1;
   return cli_progress_update(j->bar, j->file_base + j->file_span * f);
 }
 
@@ -84,41 +106,115 @@ static bool translate_npy(job *j, const char *in, const char *out, char *err, si
     ok = i2i_npy_save(out, img.rgba, img.height, img.width, 3, err, errlen);
   }
   if (ok && j->verbose) report(in, out, img.width, img.height, &rep);
+  j->written += ok;
   g_free(rgb);
   i2i_npy_free(&img);
   return ok;
 }
 
-static bool translate_image(job *j, const char *in, const char *out, char *err, size_t errlen) {
+/* An image file of the run: loaded (one file ahead), translated, then written. Encoding runs on
+ * one core (a 4000x3000 JPEG: 0.3 s of 1.4 s a photo on two cores, a PNG 1 s; bench/NOTES.md), so
+ * while the next file is read and translated a thread of its own writes it. Where either of the
+ * two goes through GEGL (PNG, TIFF), which takes one file at a time, the next is read first. */
+typedef struct {
+  bool loaded;           /* img holds the file's pixels */
+  bool active;           /* img is translated and its writing not reported yet */
+  GThread *thread;       /* NULL: written in the loop's thread */
   i2i_img img;
-  if (!i2i_img_load(in, &img, err, errlen)) return false;
+  const char *in, *out;
+  i2i_img_save_opts so;
+  i2i_run_report rep;
+  bool ok;
+  char err[1024];        /* why loading, translating or writing failed */
+} image_file;
+
+static void image_load(image_file *f, const char *in, const char *out) {
+  f->in = in;
+  f->out = out;
+  f->err[0] = 0;
+  f->loaded = i2i_img_load(in, &f->img, f->err, sizeof f->err);
+}
+
+static void image_release(image_file *f) {
+  if (f->loaded) i2i_img_free(&f->img);
+  f->loaded = f->active = false;
+}
+
+/* Translates f's loaded image in place (f->active on success); `nomem`: the engine lacked the
+ * memory for the run. While another image is being written (`writing`), the run leaves that
+ * thread a core of its own where it would still have two: OpenMP's teams lose more than the
+ * core's share when one of their threads is descheduled (two cores shared with a PNG being
+ * written: a run of 1.1 s took 1.9 s). */
+static bool translate_image(job *j, image_file *f, bool writing, bool *nomem) {
   i2i_run_params rp = j->rp;
+  int cores = i2i_ctx_threads(j->ctx);
+  if (writing && cores >= 3) rp.threads = cores - 1;
   rp.layout = I2I_PIXELS_RGBA;
   rp.scale = j->scale < 0 ? DEFAULT_IMAGE_SCALE : j->scale;
   rp.progress = file_progress;
   rp.progress_user = j;
-  i2i_run_report rep;
-  const float *ins[1] = {img.pixels};
-  float *outs[1] = {img.pixels};
-  i2i_status st = i2i_run(j->ctx, j->model, &rp, 1, img.info.width, img.info.height, ins, outs, &rep);
-  bool ok = st == I2I_OK;
-  if (!ok) snprintf(err, errlen, "%s", i2i_ctx_errmsg(j->ctx));
-  if (ok) {
-    i2i_img_type t = j->out_type != I2I_IMG_UNKNOWN ? j->out_type : i2i_img_type_from_name(out);
-    if (t == I2I_IMG_UNKNOWN) t = img.info.type;
-    i2i_img_save_opts so;
-    i2i_img_save_opts_from_info(&so, &img.info, t);
-    if (j->bits) {
-      so.bits = j->bits;
-      so.is_float = j->bits == 32;
-    }
-    if (j->quality) so.quality = j->quality;
-    ok = i2i_img_save(out, img.pixels, img.info.width, img.info.height, &so, err, errlen);
+  const float *ins[1] = {f->img.pixels};
+  float *outs[1] = {f->img.pixels};
+  i2i_status st = i2i_run(j->ctx, j->model, &rp, 1, f->img.info.width, f->img.info.height, ins, outs, &f->rep);
+  *nomem = st == I2I_E_NOMEM;
+  if (st) {
+    snprintf(f->err, sizeof f->err, "%s", i2i_ctx_errmsg(j->ctx));
+    return false;
   }
-  if (ok && j->verbose) report(in, out, img.info.width, img.info.height, &rep);
-  i2i_img_free(&img);
-  return ok;
+  i2i_img_type t = j->out_type != I2I_IMG_UNKNOWN ? j->out_type : i2i_img_type_from_name(f->out);
+  if (t == I2I_IMG_UNKNOWN) t = f->img.info.type;
+  i2i_img_save_opts_from_info(&f->so, &f->img.info, t);
+  if (j->bits) {
+    f->so.bits = j->bits;
+    f->so.is_float = j->bits == 32;
+  }
+  if (j->quality) f->so.quality = j->quality;
+  f->active = true;
+  return true;
 }
+
+static gpointer save_now(gpointer data) {
+  image_file *f = data;
+  f->ok = i2i_img_save(f->out, f->img.pixels, f->img.info.width, f->img.info.height, &f->so, f->err, sizeof f->err);
+  return NULL;
+}
+
+/* Bytes the system can still hand out (MemAvailable), or 0 when it does not say. */
+static uint64_t memory_available(void) {
+  FILE *f = fopen("/proc/meminfo", "r");
+  if (!f) return 0;
+  char line[256];
+  unsigned long long kb = 0;
+  while (fgets(line, sizeof line, f) && sscanf(line, "MemAvailable: %llu kB", &kb) != 1) kb = 0;
+  fclose(f);
+  return (uint64_t)kb * 1024;
+}
+
+/* Starts writing f: on a thread when another file follows and the image takes at most a quarter
+ * of the memory still available (it is held while the next file runs), else here and now. */
+static void save_start(image_file *f, bool more) {
+  f->thread = NULL;
+  uint64_t bytes = (uint64_t)f->img.info.width * (uint64_t)f->img.info.height * 4 * sizeof(float);
+  if (more && bytes <= memory_available() / 4) f->thread = g_thread_try_new("i2i-save", save_now, f, NULL);
+  if (!f->thread) save_now(f);
+}
+
+/* Waits for f to be written and reports it (its failure, or with --verbose its line); returns 1
+ * when it failed. */
+static int save_finish(job *j, image_file *f) {
+  if (!f->active) return 0;
+  if (f->thread) g_thread_join(f->thread);
+  f->thread = NULL;
+  if (f->ok && j->verbose) report(f->in, f->out, f->img.info.width, f->img.info.height, &f->rep);
+  image_release(f);
+  j->written += f->ok;
+  if (f->ok) return 0;
+  cli_progress_done(j->bar);
+  fprintf(stderr, "i2i translate: %s: %s\n", f->in, f->err);
+  return 1;
+}
+
+static bool is_image_input(const char *p) { return !is_dir(p) && !cli_has_ext(p, ".npy"); }
 
 static bool is_input_file(const char *p) {
   return i2i_img_path_is_supported(p) || (cli_has_ext(p, ".npy") && !is_dir(p));
@@ -245,7 +341,9 @@ int cmd_translate(int argc, char **argv) {
     "Without -o the last path is the output (a file, or a folder: an existing one, or for several inputs), as\n"
     "with cp. Outputs that would replace an input or one another are refused before anything runs.\n"
     ".npy files hold float32 H x W x 3 arrays in [-1,1] (the model's own range) and run natively.\n"
-    "Exit status: 0 when every file was written, 1 when any failed, 2 on a usage error.");
+    "Ctrl-C stops at the file in progress; the files written are whole and nothing half-written is left.\n"
+    "Exit status: 0 when every file was written, 1 when any failed, 2 on a usage error, 130 when\n"
+    "interrupted (143 for SIGTERM).");
   GError *gerr = NULL;
   int rc = 2;
   i2i_ctx *ctx = NULL;
@@ -362,28 +460,67 @@ int cmd_translate(int argc, char **argv) {
   cli_progress_init(&bar, label);
   j.bar = &bar;
   int failed = 0;
-  for (guint i = 0; i < ins->len; i++) {
+  guint started = 0;
+  image_file slot[2] = {{0}};
+  interrupted = 0;
+  struct sigaction old_int, old_term;
+  catch_signal(SIGINT, &old_int);
+  catch_signal(SIGTERM, &old_term);
+  if (is_image_input(ins->pdata[0])) image_load(&slot[0], ins->pdata[0], outs->pdata[0]);
+  for (guint i = 0; i < ins->len && !interrupted; i++) {
     const char *in = ins->pdata[i];
     const char *out = outs->pdata[i];
-    char err[1024] = "";
+    image_file *cur = &slot[i % 2], *prev = &slot[(i + 1) % 2];
+    char npy_err[1024] = "";
+    const char *err = npy_err;
     j.file_base = (double)i / ins->len;
     j.file_span = 1.0 / ins->len;
-    bool ok;
+    bool ok = false, nomem = false;
+    started++;
     if (is_dir(in)) {
-      snprintf(err, sizeof err, "cannot read the folder");
-      ok = false;
-    } else if (cli_has_ext(in, ".npy")) {
-      ok = translate_npy(&j, in, out, err, sizeof err);
+      snprintf(npy_err, sizeof npy_err, "cannot read the folder");
+    } else if (!is_image_input(in)) {
+      failed += save_finish(&j, prev); /* reports stay in the files' order */
+      ok = translate_npy(&j, in, out, npy_err, sizeof npy_err);
     } else {
-      ok = translate_image(&j, in, out, err, sizeof err);
+      err = cur->err;
+      ok = cur->loaded && translate_image(&j, cur, prev->active && prev->thread, &nomem);
+      if (!ok && nomem && prev->active && !interrupted) {
+        /* the image still being written may be what the run lacked */
+        failed += save_finish(&j, prev);
+        image_release(cur);
+        image_load(cur, in, out);
+        ok = cur->loaded && translate_image(&j, cur, false, &nomem);
+      }
     }
-    if (!ok) {
+    failed += save_finish(&j, prev);
+    if (!ok && !interrupted) {
       cli_progress_done(&bar);
       fprintf(stderr, "i2i translate: %s: %s\n", in, err);
       failed++;
     }
+    if (!ok) image_release(cur);
+    /* the next image is read while this one is written, unless one of them goes through GEGL */
+    bool more = i + 1 < ins->len && !interrupted && is_image_input(ins->pdata[i + 1]);
+    bool gegl = more && ok && (i2i_img_type_uses_gegl(i2i_img_type_from_name(ins->pdata[i + 1])) ||
+                               i2i_img_type_uses_gegl(cur->so.type));
+    if (more && (!ok || gegl)) image_load(prev, ins->pdata[i + 1], outs->pdata[i + 1]);
+    if (ok && cur->active) save_start(cur, i + 1 < ins->len);
+    if (more && ok && !gegl) image_load(prev, ins->pdata[i + 1], outs->pdata[i + 1]);
   }
+  for (int k = 0; k < 2; k++) {
+    failed += save_finish(&j, &slot[k]);
+    image_release(&slot[k]); /* loaded ahead of an interruption */
+  }
+  sigaction(SIGINT, &old_int, NULL);
+  sigaction(SIGTERM, &old_term, NULL);
   cli_progress_done(&bar);
+  if (interrupted) {
+    fprintf(stderr, "i2i translate: interrupted: %u of %u files written (each one whole), %u not started\n",
+            j.written, ins->len, ins->len - started);
+    rc = 128 + (int)interrupted;
+    goto out;
+  }
   if (failed && ins->len > 1) fprintf(stderr, "i2i translate: %d of %u files failed\n", failed, ins->len);
   rc = failed ? 1 : 0;
 out:

@@ -363,6 +363,11 @@ const char *i2i_img_type_name(i2i_img_type type)
   }
 }
 
+bool i2i_img_type_uses_gegl(i2i_img_type type)
+{
+  return type == I2I_IMG_PNG || type == I2I_IMG_TIFF;
+}
+
 i2i_img_type i2i_img_type_from_name(const char *path)
 {
   static const struct { const char *ext; i2i_img_type type; } map[] = {

@@ -11,7 +11,8 @@ into an existing folder); commands that would lose a file refused before anythin
 that is an input, two inputs onto one output, an image written as .npy, a bit depth the format
 cannot hold), the inputs untouched; a missing model's message naming `i2i fetch`; model lookup order
 ($I2I_MODEL_PATH folders in order, then the XDG folder); --strength 0; --memory tiles, same result; the
-same bits on any --threads; GEGL
+same bits on any --threads; a folder run's outputs equal each file run alone, reported in order;
+Ctrl-C keeps what was written whole and leaves no temporary; GEGL
 started with the image modules alone, nothing left in TMPDIR, GEGL_PATH and an unwritable TMPDIR obeyed.
 Usage: run_translate.py BUILD_DIR SOURCE_DIR WORK_DIR.
 Ends with "N passed, N failed".
@@ -19,8 +20,10 @@ Ends with "N passed, N failed".
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import warnings
 
 import numpy as np
@@ -166,6 +169,29 @@ for path, (fmt, bits, has_alpha) in sorted(files.items()):
         nd = max(len(np.unique(np.round(dec_out[:, :, c] * 65535))) for c in range(3))
         check(nd > 256, name + ": 16-bit output keeps 16 bits", "%d distinct values" % nd)
 
+# a folder run writes each image on a thread of its own while the next file translates: every
+# output equals a run of that file alone, byte for byte, and -v reports the files in their order
+# with a failure in the middle in its place
+alone = os.path.join(work, "alone")
+os.makedirs(alone)
+mixups = []
+for path in sorted(files):
+    name = os.path.basename(path)
+    o = os.path.join(alone, name)
+    subprocess.run([i2i, "translate", model, path, o, "--scale", "0", "--backend", "cpu"], capture_output=True)
+    if not (os.path.exists(o) and open(o, "rb").read() == open(os.path.join(out, name), "rb").read()):
+        mixups.append(name)
+check(not mixups, "each output of the folder run equals that file translated alone", ", ".join(mixups))
+order_in = os.path.join(work, "order_in")
+os.makedirs(order_in)
+order = ["a_rgb8.png", "b_corrupt.png", "c_rgba8.png", "d_photo.jpg"]
+for name in order:
+    shutil.copy(os.path.join(work, "in", "z_corrupt.png" if "corrupt" in name else name), os.path.join(order_in, name))
+r = subprocess.run([i2i, "translate", "-v", model, order_in, "-o", os.path.join(work, "order_out"), "--scale", "0",
+                    "--backend", "cpu"], capture_output=True, text=True)
+named = [n for line in r.stderr.splitlines() for n in order if os.path.join(order_in, n) in line]
+check(r.returncode == 1 and named == order, "-v and errors report the files in their order", "; ".join(named))
+
 # cp-style single file, and a missing model
 single = os.path.join(work, "single.png")
 r = subprocess.run([i2i, "translate", model, os.path.join(work, "in", "a_rgb8.png"), single, "--backend", "cpu"],
@@ -279,6 +305,32 @@ for t in ("1", "2", "3", "7"):
     thr.append(np.load(o) if r.returncode == 0 and os.path.exists(o) else None)
 check(all(x is not None for x in thr) and all(np.array_equal(thr[0], x) for x in thr[1:]),
       "--threads 1, 2, 3 and 7 give the same bits")
+
+# Ctrl-C during a folder run: exit status 130 and a message; the files written are whole (each
+# equals the file translated alone), no temporary is left beside them, the rest are not started
+sig_in, sig_out = os.path.join(work, "sig_in"), os.path.join(work, "sig_out")
+os.makedirs(sig_in)
+sig_rgb = ((fc.test_image(768, 768, 3)[0] + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+for k in range(16):
+    Image.fromarray(sig_rgb).save(os.path.join(sig_in, "p%02d.png" % k))
+sig_ref = os.path.join(work, "sig_ref.png")
+subprocess.run([i2i, "translate", model, os.path.join(sig_in, "p00.png"), sig_ref, "--scale", "0", "--backend", "cpu"],
+               capture_output=True, check=True)
+p = subprocess.Popen([i2i, "translate", model, sig_in, "-o", sig_out, "--scale", "0", "--backend", "cpu"],
+                     stderr=subprocess.PIPE, text=True)
+t0 = time.time()
+while p.poll() is None and time.time() - t0 < 300 and not (
+        os.path.isdir(sig_out) and any(not n.startswith(".") for n in os.listdir(sig_out))):
+    time.sleep(0.005)
+p.send_signal(signal.SIGINT)
+err = p.communicate()[1]
+left = sorted(os.listdir(sig_out)) if os.path.isdir(sig_out) else []
+written = [n for n in left if not n.startswith(".")]
+whole = all(open(os.path.join(sig_out, n), "rb").read() == open(sig_ref, "rb").read() for n in written)
+check(p.returncode == 130 and "interrupted: %d of 16 files written" % len(written) in err and 1 <= len(written) < 16 and
+      whole and len(left) == len(written),
+      "Ctrl-C: exit 130, the files written are whole, no temporary left, the rest not started",
+      "rc %s, %d written, whole %s, left %s; %s" % (p.returncode, len(written), whole, left[:4], err.strip()[-160:]))
 
 # GEGL starts with the image modules alone, from a private folder removed at once: the others
 # (libavcodec's ff-load, poppler's pdf-load, ...) are not loaded, nothing is left in TMPDIR, and the
