@@ -27,6 +27,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+  i2i_openmp_reexec(argv);
   if (argc < 2) {
     usage(stderr);
     return 2;

@@ -17,7 +17,11 @@ static void run(const gchar *name, gint nparams, const GimpParam *param, gint *n
 
 const GimpPlugInInfo PLUG_IN_INFO = {NULL, NULL, query, run};
 
-MAIN()
+/* GIMP's MAIN(), with the engine's process setup first (i2i.h: i2i_openmp_reexec). */
+int main(int argc, char *argv[]) {
+  i2i_openmp_reexec(argv);
+  return gimp_main(&PLUG_IN_INFO, argc, argv);
+}
 
 #define AUTHOR    "i2i contributors"
 #define COPYRIGHT "GPL-3.0-or-later"

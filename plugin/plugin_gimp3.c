@@ -30,7 +30,11 @@ struct _I2iPlugIn {
 
 G_DEFINE_TYPE(I2iPlugIn, i2i_plug_in, GIMP_TYPE_PLUG_IN)
 
-GIMP_MAIN(I2I_TYPE_PLUG_IN)
+/* GIMP's GIMP_MAIN(), with the engine's process setup first (i2i.h: i2i_openmp_reexec). */
+int main(int argc, char *argv[]) {
+  i2i_openmp_reexec(argv);
+  return gimp_main(I2I_TYPE_PLUG_IN, argc, argv);
+}
 
 static i2i_ctx *plug_in_ctx(I2iPlugIn *self) {
   if (!self->ctx && i2i_ctx_create(NULL, &self->ctx) != I2I_OK) self->ctx = NULL;

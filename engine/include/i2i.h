@@ -50,6 +50,16 @@ const char *i2i_status_name(i2i_status s);
 /* "0.1.0". Static storage. */
 const char *i2i_version(void);
 
+/* For a program's main(), before anything else, with main's argv. The CPU backend's threads
+ * (OpenMP) wait for work by spinning, by libgomp's default for 300,000 rounds before they sleep:
+ * with another program keeping a core busy, runs took 2-2.5x as long as with a short spin, which
+ * costs nothing on an idle machine. libgomp reads the setting once, before main() runs, so this
+ * sets GOMP_SPINCOUNT and executes the program again (/proc/self/exe: the same process id,
+ * arguments, environment otherwise and open files). Does nothing when OMP_WAIT_POLICY or
+ * GOMP_SPINCOUNT is set already (the user's choice, or the second start); returns when the program
+ * cannot be executed again, which then runs as before. */
+void i2i_openmp_reexec(char *argv[]);
+
 /* ---------------------------------------------------------------------------------------------
  * Context
  * ------------------------------------------------------------------------------------------- */
