@@ -318,18 +318,26 @@ sig_ref = os.path.join(work, "sig_ref.png")
 subprocess.run([i2i, "translate", model, os.path.join(sig_in, "p00.png"), sig_ref, "--scale", "0", "--backend", "cpu"],
                capture_output=True, check=True)
 quiet_env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-p = subprocess.Popen([i2i, "translate", model, sig_in, "-o", sig_out, "--scale", "0", "--backend", "cpu"],
-                     stderr=subprocess.PIPE, text=True, env=quiet_env)
-t0 = time.time()
-while p.poll() is None and time.time() - t0 < 300 and not (
-        os.path.isdir(sig_out) and any(not n.startswith(".") for n in os.listdir(sig_out))):
-    time.sleep(0.005)
-try:
-    environ = open("/proc/%d/environ" % p.pid, "rb").read().split(b"\0")
-except OSError:
-    environ = []
-p.send_signal(signal.SIGINT)
-err = p.communicate()[1]
+
+
+def interrupt_folder_run(dst, env, ready):
+    # starts a folder run into dst, waits until ready(dst), reads the running tool's environment,
+    # sends SIGINT; returns the process (finished), its stderr and the environment's variables
+    p = subprocess.Popen([i2i, "translate", model, sig_in, "-o", dst, "--scale", "0", "--backend", "cpu"],
+                         stderr=subprocess.PIPE, text=True, env=env)
+    t0 = time.time()
+    while p.poll() is None and time.time() - t0 < 300 and not ready(dst):
+        time.sleep(0.005)
+    try:
+        environ = open("/proc/%d/environ" % p.pid, "rb").read().split(b"\0")
+    except OSError:
+        environ = []
+    p.send_signal(signal.SIGINT)
+    return p, p.communicate()[1], environ
+
+
+p, err, environ = interrupt_folder_run(
+    sig_out, quiet_env, lambda d: os.path.isdir(d) and any(not n.startswith(".") for n in os.listdir(d)))
 left = sorted(os.listdir(sig_out)) if os.path.isdir(sig_out) else []
 written = [n for n in left if not n.startswith(".")]
 whole = all(open(os.path.join(sig_out, n), "rb").read() == open(sig_ref, "rb").read() for n in written)
@@ -341,18 +349,8 @@ check(p.returncode == 130 and "interrupted: %d of 16 files written" % len(writte
 # GOMP_SPINCOUNT set, i2i_openmp_reexec: 2-2.5x faster beside a busy core), unless the user set it
 check(b"GOMP_SPINCOUNT=10000" in environ, "the tool runs with a short OpenMP spin (GOMP_SPINCOUNT=10000)",
       "%d variables read" % len(environ))
-sig_out2 = os.path.join(work, "sig_out2")
-p = subprocess.Popen([i2i, "translate", model, sig_in, "-o", sig_out2, "--scale", "0", "--backend", "cpu"],
-                     stderr=subprocess.DEVNULL, env=dict(quiet_env, GOMP_SPINCOUNT="777"))
-t0 = time.time()
-while p.poll() is None and time.time() - t0 < 300 and not os.path.isdir(sig_out2):
-    time.sleep(0.005)
-try:
-    environ = open("/proc/%d/environ" % p.pid, "rb").read().split(b"\0")
-except OSError:
-    environ = []
-p.send_signal(signal.SIGINT)
-p.wait()
+p, err, environ = interrupt_folder_run(os.path.join(work, "sig_out2"), dict(quiet_env, GOMP_SPINCOUNT="777"),
+                                       os.path.isdir)
 check(b"GOMP_SPINCOUNT=777" in environ and b"GOMP_SPINCOUNT=10000" not in environ,
       "a GOMP_SPINCOUNT of the user's is kept", "%d variables read" % len(environ))
 
