@@ -141,14 +141,9 @@ static void image_release(image_file *f) {
 }
 
 /* Translates f's loaded image in place (f->active on success); `nomem`: the engine lacked the
- * memory for the run. While another image is being written (`writing`), the run leaves that
- * thread a core of its own where it would still have two: OpenMP's teams lose more than the
- * core's share when one of their threads is descheduled (two cores shared with a PNG being
- * written: a run of 1.1 s took 1.9 s). */
-static bool translate_image(job *j, image_file *f, bool writing, bool *nomem) {
+ * memory for the run. */
+static bool translate_image(job *j, image_file *f, bool *nomem) {
   i2i_run_params rp = j->rp;
-  int cores = i2i_ctx_threads(j->ctx);
-  if (writing && cores >= 3) rp.threads = cores - 1;
   rp.layout = I2I_PIXELS_RGBA;
   rp.scale = j->scale < 0 ? DEFAULT_IMAGE_SCALE : j->scale;
   rp.progress = file_progress;
@@ -484,13 +479,13 @@ int cmd_translate(int argc, char **argv) {
       ok = translate_npy(&j, in, out, npy_err, sizeof npy_err);
     } else {
       err = cur->err;
-      ok = cur->loaded && translate_image(&j, cur, prev->active && prev->thread, &nomem);
+      ok = cur->loaded && translate_image(&j, cur, &nomem);
       if (!ok && nomem && prev->active && !interrupted) {
         /* the image still being written may be what the run lacked */
         failed += save_finish(&j, prev);
         image_release(cur);
         image_load(cur, in, out);
-        ok = cur->loaded && translate_image(&j, cur, false, &nomem);
+        ok = cur->loaded && translate_image(&j, cur, &nomem);
       }
     }
     failed += save_finish(&j, prev);

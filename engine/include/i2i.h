@@ -149,9 +149,6 @@ void i2i_ctx_free(i2i_ctx *ctx);
 /* The message of the last failed call on this context ("" if none). Valid until the next call. */
 const char *i2i_ctx_errmsg(const i2i_ctx *ctx);
 
-/* The CPU threads the context's runs use (i2i_ctx_params.threads resolved); 1 for NULL. */
-int i2i_ctx_threads(const i2i_ctx *ctx);
-
 /* Changes the memory budget (bytes, 0 = automatic) for later runs. NULL is ignored. */
 void i2i_ctx_set_memory_budget(i2i_ctx *ctx, uint64_t bytes);
 
@@ -339,8 +336,6 @@ typedef struct {
   int scale;                /* working short side in pixels; 0 = native. See README. */
   i2i_progress_fn progress;
   void *progress_user;
-  int threads;              /* CPU threads for this run: 1 up to the context's; 0 (default) = the
-                             * context's. The result does not depend on it. */
 } i2i_run_params;
 
 typedef struct {

@@ -98,8 +98,6 @@ void i2i_ctx_free(i2i_ctx *ctx) {
 
 const char *i2i_ctx_errmsg(const i2i_ctx *ctx) { return ctx ? ctx->err : "no context"; }
 
-int i2i_ctx_threads(const i2i_ctx *ctx) { return ctx ? ctx->threads : 1; }
-
 void i2i_ctx_set_memory_budget(i2i_ctx *ctx, uint64_t bytes) {
   if (ctx) ctx->p.memory_budget = bytes;
 }

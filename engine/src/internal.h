@@ -327,8 +327,6 @@ void plan_free(i2i_ctx *ctx, i2i_plan *p);
 i2i_status model_derive_info(i2i_ctx *ctx, i2i_model *m);
 
 /* run.c / scale.c */
-/* The CPU threads a run with these parameters uses (run.c). */
-int run_threads(const i2i_ctx *ctx, const i2i_run_params *rp);
 i2i_status run_native(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp, int nimg, int width, int height,
                       const float *const *inputs, float *const *outputs, i2i_run_report *rep, double pbase,
                       double pspan);

@@ -22,10 +22,6 @@ void i2i_run_default_params(i2i_run_params *p) {
   p->strength = 1.0f;
 }
 
-int run_threads(const i2i_ctx *ctx, const i2i_run_params *rp) {
-  return rp->threads > 0 && rp->threads < ctx->threads ? rp->threads : ctx->threads;
-}
-
 i2i_status run_progress(i2i_ctx *ctx, i2i_run_state *st, double done, double total) {
   if (!st->progress) return I2I_OK;
   double f = total > 0 ? done / total : 1.0;
@@ -244,7 +240,7 @@ i2i_status run_native(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp
     }
   }
   i2i_run_state rs = {0};
-  rs.threads = run_threads(ctx, rp);
+  rs.threads = ctx->threads;
   rs.mode = rp->pix2pix_mode;
   rs.seed = rp->seed;
   rs.progress = rp->progress;
@@ -360,7 +356,6 @@ i2i_status i2i_run(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *param
     return i2i_fail(ctx, I2I_E_ARG, "i2i_run: strength %g outside 0..1", params->strength);
   if (params->scale < 0 || (params->scale > 0 && params->scale < 64))
     return i2i_fail(ctx, I2I_E_ARG, "i2i_run: scale %d (0 for native, or a short side of at least 64)", params->scale);
-  if (params->threads < 0) return i2i_fail(ctx, I2I_E_ARG, "i2i_run: threads %d (0 for the context's)", params->threads);
   if (m->info.family == I2I_FAMILY_PATCHGAN || m->info.in_channels != 3 || m->info.out_channels != 3)
     return i2i_fail(ctx, I2I_E_UNSUPPORTED, "this model is not an image-to-image generator (%d input and %d output channels%s)",
                     m->info.in_channels, m->info.out_channels,

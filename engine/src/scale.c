@@ -110,7 +110,7 @@ i2i_status run_scaled(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp
       st = i2i_fail(ctx, I2I_E_NOMEM, "out of memory for the working resolution");
       goto done;
     }
-    downsample(inputs[i], width, height, ch, down[i], w2, h2, &ax, &ay, tmp, run_threads(ctx, rp));
+    downsample(inputs[i], width, height, ch, down[i], w2, h2, &ax, &ay, tmp, ctx->threads);
   }
   i2i_run_params p2 = *rp;
   p2.strength = 1.0f;
@@ -125,7 +125,7 @@ i2i_status run_scaled(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp
       for (int c = 0; c < 3; c++) d[k * (size_t)ch + (size_t)c] -= down[i][k * (size_t)ch + (size_t)c];
     const float *in = inputs[i];
     float *out = outputs[i];
-#pragma omp parallel for num_threads(run_threads(ctx, rp)) schedule(static)
+#pragma omp parallel for num_threads(ctx->threads) schedule(static)
     for (int y = 0; y < height; y++) {
       double fy = (y + 0.5) * sy - 0.5;
       if (fy < 0) fy = 0;

@@ -397,49 +397,6 @@ static void test_kept_memory(void) {
   i2i_model_free(m);
 }
 
-/* A run's own thread count (i2i_run_params.threads: what `i2i translate` gives a run while it
- * writes the previous picture) changes nothing in the result, natively and at a working size, and
- * is capped at the context's. */
-static void test_run_threads(void) {
-  i2i_ctx_params cp;
-  i2i_ctx_default_params(&cp);
-  cp.backend = I2I_BACKEND_CPU;
-  cp.threads = 3;
-  i2i_ctx *c = NULL;
-  i2i_model *m = NULL;
-  if (i2i_ctx_create(&cp, &c) != I2I_OK || build_small(c, &m)) {
-    CHECK(0, "context with 3 threads and the small model");
-    i2i_ctx_free(c);
-    return;
-  }
-  CHECK(i2i_ctx_threads(c) == 3 && i2i_ctx_threads(NULL) == 1, "i2i_ctx_threads: %d", i2i_ctx_threads(c));
-  const int w = 150, h = 110, runs[] = {0, 1, 2, 3, 99};
-  size_t n = (size_t)w * h * 4;
-  float *img = make_image(w, h, 4, 9), *ref = malloc(n * 4), *got = malloc(n * 4);
-  const float *ins[1] = {img};
-  for (int scale = 0; scale <= 64; scale += 64) {
-    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
-      i2i_run_params rp;
-      i2i_run_default_params(&rp);
-      rp.scale = scale;
-      rp.threads = runs[i];
-      float *outs[1] = {i ? got : ref};
-      CHECK(i2i_run(c, m, &rp, 1, w, h, ins, outs, NULL) == I2I_OK, "run with threads %d: %s", runs[i], i2i_ctx_errmsg(c));
-      if (i) CHECK(!memcmp(ref, got, n * 4), "scale %d: threads %d gives the bits of the context's 3", scale, runs[i]);
-    }
-  }
-  i2i_run_params bad;
-  i2i_run_default_params(&bad);
-  bad.threads = -1;
-  float *outs[1] = {got};
-  CHECK(i2i_run(c, m, &bad, 1, w, h, ins, outs, NULL) == I2I_E_ARG, "threads -1 is refused");
-  free(img);
-  free(ref);
-  free(got);
-  i2i_model_free(m);
-  i2i_ctx_free(c);
-}
-
 static void test_batched_dropout(void) {
   i2i_builder *b;
   i2i_model *m = NULL;
@@ -649,7 +606,6 @@ int main(int argc, char **argv) {
   RUN(test_truncation);
   RUN(test_sizes_alpha_strength);
   RUN(test_kept_memory);
-  RUN(test_run_threads);
   RUN(test_batched_dropout);
   RUN(test_dropout_training_mode);
   RUN(test_api_misuse);
