@@ -172,7 +172,7 @@ for path, (fmt, bits, has_alpha) in sorted(files.items()):
 
 # a folder run writes each image on a thread of its own while the next file translates: every
 # output equals a run of that file alone, byte for byte, and -v reports the files in their order
-# with a failure in the middle in its place
+# with failures in the middle (a corrupt file, an output that cannot be written) in their places
 alone = os.path.join(work, "alone")
 os.makedirs(alone)
 mixups = []
@@ -188,10 +188,15 @@ os.makedirs(order_in)
 order = ["a_rgb8.png", "b_corrupt.png", "c_rgba8.png", "d_photo.jpg"]
 for name in order:
     shutil.copy(os.path.join(work, "in", "z_corrupt.png" if "corrupt" in name else name), os.path.join(order_in, name))
+os.makedirs(os.path.join(work, "order_out", "c_rgba8.png"))  # c's write fails, on the writer's thread
 r = subprocess.run([i2i, "translate", "-v", model, order_in, "-o", os.path.join(work, "order_out"), "--scale", "0",
                     "--backend", "cpu"], capture_output=True, text=True)
-named = [n for line in r.stderr.splitlines() for n in order if os.path.join(order_in, n) in line]
-check(r.returncode == 1 and named == order, "-v and errors report the files in their order", "; ".join(named))
+lines = r.stderr.splitlines()
+named = [n for line in lines for n in order if os.path.join(order_in, n) in line]
+check(r.returncode == 1 and named == order and "it is a folder" in lines[named.index("c_rgba8.png")] and
+      "2 of 4 files failed" in r.stderr and os.path.exists(os.path.join(work, "order_out", "d_photo.jpg")),
+      "-v and errors (a read and a write failing) report the files in their order; the rest are written",
+      "; ".join(named))
 
 # cp-style single file, and a missing model
 single = os.path.join(work, "single.png")
