@@ -497,11 +497,12 @@ int cmd_translate(int argc, char **argv) {
     if (!ok) image_release(cur);
     /* the next image is read while this one is written, unless one of them goes through GEGL */
     bool more = i + 1 < ins->len && !interrupted && is_image_input(ins->pdata[i + 1]);
-    bool gegl = more && ok && (i2i_img_type_uses_gegl(i2i_img_type_from_name(ins->pdata[i + 1])) ||
-                               i2i_img_type_uses_gegl(cur->so.type));
-    if (more && (!ok || gegl)) image_load(prev, ins->pdata[i + 1], outs->pdata[i + 1]);
-    if (ok && cur->active) save_start(cur, i + 1 < ins->len);
-    if (more && ok && !gegl) image_load(prev, ins->pdata[i + 1], outs->pdata[i + 1]);
+    bool writing = ok && cur->active;
+    bool read_first = !more || !writing || i2i_img_type_uses_gegl(cur->so.type) ||
+                      i2i_img_type_uses_gegl(i2i_img_type_from_name(ins->pdata[i + 1]));
+    if (more && read_first) image_load(prev, ins->pdata[i + 1], outs->pdata[i + 1]);
+    if (writing) save_start(cur, i + 1 < ins->len);
+    if (more && !read_first) image_load(prev, ins->pdata[i + 1], outs->pdata[i + 1]);
   }
   for (int k = 0; k < 2; k++) {
     failed += save_finish(&j, &slot[k]);

@@ -1553,7 +1553,7 @@ bool i2i_img_save(const char *path, const float *pixels, int width, int height,
     return false;
   if (!check_save_opts(path, &o, err, errlen))
     return false;
-  if ((o.type == I2I_IMG_PNG || o.type == I2I_IMG_TIFF) && !i2i_img_init(err, errlen))
+  if (i2i_img_type_uses_gegl(o.type) && !i2i_img_init(err, errlen))
     return false;
   if (!i2i_atomic_open(&af, path, err, errlen))
     return false;
