@@ -253,9 +253,11 @@ bool i2i_img_init(char *err, size_t errlen)
     else if (gegl_missing_op())
       gegl_load_module_directory(I2I_GEGL_MODULE_DIR);
     /* Keep tiles in memory: the default swaps them to ~/.cache past the 512 MB tile
-     * cache, which a 50 MP float image exceeds. GEGL_SWAP in the environment still wins. */
+     * cache, which a 50 MP float image exceeds. No folder (NULL) turns swapping off; a name
+     * such as "RAM" would be taken as a folder and made in the working directory. GEGL_SWAP
+     * in the environment still wins. */
     if (!g_getenv("GEGL_SWAP"))
-      g_object_set(gegl_config(), "swap", "RAM", NULL);
+      g_object_set(gegl_config(), "swap", NULL, NULL);
     gegl_started = TRUE;
     const char *missing = gegl_missing_op();
     if (missing) {

@@ -14,7 +14,8 @@ cannot hold), the inputs untouched; a missing model's message naming `i2i fetch`
 same bits on any --threads; a folder run's outputs equal each file run alone, reported in order;
 Ctrl-C keeps what was written whole and leaves no temporary; a short OpenMP spin unless the user
 chose one; GEGL
-started with the image modules alone, nothing left in TMPDIR, GEGL_PATH and an unwritable TMPDIR obeyed.
+started with the image modules alone, nothing left in TMPDIR or the working folder (no GEGL swap
+folder), GEGL_PATH and an unwritable TMPDIR obeyed.
 Usage: run_translate.py BUILD_DIR SOURCE_DIR WORK_DIR.
 Ends with "N passed, N failed".
 """
@@ -375,16 +376,18 @@ def gegl_start(env_extra, name):
     env = dict(os.environ, TMPDIR=tmp, LD_DEBUG="files")
     env.update(env_extra)
     out = os.path.join(work, "gegl_%s.png" % name)
+    cwd = os.path.join(work, "cwd_" + name)
+    os.makedirs(cwd, exist_ok=True)
     r = subprocess.run([i2i, "translate", model, os.path.join(work, "in", "a_rgb8.png"), out, "--backend", "cpu"],
-                       capture_output=True, text=True, env=env)
+                       capture_output=True, text=True, env=env, cwd=cwd)
     loaded = set(re.findall(r"file=\S*/([\w.-]+\.so)\b", r.stderr))
     same = r.returncode == 0 and open(out, "rb").read() == open(single, "rb").read()
-    return same, loaded, os.listdir(tmp)
+    return same, loaded, os.listdir(tmp) + os.listdir(cwd)
 
 
 same, loaded, left = gegl_start({}, "lean")
 check(same and "png-save.so" in loaded and not loaded & others and not left,
-      "GEGL starts with the image modules alone and leaves nothing in TMPDIR",
+      "GEGL starts with the image modules alone and leaves nothing in TMPDIR or the working folder",
       "same output %s, others loaded %s, left %s" % (same, sorted(loaded & others)[:5], left))
 same, loaded, left = gegl_start({"GEGL_PATH": modules}, "user")
 check(same and (loaded & others or not others), "GEGL_PATH set by the user: every module in it loads",
