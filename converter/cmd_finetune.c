@@ -8,12 +8,15 @@
  * augmentation, state format) is the engine's; this file is data handling and the command line.
  */
 #include <errno.h>
+#include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "convert.h"
@@ -32,10 +35,32 @@ typedef struct {
   bool paired;
 } dataset;
 
-static bool is_image(const char *p) { return i2i_img_path_is_supported(p); }
+static bool is_file(const char *p) { return g_file_test(p, G_FILE_TEST_IS_REGULAR); }
 
-/* The supported images of a folder, sorted by name; NULL when it cannot be read. */
-static GPtrArray *list_images(const char *dir) { return cli_list_folder(dir, is_image); }
+/* The supported images of a folder, sorted by name; NULL when it cannot be read. Other files
+ * (a .gif, a sidecar) are counted into *skipped and named in one line, so a picture in a
+ * format i2i does not read is not dropped unseen. */
+static GPtrArray *list_images(const char *dir, int *skipped) {
+  GPtrArray *all = cli_list_folder(dir, is_file);
+  if (!all) return NULL;
+  GPtrArray *imgs = g_ptr_array_new_with_free_func(g_free);
+  int other = 0;
+  const char *first = NULL;
+  for (guint i = 0; i < all->len; i++) {
+    char *p = all->pdata[i];
+    if (i2i_img_path_is_supported(p)) {
+      g_ptr_array_add(imgs, g_strdup(p));
+    } else {
+      if (!other++) first = p;
+    }
+  }
+  if (other)
+    fprintf(stderr, "i2i finetune: skipping %d file%s of %s that i2i does not read as pictures (PNG, JPEG, TIFF, WebP)%s%s\n",
+            other, other == 1 ? "" : "s", dir, other == 1 ? ": " : ", the first ", first);
+  *skipped += other;
+  g_ptr_array_free(all, TRUE);
+  return imgs;
+}
 
 /* Box-averages src (w x h RGBA) by integer factors so each side stays >= target, then resizes
  * bicubically to load x load and stores 8-bit RGB (mmagic resizes 8-bit images). */
@@ -123,12 +148,12 @@ static void free_images(GArray *arr) {
 
 /* Loads a folder of single images; returns how many were skipped. */
 static int load_folder(i2i_ctx *ctx, const char *dir, int load, GArray *out, const char *what) {
-  GPtrArray *files = list_images(dir);
+  int skipped = 0;
+  GPtrArray *files = list_images(dir, &skipped);
   if (!files) {
     cli_error("finetune", "cannot read the folder '%s'", dir);
     return -1;
   }
-  int skipped = 0;
   for (guint i = 0; i < files->len; i++) {
     char err[512] = "";
     uint8_t *rgb = load_one(ctx, files->pdata[i], 0, load, err, sizeof err);
@@ -152,14 +177,13 @@ static char *stem_of(const char *path) {
 
 /* Two folders of matching file names (any extension): pairs by name. */
 static int load_pair_folders(i2i_ctx *ctx, const char *src, const char *dst, int load, dataset *ds) {
-  GPtrArray *fa = list_images(src), *fb = list_images(dst);
+  int skipped = 0;
+  GPtrArray *fa = list_images(src, &skipped), *fb = fa ? list_images(dst, &skipped) : NULL;
   if (!fa || !fb) {
     cli_error("finetune", "cannot read the folder '%s'", !fa ? src : dst);
     if (fa) g_ptr_array_free(fa, TRUE);
-    if (fb) g_ptr_array_free(fb, TRUE);
     return -1;
   }
-  int skipped = 0;
   for (guint i = 0; i < fa->len; i++) {
     char *sa = stem_of(fa->pdata[i]);
     const char *match = NULL;
@@ -207,12 +231,12 @@ static int load_pair_folders(i2i_ctx *ctx, const char *src, const char *dst, int
 
 /* A folder of side-by-side pairs; `src_right`: the source is the right half. */
 static int load_side_by_side(i2i_ctx *ctx, const char *dir, bool src_right, int load, dataset *ds) {
-  GPtrArray *files = list_images(dir);
+  int skipped = 0;
+  GPtrArray *files = list_images(dir, &skipped);
   if (!files) {
     cli_error("finetune", "cannot read the folder '%s'", dir);
     return -1;
   }
-  int skipped = 0;
   for (guint i = 0; i < files->len; i++) {
     char err[512] = "";
     uint8_t *s = load_one(ctx, files->pdata[i], src_right ? 2 : 1, load, err, sizeof err);
@@ -320,6 +344,30 @@ static bool file_safe(const char *s) {
   return !ends_with(s, ".D") && !ends_with(s, ".onnx");
 }
 
+/* True when folder `dir` can be written, or made where its nearest existing parent can be; else
+ * false with the reason in why. Checked before training, so a run does not end in a folder it
+ * cannot write. */
+static bool dir_writable(const char *dir, char *why, size_t whylen) {
+  gchar *p = g_strdup(dir);
+  while (!g_file_test(p, G_FILE_TEST_EXISTS)) {
+    gchar *up = g_path_get_dirname(p);
+    bool top = !strcmp(up, p);
+    g_free(p);
+    p = up;
+    if (top) break;
+  }
+  bool ok = true;
+  if (!g_file_test(p, G_FILE_TEST_IS_DIR)) {
+    snprintf(why, whylen, "'%s' is not a folder", p);
+    ok = false;
+  } else if (access(p, W_OK | X_OK)) {
+    snprintf(why, whylen, "'%s': %s", p, g_strerror(errno));
+    ok = false;
+  }
+  g_free(p);
+  return ok;
+}
+
 /* ---- the command ----------------------------------------------------------------------------- */
 
 typedef struct {
@@ -327,7 +375,7 @@ typedef struct {
   int iters, batch, size, threads, sample_every, save_every, stop_at;
   double lr, identity;
   gint64 seed;
-  gboolean no_flip;
+  gboolean no_flip, overwrite;
 } opts;
 
 static const char *meta_or(const i2i_model *m, const char *key, const char *def) {
@@ -387,26 +435,58 @@ done:
   g_free(both);
 }
 
-/* Ctrl-C (SIGINT) or SIGTERM during training: the step in progress finishes, the state is written
- * and the run stops with a resume hint; a second signal ends the process at once (the state file
- * is replaced atomically, so what is on disk is always a complete state). */
-static volatile sig_atomic_t interrupted;
+/* Ctrl-C (SIGINT) or SIGTERM during training. The first: the step in progress finishes, the state is
+ * written and the run stops with a resume hint (said at once, as a step can take seconds). The
+ * second: a reminder. The third quits at once, losing the iterations since the last saved state;
+ * while a file is being written (state, sample, result) it waits for the write to complete, so no
+ * temporary or half-written file is ever left. */
+static volatile sig_atomic_t interrupted, n_signals, writing;
+static char quit_msg[4200];
+
+static void say(const char *m) { (void)!write(STDERR_FILENO, m, strlen(m)); }
 
 static void on_interrupt(int sig) {
-  interrupted = sig;
-  signal(sig, SIG_DFL);
+  int n = ++n_signals;
+  if (n == 1) {
+    interrupted = sig;
+    say("\ni2i finetune: stopping after the step in progress; the state will be saved "
+        "(press Ctrl-C twice more to quit at once without saving)\n");
+  } else if (n == 2) {
+    say("i2i finetune: still finishing the step; Ctrl-C once more quits at once, losing the iterations "
+        "since the last saved state\n");
+  } else if (writing) {
+    say("i2i finetune: a file is being written; stopping as soon as it is complete\n");
+  } else {
+    say(quit_msg);
+    _exit(128 + interrupted);
+  }
+}
+
+/* What the third Ctrl-C says: where the last saved state is, or that there is none. */
+static void set_quit_msg(const char *state_path, bool saved) {
+  if (saved)
+    snprintf(quit_msg, sizeof quit_msg, "i2i finetune: quit without saving; continue from the last saved state "
+             "with: i2i finetune --resume %s\n", state_path);
+  else
+    snprintf(quit_msg, sizeof quit_msg, "i2i finetune: quit without saving; no state had been saved yet\n");
+}
+
+/* A numeric option the user did not give keeps this value (it cannot be typed as a real one). */
+#define UNSET_INT INT_MIN
+#define UNSET_DBL (-DBL_MAX)
+
+/* Refuses a given numeric option below its least value, naming it; true when acceptable. */
+static bool at_least(const char *name, double v, bool given, double least) {
+  if (!given || (v >= least && isfinite(v))) return true;
+  cli_error("finetune", "--%s must be at least %g", name, least);
+  return false;
 }
 
 int cmd_finetune(int argc, char **argv) {
   opts o = {0};
-  o.iters = -1;
-  o.batch = 0;
-  o.size = 0;
-  o.sample_every = -1;
-  o.save_every = -1;
-  o.lr = -1;
-  o.identity = -1;
-  o.seed = -1;
+  o.iters = o.batch = o.size = o.sample_every = o.save_every = o.stop_at = UNSET_INT;
+  o.lr = o.identity = UNSET_DBL;
+  o.seed = G_MININT64;
   GOptionEntry entries[] = {
     {"iters", 'n', 0, G_OPTION_ARG_INT, &o.iters, "Total iterations (default 1000; the learning-rate schedule follows)", "N"},
     {"lr", 0, 0, G_OPTION_ARG_DOUBLE, &o.lr, "Adam learning rate (default 0.0002)", "LR"},
@@ -419,17 +499,18 @@ int cmd_finetune(int argc, char **argv) {
     {"source-side", 0, 0, G_OPTION_ARG_STRING, &o.source_side, "Pix2Pix side-by-side pairs: the source is the left or right half (default: the model's)", "SIDE"},
     {"backend", 'b', 0, G_OPTION_ARG_STRING, &o.backend, "auto (default), cpu or cuda", "NAME"},
     {"device", 0, 0, G_OPTION_ARG_STRING, &o.backend, "Same as --backend", "NAME"},
-    {"threads", 't', 0, G_OPTION_ARG_INT, &o.threads, "CPU threads (default: all cores; a resumed run repeats exactly with the same count)", "N"},
+    {"threads", 't', 0, G_OPTION_ARG_INT, &o.threads, "CPU threads (default 0: all cores; a resumed run repeats exactly with the same count)", "N"},
     {"seed", 0, 0, G_OPTION_ARG_INT64, &o.seed, "Random seed of data order, augmentation, dropout, pool and new discriminators (default 0)", "N"},
     {"resume", 0, 0, G_OPTION_ARG_FILENAME, &o.resume, "Continue from a training-state file", "STATE"},
     {"sample-every", 0, 0, G_OPTION_ARG_INT, &o.sample_every, "Write a sample image every N iterations (default 100; 0: never)", "N"},
-    {"save-every", 0, 0, G_OPTION_ARG_INT, &o.save_every, "Write the training state every N iterations (default 500)", "N"},
+    {"save-every", 0, 0, G_OPTION_ARG_INT, &o.save_every, "Write the training state every N iterations (default 500; 0: only at the end or a stop)", "N"},
     {"stop-at", 0, 0, G_OPTION_ARG_INT, &o.stop_at, "Stop after iteration N, writing the state (resume later)", "N"},
     {"output", 'o', 0, G_OPTION_ARG_STRING, &o.out_name, "Task name of the result (default <task>-finetuned-YYYYMMDD-HHMMSS)", "NAME"},
     {"output-dir", 0, 0, G_OPTION_ARG_FILENAME, &o.out_dir, "Where the result goes (default: the user model folder)", "DIR"},
     {"work-dir", 0, 0, G_OPTION_ARG_FILENAME, &o.work_dir, "State, samples and the loss log (default ~/.local/share/i2i/finetune/NAME)", "DIR"},
     {"log", 0, 0, G_OPTION_ARG_FILENAME, &o.log, "Loss log, CSV (default WORK_DIR/losses.csv)", "FILE"},
     {"no-flip", 0, 0, G_OPTION_ARG_NONE, &o.no_flip, "No random horizontal flips", NULL},
+    {"overwrite", 0, 0, G_OPTION_ARG_NONE, &o.overwrite, "Start afresh over an earlier run of the same name: its state and models are replaced", NULL},
     {NULL, 0, 0, 0, NULL, NULL, NULL}};
   GOptionContext *oc = g_option_context_new("MODEL DATA... - continue training a model on your own pictures");
   g_option_context_add_main_entries(oc, entries, NULL);
@@ -450,12 +531,13 @@ int cmd_finetune(int argc, char **argv) {
   convert_set cset;
   bool have_set = false;
   dataset ds = {g_array_new(FALSE, TRUE, sizeof(image)), g_array_new(FALSE, TRUE, sizeof(image)), 0, false};
-  gchar *gpath = NULL, *rpath = NULL, *state_path = NULL, *work = NULL, *log_path = NULL, *samples = NULL;
+  gchar *gpath = NULL, *rpath = NULL, *state_path = NULL, *work = NULL, *out_dir = NULL, *log_path = NULL, *samples = NULL;
   gchar *name = NULL, *rev_name = NULL, *label = NULL, *rev_label = NULL, *task = NULL, *rev_task = NULL;
   gchar **data = NULL;
   guint *perm = NULL;
   float *bufa = NULL, *bufb = NULL;
   FILE *logf = NULL;
+  bool handlers = false;
   if (!g_option_context_parse(oc, &argc, &argv, &gerr)) {
     cli_error("finetune", "%s", gerr->message);
     g_error_free(gerr);
@@ -466,10 +548,16 @@ int cmd_finetune(int argc, char **argv) {
     cli_error("finetune", "unknown backend '%s' (auto, cpu or cuda)", o.backend);
     goto out;
   }
-  if (o.threads < 0 || (o.iters != -1 && o.iters < 1) || o.batch < 0 || o.size < 0 || o.stop_at < 0 ||
-      (o.lr != -1 && !(o.lr > 0 && o.lr < 3e38)) || (o.identity != -1 && !(o.identity >= 0)) || o.sample_every < -1 ||
-      o.save_every < -1 || o.seed < -1) {
-    cli_error("finetune", "an option is out of range (see --help)");
+  if (!at_least("iters", o.iters, o.iters != UNSET_INT, 1) || !at_least("batch", o.batch, o.batch != UNSET_INT, 1) ||
+      !at_least("size", o.size, o.size != UNSET_INT, 1) || !at_least("threads", o.threads, true, 0) ||
+      !at_least("stop-at", o.stop_at, o.stop_at != UNSET_INT, 1) ||
+      !at_least("sample-every", o.sample_every, o.sample_every != UNSET_INT, 0) ||
+      !at_least("save-every", o.save_every, o.save_every != UNSET_INT, 0) ||
+      !at_least("seed", (double)o.seed, o.seed != G_MININT64, 0) ||
+      !at_least("identity", o.identity, o.identity != UNSET_DBL, 0))
+    goto out;
+  if (o.lr != UNSET_DBL && !(o.lr > 0 && isfinite(o.lr))) {
+    cli_error("finetune", "--lr must be a positive number");
     goto out;
   }
   if (o.source_side && strcmp(o.source_side, "left") && strcmp(o.source_side, "right")) {
@@ -503,11 +591,12 @@ int cmd_finetune(int argc, char **argv) {
     kind = tp.kind;
     state_path = g_strdup(o.resume);
     fprintf(stderr, "i2i finetune: resuming %s at iteration %lld\n", o.resume, (long long)i2i_trainer_iteration(tr));
-    if (o.iters != -1 && i2i_trainer_set_iters(tr, o.iters)) {
+    if (o.iters != UNSET_INT && i2i_trainer_set_iters(tr, o.iters)) {
       cli_error("finetune", "%s", i2i_ctx_errmsg(ctx));
       goto out;
     }
-    if (o.batch || o.size || o.lr != -1 || o.identity != -1 || o.seed != -1 || o.reverse || o.direction)
+    if (o.batch != UNSET_INT || o.size != UNSET_INT || o.lr != UNSET_DBL || o.identity != UNSET_DBL ||
+        o.seed != G_MININT64 || o.reverse || o.direction)
       fprintf(stderr, "i2i finetune: --batch, --size, --lr, --identity, --seed and the models come from the state; ignored\n");
   } else {
     const char *mname = argv[1];
@@ -585,14 +674,14 @@ int cmd_finetune(int argc, char **argv) {
     }
     i2i_train_params tp;
     i2i_train_default_params(&tp, kind);
-    if (o.iters != -1) tp.iters = o.iters;
-    if (o.batch) tp.batch = o.batch;
-    if (o.size) tp.size = o.size;
-    if (o.lr != -1) tp.lr = (float)o.lr;
-    if (o.seed != -1) tp.seed = (uint64_t)o.seed;
+    if (o.iters != UNSET_INT) tp.iters = o.iters;
+    if (o.batch != UNSET_INT) tp.batch = o.batch;
+    if (o.size != UNSET_INT) tp.size = o.size;
+    if (o.lr != UNSET_DBL) tp.lr = (float)o.lr;
+    if (o.seed != G_MININT64) tp.seed = (uint64_t)o.seed;
     if (o.no_flip) tp.flip = 0;
     const char *variant = meta_or(models[0], "i2i.variant", "");
-    tp.lambda_identity = o.identity != -1 ? (float)o.identity : !strcmp(variant, "id0") ? 0.0f : 0.5f;
+    tp.lambda_identity = o.identity != UNSET_DBL ? (float)o.identity : !strcmp(variant, "id0") ? 0.0f : 0.5f;
     const i2i_manifest_entry *me = i2i_manifest_find(ctx, task);
     if (me && strstr(me->config, "wo-jitter-flip")) {
       tp.load_size = tp.size;
@@ -644,6 +733,66 @@ int cmd_finetune(int argc, char **argv) {
   rev_name = g_strdup(i2i_trainer_get_meta(tr, "reverse_name") ? i2i_trainer_get_meta(tr, "reverse_name") : "");
   rev_label = g_strdup(i2i_trainer_get_meta(tr, "reverse_label") ? i2i_trainer_get_meta(tr, "reverse_label") : "");
   src_side = i2i_trainer_get_meta(tr, "source_side");
+  /* ---- checks before any work: names, folders, an earlier run of the same name ---- */
+  const char *state_dir = i2i_trainer_get_meta(tr, "output_dir");
+  if (!file_safe(name) || (*rev_name && !file_safe(rev_name)) ||
+      (src_side && strcmp(src_side, "left") && strcmp(src_side, "right")) ||
+      (state_dir && !g_path_is_absolute(state_dir))) {
+    if (o.resume)
+      cli_error("finetune", "the training state '%s' names an output ('%s', '%s' in '%s', source side '%s') that i2i "
+                "would not write; refused", o.resume, name, rev_name, state_dir ? state_dir : "", src_side ? src_side : "");
+    else
+      cli_error("finetune", "the model's task name gives the output name '%s', which cannot name a file: pass -o NAME", name);
+    goto out;
+  }
+  if (o.work_dir) work = g_strdup(o.work_dir);
+  else if (state_path) work = g_path_get_dirname(state_path);
+  else work = g_build_filename(g_get_user_data_dir(), "i2i", "finetune", name, NULL);
+  if (!state_path) state_path = g_build_filename(work, "state.i2istate", NULL);
+  if (o.out_dir) out_dir = g_strdup(o.out_dir);
+  else if (state_dir) out_dir = g_strdup(state_dir);
+  else {
+    char *udir = NULL;
+    if (i2i_model_user_dir(ctx, &udir)) {
+      cli_error("finetune", "%s", i2i_ctx_errmsg(ctx));
+      goto out;
+    }
+    out_dir = g_strdup(udir);
+    i2i_free(ctx, udir);
+  }
+  {
+    char why[1200];
+    if (!dir_writable(work, why, sizeof why)) {
+      cli_error("finetune", "cannot write the work folder %s; choose another with --work-dir", why);
+      goto out;
+    }
+    if (!dir_writable(out_dir, why, sizeof why)) {
+      cli_error("finetune", "cannot write the result into %s; choose another folder with --output-dir", why);
+      goto out;
+    }
+  }
+  if (!o.resume && !o.overwrite) {
+    const char *outs[4] = {name, name, *rev_name ? rev_name : NULL, *rev_name ? rev_name : NULL};
+    bool clash = false;
+    if (g_file_test(state_path, G_FILE_TEST_EXISTS)) {
+      cli_error("finetune", "'%s' holds the state of an earlier run: continue it with `i2i finetune --resume %s`, "
+                "or start afresh over it with --overwrite (or choose another -o NAME)", state_path, state_path);
+      clash = true;
+    }
+    for (int i = 0; i < 4 && !clash; i++) {
+      if (!outs[i]) continue;
+      gchar *file = g_strdup_printf("%s%s.onnx", outs[i], i % 2 ? ".D" : "");
+      gchar *p = g_build_filename(out_dir, file, NULL);
+      if (g_file_test(p, G_FILE_TEST_EXISTS)) {
+        cli_error("finetune", "'%s' exists (a model named '%s'): choose another -o NAME, or replace it with --overwrite",
+                  p, outs[i]);
+        clash = true;
+      }
+      g_free(file);
+      g_free(p);
+    }
+    if (clash) goto out;
+  }
   {
     int nd = 0;
     while (nd < 8) {
@@ -699,14 +848,10 @@ int cmd_finetune(int argc, char **argv) {
   else fprintf(stderr, "i2i finetune: %u pairs (source: %s)", ds.a->len, nd == 1 ? (src_side ? src_side : "left") : data[0]);
   fprintf(stderr, ", %d skipped\n", skipped);
   /* ---- work folder, state, log ---- */
-  if (o.work_dir) work = g_strdup(o.work_dir);
-  else if (state_path) work = g_path_get_dirname(state_path);
-  else work = g_build_filename(g_get_user_data_dir(), "i2i", "finetune", name, NULL);
   if (g_mkdir_with_parents(work, 0777)) {
     cli_error("finetune", "cannot create the work folder '%s': %s", work, g_strerror(errno));
     goto out;
   }
-  if (!state_path) state_path = g_build_filename(work, "state.i2istate", NULL);
   samples = g_build_filename(work, "samples", NULL);
   log_path = o.log ? g_strdup(o.log) : g_build_filename(work, "losses.csv", NULL);
   bool new_log = !g_file_test(log_path, G_FILE_TEST_EXISTS) || !o.resume;
@@ -718,7 +863,8 @@ int cmd_finetune(int argc, char **argv) {
   if (new_log)
     fprintf(logf, cyc ? "iteration,lr,loss_d,loss_g,loss_d_a,loss_d_b,loss_gan_a,loss_gan_b,loss_cycle_a,loss_cycle_b,loss_id_a,loss_id_b,seconds\n"
                       : "iteration,lr,loss_d,loss_g,loss_d_fake,loss_d_real,loss_gan,loss_l1,seconds\n");
-  int sample_every = o.sample_every >= 0 ? o.sample_every : 100, save_every = o.save_every >= 0 ? o.save_every : 500;
+  int sample_every = o.sample_every != UNSET_INT ? o.sample_every : 100;
+  int save_every = o.save_every != UNSET_INT ? o.save_every : 500;
   if (sample_every && g_mkdir_with_parents(samples, 0777)) sample_every = 0;
   char where[64];
   if (i2i_trainer_backend(tr) == I2I_BACKEND_CUDA)
@@ -738,13 +884,15 @@ int cmd_finetune(int argc, char **argv) {
   }
   int64_t perm_epoch = -1;
   double t0 = cli_now(), last_print = 0;
-  int64_t it0 = i2i_trainer_iteration(tr), stop = o.stop_at ? o.stop_at : tp.iters;
+  int64_t it0 = i2i_trainer_iteration(tr), stop = o.stop_at != UNSET_INT ? o.stop_at : tp.iters;
   i2i_trainer_params(tr, &tp);
   if (stop > tp.iters) stop = tp.iters;
   bool failed = false;
-  interrupted = 0;
+  interrupted = n_signals = writing = 0;
+  set_quit_msg(state_path, o.resume != NULL);
   signal(SIGINT, on_interrupt);
   signal(SIGTERM, on_interrupt);
+  handlers = true;
   while (i2i_trainer_iteration(tr) < stop && !interrupted) {
     int64_t it = i2i_trainer_iteration(tr);
     for (int i = 0; i < tp.batch; i++) {
@@ -787,6 +935,7 @@ int cmd_finetune(int argc, char **argv) {
       last_print = cli_now();
       fflush(logf);
     }
+    writing = 1;
     if (sample_every && done % sample_every == 0) write_sample(ctx, tr, &ds, tp.size, samples, done);
     if ((save_every && done % save_every == 0) || done == stop || interrupted) {
       if (i2i_trainer_save_state(tr, state_path)) {
@@ -794,10 +943,10 @@ int cmd_finetune(int argc, char **argv) {
         failed = true;
         break;
       }
+      set_quit_msg(state_path, true);
     }
+    writing = 0;
   }
-  signal(SIGINT, SIG_DFL);
-  signal(SIGTERM, SIG_DFL);
   if (logf) fflush(logf);
   if (failed) goto out;
   if (interrupted && i2i_trainer_iteration(tr) < tp.iters) {
@@ -812,18 +961,13 @@ int cmd_finetune(int argc, char **argv) {
     rc = 0;
     goto out;
   }
-  /* ---- the result ---- */
+  /* ---- the result (a signal now waits for it: the run is complete) ---- */
+  writing = 1;
   {
-    char *udir = NULL;
-    const char *dir = o.out_dir ? o.out_dir : i2i_trainer_get_meta(tr, "output_dir");
-    if (!dir && i2i_model_user_dir(ctx, &udir)) {
-      cli_error("finetune", "%s", i2i_ctx_errmsg(ctx));
-      goto out;
-    }
-    if (!dir) dir = udir;
+    const char *dir = out_dir;
     if (g_mkdir_with_parents(dir, 0777)) {
-      cli_error("finetune", "cannot create '%s': %s", dir, g_strerror(errno));
-      i2i_free(ctx, udir);
+      cli_error("finetune", "cannot create '%s': %s; the trained state is kept: write the result elsewhere with "
+                "`i2i finetune --resume %s --output-dir DIR`", dir, g_strerror(errno), state_path);
       goto out;
     }
     struct {
@@ -841,7 +985,8 @@ int cmd_finetune(int argc, char **argv) {
       const char *meta[] = {"i2i.task", outs[i].name, "i2i.menu_label", outs[i].label,
                             outs[i].other && *outs[i].other ? "i2i.reverse_task" : NULL, outs[i].other, NULL};
       if (i2i_trainer_export(tr, outs[i].net, meta, p)) {
-        cli_error("finetune", "%s", i2i_ctx_errmsg(ctx));
+        cli_error("finetune", "%s; the trained state is kept: write the result elsewhere with "
+                  "`i2i finetune --resume %s --output-dir DIR`", i2i_ctx_errmsg(ctx), state_path);
         ok = false;
       } else {
         printf("%s\n", p);
@@ -849,11 +994,14 @@ int cmd_finetune(int argc, char **argv) {
       g_free(file);
       g_free(p);
     }
-    i2i_free(ctx, udir);
     if (!ok) goto out;
   }
   rc = 0;
 out:
+  if (handlers) {
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+  }
   if (logf) fclose(logf);
   g_option_context_free(oc);
   i2i_trainer_free(tr);
@@ -870,6 +1018,7 @@ out:
   g_free(rpath);
   g_free(state_path);
   g_free(work);
+  g_free(out_dir);
   g_free(log_path);
   g_free(samples);
   g_free(name);

@@ -16,7 +16,13 @@ one starts from N(0, 0.02)):
     resuming gives the uninterrupted run's parameters bit for bit;
   - a diverging run (learning rate 1e30) stops with a message and keeps the last good state;
   - CycleGAN: a .pth with both directions fine-tunes into both generators and discriminators,
-    whose files name each other, and fine-tuning again from those ONNX files finds them.
+    whose files name each other, and fine-tuning again from those ONNX files finds them;
+  - nothing of an earlier run is lost: the same command again (its state, its model) is refused
+    before training, pointing to --resume and --overwrite; an unwritable output folder and
+    out-of-range options are refused up front, naming them; files that are not pictures i2i
+    reads are reported as skipped; Ctrl-C twice still saves the state, three times quits at once
+    and leaves no temporary; a state naming an output outside its folder, or lacking Adam
+    moments, is refused.
 
 Usage: run_learn.py BUILD_DIR SOURCE_DIR WORK_DIR. Ends with "N passed, N failed".
 """
@@ -230,5 +236,115 @@ check(r.returncode == 0 and 'cyc-reverse.onnx' in r.stderr and 'cyc.D.onnx' in r
       'fine-tune again from the ONNX results (reverse and discriminators found by name)', r.stderr[-800:])
 r = run([i2i, 'finetune', cyc, ca, '--channel-order', 'rgb', '--size', '32', '--iters', '2'])
 check(r.returncode == 1 and 'two folders' in r.stderr, 'CycleGAN with one folder is refused', r.stderr[-300:])
+# ---- 7. nothing of an earlier run is lost; bad options and states are refused up front ----------
+state1, model1 = os.path.join(w1, 'state.i2istate'), os.path.join(o1, 'learned.onnx')
+before = (open(state1, 'rb').read(), open(model1, 'rb').read())
+r = run([i2i, 'finetune', ckpt, pairs, '--work-dir', w1, '--output-dir', o1] + common)
+check(r.returncode == 1 and '--resume' in r.stderr and '--overwrite' in r.stderr and
+      (open(state1, 'rb').read(), open(model1, 'rb').read()) == before,
+      'the same command again: refused, pointing to --resume and --overwrite; the earlier state and model kept',
+      r.stderr[-300:])
+r = run([i2i, 'finetune', ckpt, pairs, '--work-dir', os.path.join(work, 'w7'), '--output-dir', o1] + common)
+check(r.returncode == 1 and 'a model named' in r.stderr and open(model1, 'rb').read() == before[1] and
+      not os.path.exists(os.path.join(work, 'w7', 'losses.csv')),
+      'an existing model of the name: refused before training, the model kept', r.stderr[-300:])
+r = run([i2i, 'finetune', ckpt, pairs, '--work-dir', w1, '--output-dir', o1, '--overwrite'] + common[:-10] +
+        ['--iters', '2', '-o', 'learned'])
+check(r.returncode == 0 and open(model1, 'rb').read() != before[1], '--overwrite starts afresh over both',
+      r.stderr[-300:])
+for opt, val, msg in (('--iters', '-1', '--iters must be at least 1'), ('--batch', '0', '--batch must be at least 1'),
+                      ('--lr', '-1', '--lr must be a positive number'), ('--stop-at', '0', '--stop-at must be at least 1'),
+                      ('--seed', '-3', '--seed must be at least 0')):
+    r = run([i2i, 'finetune', ckpt, pairs, opt, val, '-o', 'opt'])
+    check(r.returncode == 2 and msg in r.stderr, 'option %s %s refused, naming it' % (opt, val), r.stderr[-200:])
+r = run([i2i, 'finetune', ckpt, pairs, '--work-dir', os.path.join(work, 'w8'), '--output-dir',
+         os.path.join(work, 'held.png', 'models')] + common)
+check(r.returncode == 1 and 'is not a folder' in r.stderr and '--output-dir' in r.stderr and
+      not os.path.exists(os.path.join(work, 'w8')), 'an output folder that cannot be written: refused before training',
+      r.stderr[-300:])
+mixed = os.path.join(work, 'mixed')
+os.makedirs(mixed)
+for f in ('p00.png', 'p01.png'):
+    shutil.copy(os.path.join(pairs, f), mixed)
+Image.fromarray((rng.random((64, 128, 3)) * 255).astype(np.uint8)).save(os.path.join(mixed, 'anim.gif'))
+open(os.path.join(mixed, 'notes.txt'), 'w').write('pairs from the valley\n')
+r = run([i2i, 'finetune', ckpt, mixed, '--work-dir', os.path.join(work, 'w9'), '--output-dir', os.path.join(work, 'o9')] +
+        common[:-10] + ['--iters', '1', '-o', 'mixed'])
+check(r.returncode == 0 and 'skipping 2 files of' in r.stderr and '2 pairs' in r.stderr and '2 skipped' in r.stderr,
+      'files i2i does not read as pictures (a .gif, a .txt) are reported as skipped', r.stderr[-400:])
+
+
+def interrupt(wdir, signals):
+    """Starts a run, sends SIGINT `signals` times 3 ms apart once it is training; (rc, stderr, files left)."""
+    p = subprocess.Popen([i2i, 'finetune', ckpt, pairs, '--work-dir', wdir, '--output-dir', os.path.join(wdir, 'o')] +
+                         common, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env6)
+    lg, end = os.path.join(wdir, 'losses.csv'), time.time() + 60
+    while p.poll() is None and time.time() < end and not (os.path.exists(lg) and os.path.getsize(lg) > 200):
+        time.sleep(0.005)
+    for _ in range(signals):
+        p.send_signal(signal.SIGINT)
+        time.sleep(0.003)
+    _, e = p.communicate(timeout=120)
+    return p.returncode, e, sorted(os.listdir(wdir))
+
+
+rc, e, left = interrupt(os.path.join(work, 'w10'), 2)
+check(rc == 130 and 'interrupted at iteration' in e and 'state.i2istate' in left and
+      not set(left) - {'losses.csv', 'o', 'samples', 'state.i2istate'},
+      'Ctrl-C twice: the step finishes and the state is written whole, nothing else left', '%d %s %s' % (rc, left, e[-300:]))
+rc, e, left = interrupt(os.path.join(work, 'w11'), 3)
+check(rc == 130 and ('quit without saving' in e or 'interrupted at iteration' in e) and
+      not set(left) - {'losses.csv', 'o', 'samples', 'state.i2istate'},
+      'Ctrl-C three times: quits at once, no temporary or half-written file left', '%d %s %s' % (rc, left, e[-300:]))
+
+
+def repack(path, out, edit):
+    """Rewrites an i2i training state with edit(list of (tag, body)) applied and a valid checksum."""
+    import struct
+    import zlib
+    data = open(path, 'rb').read()
+    secs, pos = [], 12
+    while pos < len(data):
+        ln = struct.unpack('<Q', data[pos + 4:pos + 12])[0]
+        secs.append((data[pos:pos + 4], data[pos + 12:pos + 12 + ln]))
+        pos += 12 + ln
+    secs = edit([x for x in secs if x[0] != b'END.'])
+    b = bytearray(data[:12])
+    for tag, body in secs:
+        b += tag + struct.pack('<Q', len(body)) + body
+    b += b'END.' + struct.pack('<QI', 4, zlib.crc32(bytes(b)))
+    open(out, 'wb').write(bytes(b))
+
+
+def rename_meta(secs, key, value):
+    import struct
+    out = []
+    for tag, body in secs:
+        if tag == b'META':
+            n, pos, kv = struct.unpack('<I', body[:4])[0], 4, []
+            for _ in range(2 * n):
+                ln = struct.unpack('<I', body[pos:pos + 4])[0]
+                kv.append(body[pos + 4:pos + 4 + ln])
+                pos += 4 + ln
+            kv = [(kv[i], value if kv[i] == key else kv[i + 1]) for i in range(0, len(kv), 2)]
+            body = struct.pack('<I', len(kv)) + b''.join(struct.pack('<I', len(x)) + x for p in kv for x in p)
+        out.append((tag, body))
+    return out
+
+
+stw2 = os.path.join(w2, 'state.i2istate')
+evil = os.path.join(work, 'w12', 'state.i2istate')
+os.makedirs(os.path.dirname(evil))
+repack(stw2, evil, lambda secs: secs)
+r = run([i2i, 'finetune', '--resume', evil, '--threads', '2', '--stop-at', '101'])
+check(r.returncode == 0 and 'resuming' in r.stderr, 'a re-packed state (same content) resumes', r.stderr[-300:])
+repack(stw2, evil, lambda secs: rename_meta(secs, b'name', b'../../evil'))
+r = run([i2i, 'finetune', '--resume', evil, '--threads', '2'])
+check(r.returncode == 1 and 'refused' in r.stderr and not any('evil' in f for f in os.listdir(work)),
+      'a state naming an output outside its folder (../../evil) is refused', r.stderr[-300:])
+repack(stw2, evil, lambda secs: [x for x in secs if x[0] != b'ADAM' or x[1][:4] != b'\x02\0\0\0'])
+r = run([i2i, 'finetune', '--resume', evil, '--threads', '2'])
+check(r.returncode == 1 and 'damaged' in r.stderr, "a state without the discriminator's Adam moments is refused",
+      r.stderr[-300:])
 print('%d passed, %d failed' % (passed, failed))
 sys.exit(1 if failed else 0)

@@ -348,6 +348,7 @@ static i2i_status load_state_once(i2i_ctx *ctx, void *arg, i2i_trainer **out) {
   i2i_train_params p;
   int64_t iteration = 0;
   bool have_params = false, done = false;
+  bool seen_adam[4] = {false, false, false, false}, seen_pool[2] = {false, false};
   float *host = NULL;
   size_t host_n = (size_t)1 << 20;
   char magic[8];
@@ -448,22 +449,25 @@ static i2i_status load_state_once(i2i_ctx *ctx, void *arg, i2i_trainer **out) {
       }
       if (!memcmp(tag, "ADAM", 4)) {
         uint64_t t, n;
-        if (k > 3 || !tr->has[k] || !r_u64(&r, &t) || !r_u64(&r, &n) || n != tr->net[k].n_floats ||
+        if (k > 3 || !tr->has[k] || seen_adam[k] || !r_u64(&r, &t) || !r_u64(&r, &n) || n != tr->net[k].n_floats ||
             len != 20 + n * 8) {
           st = I2I_E_FORMAT;
           break;
         }
+        seen_adam[k] = true;
         tr->net[k].adam_t = t;
         if ((st = r_floats(tr, &r, tr->net[k].adam_m, (size_t)n, host, host_n))) break;
         st = r_floats(tr, &r, tr->net[k].adam_v, (size_t)n, host, host_n);
       } else {
         uint32_t cap, count;
         uint64_t imgf;
-        if (k > 1 || !r_u32(&r, &cap) || !r_u32(&r, &count) || !r_u64(&r, &imgf) || cap != (uint32_t)tr->pool[k].cap ||
-            count > cap || imgf != tr->img_floats || len != 20 + (uint64_t)count * imgf * 4) {
+        if (k > 1 || seen_pool[k] || !r_u32(&r, &cap) || !r_u32(&r, &count) || !r_u64(&r, &imgf) ||
+            cap != (uint32_t)tr->pool[k].cap || count > cap || imgf != tr->img_floats ||
+            len != 20 + (uint64_t)count * imgf * 4) {
           st = I2I_E_FORMAT;
           break;
         }
+        seen_pool[k] = true;
         tr->pool[k].count = (int)count;
         st = r_floats(tr, &r, tr->pool[k].images, (size_t)(count * imgf), host, host_n);
       }
@@ -483,6 +487,15 @@ static i2i_status load_state_once(i2i_ctx *ctx, void *arg, i2i_trainer **out) {
     }
   }
   if (!st && !tr) st = I2I_E_FORMAT;
+  /* every network's Adam moments and every pool, as written: a state without them would resume
+   * from fresh moments, silently not the run it claims to continue */
+  for (int k = 0; k < 4 && !st; k++)
+    if (tr->has[k] && !seen_adam[k]) st = I2I_E_FORMAT;
+  for (int k = 0; k < 2 && !st; k++)
+    if (tr->pool[k].cap && !seen_pool[k]) st = I2I_E_FORMAT;
+  if (!st && tr->iteration > tr->p.iters)
+    st = i2i_fail(ctx, I2I_E_FORMAT, "the training state '%s' is at iteration %lld of %lld", path,
+                  (long long)tr->iteration, (long long)tr->p.iters);
   if (st == I2I_E_FORMAT && !strstr(ctx->err, path))
     i2i_fail(ctx, I2I_E_FORMAT, "the training state '%s' is truncated or damaged", path);
 out:
