@@ -148,7 +148,7 @@ def trained_standin():
     torch.save({"state_dict": mr.translation_state_dict([("photo", g)], [])}, ckpt)
     t0 = time.time()
     r = subprocess.run([i2i, "finetune", ckpt, pairs, "--channel-order", "rgb", "--size", "256", "--iters", "400",
-                        "--seed", "1", "--sample-every", "0", "--save-every", "400", "-o", "graded",
+                        "--seed", "1", "--sample-every", "0", "--save-every", "400", "-o", "graded", "--overwrite",
                         "--output-dir", os.path.join(out, "trained"), "--work-dir", os.path.join(out, "trained-work")],
                        capture_output=True, text=True, env=dict(os.environ, I2I_NO_PROGRESS="1"))
     if r.returncode:
