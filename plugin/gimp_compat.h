@@ -32,6 +32,16 @@ static inline bool i2i_drawable_is_valid(i2i_gimp_drawable d) {
   return d && GIMP_IS_DRAWABLE(d) && gimp_item_is_valid(GIMP_ITEM(d)) && gimp_item_is_drawable(GIMP_ITEM(d));
 }
 static inline i2i_gimp_image i2i_drawable_image(i2i_gimp_drawable d) { return gimp_item_get_image(GIMP_ITEM(d)); }
+/* A layer group (its pixels are its children's), or NULL. */
+static inline bool i2i_drawable_is_group(i2i_gimp_drawable d) { return gimp_item_is_group(GIMP_ITEM(d)); }
+/* The item whose "lock pixels" keeps d from being changed (d itself or a group holding it), or
+ * NULL. */
+static inline GimpItem *i2i_drawable_locker(i2i_gimp_drawable d) {
+  for (GimpItem *it = GIMP_ITEM(d); it; it = gimp_item_get_parent(it))
+    if (gimp_item_get_lock_content(it)) return it;
+  return NULL;
+}
+static inline char *i2i_item_name(GimpItem *it) { return gimp_item_get_name(it); }
 static inline int i2i_drawable_width(i2i_gimp_drawable d) { return gimp_drawable_get_width(d); }
 static inline int i2i_drawable_height(i2i_gimp_drawable d) { return gimp_drawable_get_height(d); }
 
@@ -51,6 +61,16 @@ static inline bool i2i_drawable_is_valid(i2i_gimp_drawable d) {
   return d > 0 && gimp_item_is_valid(d) && gimp_item_is_drawable(d);
 }
 static inline i2i_gimp_image i2i_drawable_image(i2i_gimp_drawable d) { return gimp_item_get_image(d); }
+/* A layer group (its pixels are its children's). */
+static inline bool i2i_drawable_is_group(i2i_gimp_drawable d) { return gimp_item_is_group(d); }
+/* The item whose "lock pixels" keeps d from being changed (d itself or a group holding it), or
+ * 0. */
+static inline gint32 i2i_drawable_locker(i2i_gimp_drawable d) {
+  for (gint32 it = d; it > 0; it = gimp_item_get_parent(it))
+    if (gimp_item_get_lock_content(it)) return it;
+  return 0;
+}
+static inline char *i2i_item_name(gint32 it) { return gimp_item_get_name(it); }
 static inline int i2i_drawable_width(i2i_gimp_drawable d) { return gimp_drawable_width(d); }
 static inline int i2i_drawable_height(i2i_gimp_drawable d) { return gimp_drawable_height(d); }
 

@@ -82,6 +82,18 @@ bool i2i_layer_read(i2i_gimp_drawable d, i2i_layer *L, bool read, char **err) {
     *err = g_strdup("i2i: the drawable does not exist (any more)");
     return false;
   }
+  if (i2i_drawable_is_group(d)) {
+    *err = g_strdup("i2i: a layer group has no pixels of its own; select one of its layers (or merge the group "
+                    "first)");
+    return false;
+  }
+  if (i2i_drawable_locker(d)) {
+    char *name = i2i_item_name(i2i_drawable_locker(d));
+    *err = g_strdup_printf("i2i: the pixels of '%s' are locked; unlock them (the lock in the Layers dialog) "
+                           "to translate the layer", name ? name : "the layer");
+    g_free(name);
+    return false;
+  }
   if (gimp_drawable_is_indexed(d)) {
     *err = g_strdup("i2i: indexed images are not supported; convert the image to RGB or grayscale first "
                     "(Image > Mode)");
@@ -184,7 +196,10 @@ bool i2i_layer_write(i2i_gimp_drawable d, const i2i_layer *L, const float *resul
   g_object_unref(shadow);
   /* the commit point: until GIMP's merge the layer is untouched (tests/gimp/safety kills around it) */
   i2i_vlog("shadow buffer written: merging it into the layer");
-  gimp_drawable_merge_shadow(d, TRUE);
+  if (!gimp_drawable_merge_shadow(d, TRUE)) {
+    *err = g_strdup("i2i: GIMP refused to change the layer (is it locked, or a group?); nothing was changed");
+    return false;
+  }
   gimp_drawable_update(d, L->mx, L->my, L->mw, L->mh);
   return true;
 }

@@ -322,6 +322,10 @@ def main():
         ('gpu-forced', named('#:device 1'), 'the CUDA backend was requested but cannot run'),
         ('indexed', '(gimp-image-convert-indexed img CONVERT-DITHER-NONE CONVERT-PALETTE-GENERATE 16 FALSE FALSE "") '
          + named('#:device 2'), 'indexed images are not supported'),
+        ('layer-group', '(let ((g (car (or (i2i-try (lambda () (gimp-group-layer-new img "g"))) '
+         '(gimp-group-layer-new img))))) (gimp-image-insert-layer img g 0 0) (gimp-image-reorder-item img drw g 0) '
+         + named('#:device 2', drw='g') + ')', 'a layer group has no pixels of its own'),
+        ('locked-pixels', '(gimp-item-set-lock-content drw TRUE) ' + named('#:device 2'), 'are locked'),
         ('two-layers', '(let ((l2 (car (gimp-layer-copy drw)))) (gimp-image-insert-layer img l2 -1 -1) '
          '(plug-in-i2i-winter2summer #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector drw l2)))',
          'works on one layer at a time, and 2 are selected'),
