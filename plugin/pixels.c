@@ -164,7 +164,7 @@ void i2i_layer_clear(i2i_layer *L) {
   L->pixels = NULL;
 }
 
-bool i2i_layer_write(i2i_gimp_drawable d, const i2i_layer *L, const float *result, char **err) {
+bool i2i_layer_write(i2i_gimp_drawable d, const i2i_layer *L, float *result, char **err) {
   *err = NULL;
   if (!L->any) return true;
   if (!i2i_drawable_is_valid(d) || i2i_drawable_width(d) != L->width || i2i_drawable_height(d) != L->height) {
@@ -176,7 +176,7 @@ bool i2i_layer_write(i2i_gimp_drawable d, const i2i_layer *L, const float *resul
     *err = g_strdup("i2i: cannot get the layer's shadow buffer; nothing was changed");
     return false;
   }
-  const float *first = result + ((size_t)L->my * (size_t)L->width + (size_t)L->mx) * 4;
+  float *first = result + ((size_t)L->my * (size_t)L->width + (size_t)L->mx) * 4;
   guchar *raw = L->raw_format && L->raw_channels >= 3 ? g_try_malloc(raw_band_bytes(L, L->mw, L->mh)) : NULL;
   if (raw) {
     for (int y0 = 0; y0 < L->mh; y0 += RAW_BAND_ROWS) {
@@ -189,6 +189,13 @@ bool i2i_layer_write(i2i_gimp_drawable d, const i2i_layer *L, const float *resul
     }
     g_free(raw);
   } else {
+    /* a float layer keeps any value, and a linear one's conversion turns a huge one into inf: a
+     * model's output past 0..1 (one without tanh) is clamped as 8- and 16-bit layers clamp it */
+    for (int y = 0; y < L->mh; y++) {
+      float *row = first + (size_t)y * (size_t)L->width * 4;
+      for (size_t k = 0; k < (size_t)L->mw * 4; k++)
+        if (k % 4 != 3) row[k] = !(row[k] > 0.0f) ? 0.0f : row[k] > 1.0f ? 1.0f : row[k];
+    }
     gegl_buffer_set(shadow, GEGL_RECTANGLE(L->mx, L->my, L->mw, L->mh), 0, L->rgba_float, first,
                     (gint)((size_t)L->width * 4 * sizeof(float)));
   }
@@ -231,7 +238,7 @@ GimpPDBStatusType i2i_apply(i2i_gimp_drawable d, i2i_layer *L, const char *label
     return GIMP_PDB_SUCCESS;
   }
   float s = (float)(o->strength / 100.0);
-  const float *result;
+  float *result;
   i2i_ctx *ctx = NULL;
   i2i_model *model = NULL;
   if (cached) {

@@ -38,8 +38,9 @@ void i2i_layer_clear(i2i_layer *L);
 
 /* Writes the selection box of `result` (a whole-drawable RGBA float buffer) into the shadow
  * buffer and merges it as one undo step (GIMP applies the selection mask and its feathering),
- * then updates the display region. The drawable is untouched before this call. */
-bool i2i_layer_write(i2i_gimp_drawable d, const i2i_layer *L, const float *result, char **err);
+ * then updates the display region. The drawable is untouched before this call. The box's colour
+ * values are clamped to 0..1 in `result` itself. */
+bool i2i_layer_write(i2i_gimp_drawable d, const i2i_layer *L, float *result, char **err);
 
 /* Converts `w`x`h` RGBA floats (packed) to the preview format into `dst` (w*h*bpp bytes).
  * Returns the bytes per pixel. */

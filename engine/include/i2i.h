@@ -362,7 +362,8 @@ void i2i_run_default_params(i2i_run_params *p);
  * memory stays with the context, and the next run reuses it when it needs between half and all
  * of it (i2i_ctx_free releases it): a batch, the tiles of a large picture and a preview's runs
  * skip faulting fresh pages in.
- * Errors: I2I_E_ARG, I2I_E_LIMIT, I2I_E_NOMEM (with the figure that did not fit), I2I_E_DEVICE /
+ * Errors: I2I_E_ARG, I2I_E_LIMIT (also when the model's output is not finite: inf or NaN, from
+ * weights that overflow), I2I_E_NOMEM (with the figure that did not fit), I2I_E_DEVICE /
  * I2I_E_DEVICE_NOMEM (only when CUDA was forced), I2I_E_CANCELLED. */
 i2i_status i2i_run(i2i_ctx *ctx, const i2i_model *model, const i2i_run_params *params,
                    int n_images, int width, int height,

@@ -145,6 +145,21 @@ static void read_output(const i2i_model *m, const i2i_plan *plan, const float *a
   }
 }
 
+/* A model whose output overflows (huge weights, a broken export) would hand the caller inf or NaN,
+ * which a float layer or TIFF keeps: such a result is an error, never a picture. */
+static i2i_status check_finite(i2i_ctx *ctx, int nimg, int width, int height, int ch, float *const *outputs) {
+  size_t px = (size_t)width * (size_t)height, bad = 0;
+  for (int i = 0; i < nimg; i++) {
+    const float *o = outputs[i];
+#pragma omp parallel for num_threads(ctx->threads) schedule(static) reduction(+ : bad) if (px > 65536)
+    for (size_t k = 0; k < px; k++)
+      bad += !isfinite(o[k * (size_t)ch]) | !isfinite(o[k * (size_t)ch + 1]) | !isfinite(o[k * (size_t)ch + 2]);
+  }
+  if (!bad) return I2I_OK;
+  return i2i_fail(ctx, I2I_E_LIMIT, "the model's output is not finite (inf or NaN) at %zu pixel%s: its weights "
+                  "overflow float32; the result is not usable", bad, bad == 1 ? "" : "s");
+}
+
 static bool device_failure(i2i_status st) { return st == I2I_E_DEVICE || st == I2I_E_DEVICE_NOMEM; }
 
 /* After a GPU failure: a dead module (sticky error) is dropped from the context so later runs
@@ -363,6 +378,7 @@ i2i_status i2i_run(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *param
   i2i_clear_err(ctx);
   double t0 = now_s();
   i2i_status st = run_scaled(ctx, m, params, nimg, width, height, inputs, outputs, report);
+  if (!st) st = check_finite(ctx, nimg, width, height, params->layout == I2I_PIXELS_RGBA ? 4 : 3, outputs);
   if (report) report->seconds = now_s() - t0;
   return st;
 }

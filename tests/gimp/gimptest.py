@@ -228,12 +228,12 @@ def run(cmd, env=None, timeout=600, check=True):
 def make_models(work, tool):
     """Fixture checkpoints -> work/models: winter2summer, summer2winter (+ .D), labels2facade,
     winter2summer-id0 (a copy of summer2winter, so the variant is visible), broken.onnx (truncated),
-    notonnx.onnx (text). Returns the models folder."""
+    notonnx.onnx (text), overflow.onnx (output inf). Returns the models folder."""
     ck = os.path.join(work, 'ckpt')
     models = os.path.join(work, 'models')
     os.makedirs(models, exist_ok=True)
-    files = run([PY, os.path.join(HERE, 'make_models.py'), ck]).stdout.split()
-    files = [f for f in files if f.endswith('.pth')]
+    made = run([PY, os.path.join(HERE, 'make_models.py'), ck]).stdout.split()
+    files = [f for f in made if f.endswith('.pth')]
     for f in files:
         run([tool, 'convert', f, '-o', models])
     for n in os.listdir(models):
@@ -247,6 +247,9 @@ def make_models(work, tool):
     data = open(os.path.join(models, 'winter2summer.onnx'), 'rb').read()
     open(os.path.join(bad, 'broken.onnx'), 'wb').write(data[:len(data) // 3])
     open(os.path.join(bad, 'notonnx.onnx'), 'w').write('this is not an ONNX file\n')
+    for f in made:
+        if f.endswith('overflow.onnx'):
+            shutil.copy(f, os.path.join(bad, 'overflow.onnx'))
     return models
 
 

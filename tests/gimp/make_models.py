@@ -4,7 +4,8 @@
 What it is: a subset of tests/fixtures/make_checkpoints.py (same functions, same arguments as
 its main()), so the GIMP tests do not wait for all twenty fixture files: the narrow (8 base
 channels) summer2winter CycleGAN in the published mmagic layout and the narrow facades Pix2Pix.
-`i2i convert` turns them into winter2summer.onnx, summer2winter.onnx and a U-Net model. --full
+`i2i convert` turns them into winter2summer.onnx, summer2winter.onnx and a U-Net model; and
+overflow.onnx, two convolutions whose output overflows float32 (a bad model for the tests). --full
 writes instead the full-size (64 channels, 9 blocks, 113 MB) summer2winter file under its
 published name, for timings with the real architecture (random weights).
 What it is not: a new fixture format; the files are make_checkpoints.py's. Run it with Debian's
@@ -58,6 +59,19 @@ def main():
         exp_name='pix2pix_facades', config='pix2pix_vanilla_unet_bn_facades_b1x1_80k.py')
     for e in (cyc, p2p):
         print(os.path.join(out, e['file']))
+    # a model whose finite weights overflow float32 (inf everywhere): the plug-in must refuse its
+    # result, not write inf into a float layer
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.Conv2d(3, 3, 3, padding=1))
+    with torch.no_grad():
+        m[0].weight.zero_()
+        m[0].bias.fill_(3e38)
+        m[1].weight.fill_(1.0)
+        m[1].bias.zero_()
+    over = os.path.join(out, 'overflow.onnx')
+    torch.onnx.export(m, torch.rand(1, 3, 64, 64), over, opset_version=13, input_names=['input'],
+                      output_names=['output'], dynamic_axes={'input': {0: 'n', 2: 'h', 3: 'w'},
+                                                             'output': {0: 'n', 2: 'h', 3: 'w'}})
+    print(over)
 
 
 if __name__ == '__main__':

@@ -325,6 +325,9 @@ def main():
         ('layer-group', '(let ((g (car (or (i2i-try (lambda () (gimp-group-layer-new img "g"))) '
          '(gimp-group-layer-new img))))) (gimp-image-insert-layer img g 0 0) (gimp-image-reorder-item img drw g 0) '
          + named('#:device 2', drw='g') + ')', 'a layer group has no pixels of its own'),
+        ('overflowing-model', '(gimp-image-convert-precision img PRECISION-FLOAT-LINEAR) ' +
+         named('#:device 2 #:model %s' % scm('/work/bad/overflow.onnx'), 'plug-in-i2i-translate'),
+         'output is not finite'),
         ('locked-pixels', '(gimp-item-set-lock-content drw TRUE) ' + named('#:device 2'), 'are locked'),
         ('two-layers', '(let ((l2 (car (gimp-layer-copy drw)))) (gimp-image-insert-layer img l2 -1 -1) '
          '(plug-in-i2i-winter2summer #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector drw l2)))',

@@ -13,7 +13,7 @@ cannot hold), the inputs untouched; a missing model's message naming `i2i fetch`
 ($I2I_MODEL_PATH folders in order, then the XDG folder); --strength 0; --memory tiles, same result; the
 same bits on any --threads; a folder run's outputs equal each file run alone, reported in order;
 Ctrl-C keeps what was written whole and leaves no temporary; a short OpenMP spin unless the user
-chose one; GEGL
+chose one; a model whose output overflows to inf is refused, no file written; GEGL
 started with the image modules alone, nothing left in TMPDIR or the working folder (no GEGL swap
 folder), GEGL_PATH and an unwritable TMPDIR obeyed.
 Usage: run_translate.py BUILD_DIR SOURCE_DIR WORK_DIR.
@@ -359,6 +359,25 @@ p, err, environ = interrupt_folder_run(os.path.join(work, "sig_out2"), dict(quie
                                        os.path.isdir)
 check(b"GOMP_SPINCOUNT=777" in environ and b"GOMP_SPINCOUNT=10000" not in environ,
       "a GOMP_SPINCOUNT of the user's is kept", "%d variables read" % len(environ))
+
+# a model whose output overflows float32: an error, and no file (a float TIFF would keep the inf)
+over = os.path.join(work, "overflow.onnx")
+om = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.Conv2d(3, 3, 3, padding=1))
+with torch.no_grad():
+    om[0].weight.zero_()
+    om[0].bias.fill_(3e38)
+    om[1].weight.fill_(1.0)
+    om[1].bias.zero_()
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    torch.onnx.export(om, torch.zeros(1, 3, 64, 64), over, opset_version=17, input_names=["input"],
+                      output_names=["output"], dynamic_axes={"input": {0: "n", 2: "h", 3: "w"},
+                                                             "output": {0: "n", 2: "h", 3: "w"}})
+over_out = os.path.join(work, "overflow.tif")
+r = subprocess.run([i2i, "translate", over, os.path.join(work, "in", "a_rgb8.png"), over_out, "--bits", "32"],
+                   capture_output=True, text=True)
+check(r.returncode == 1 and "not finite" in r.stderr and not os.path.exists(over_out),
+      "a model whose output overflows (inf): refused with a message, no file written", r.stderr.strip()[-200:])
 
 # GEGL starts with the image modules alone, from a private folder removed at once: the others
 # (libavcodec's ff-load, poppler's pdf-load, ...) are not loaded, nothing is left in TMPDIR, and the
