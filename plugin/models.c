@@ -206,12 +206,13 @@ i2i_model *i2i_model_open(i2i_ctx *ctx, const char *name, char **path, char **er
   i2i_model_info info;
   i2i_model_get_info(m, &info);
   if (info.family == I2I_FAMILY_PATCHGAN || info.in_channels != 3 || info.out_channels != 3) {
+    bool disc = info.family == I2I_FAMILY_PATCHGAN;
     *err = g_strdup_printf("i2i: %s is not an image-to-image generator: %s (%d input and %d output channels); "
-                           "choose a generator such as <task>.onnx, not <task>.D.onnx",
-                           file,
-                           info.family == I2I_FAMILY_PATCHGAN ? "it is a PatchGAN discriminator"
-                                                              : "it does not map RGB to RGB",
-                           info.in_channels, info.out_channels);
+                           "choose %s",
+                           file, disc ? "it is a PatchGAN discriminator" : "it does not map RGB to RGB",
+                           info.in_channels, info.out_channels,
+                           disc ? "a generator such as <task>.onnx, not <task>.D.onnx"
+                                : "a model that takes and gives 3 colour channels");
     i2i_model_free(m);
     i2i_free(ctx, file);
     return NULL;

@@ -194,7 +194,7 @@ i2i_status model_derive_info(i2i_ctx *ctx, i2i_model *m) {
   if (fam && !strcmp(fam, "resnet")) in->family = I2I_FAMILY_RESNET;
   else if (fam && !strcmp(fam, "unet")) in->family = I2I_FAMILY_UNET;
   else if (fam && !strcmp(fam, "patchgan")) in->family = I2I_FAMILY_PATCHGAN;
-  else if (!has_convt && in->out_channels == 1) in->family = I2I_FAMILY_PATCHGAN;
+  else if (!has_convt && in->out_channels == 1 && multiple >= 4) in->family = I2I_FAMILY_PATCHGAN; /* strided, 1 map */
   else if (has_concat) in->family = I2I_FAMILY_UNET;
   else if (has_add) in->family = I2I_FAMILY_RESNET;
   else in->family = I2I_FAMILY_UNKNOWN;
