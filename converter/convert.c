@@ -9,10 +9,12 @@
 #include <ctype.h>
 #include <errno.h>
 #include <glib.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "convert.h"
 #include "pth.h"
@@ -1175,6 +1177,24 @@ done:
   return st;
 }
 
+/* Ctrl-C or SIGTERM while a set is being written waits for the set (a second or two): the
+ * signal is kept and raised again once the files are in place or the staging folder is gone. */
+static volatile sig_atomic_t deferred_signal;
+static void defer_signal(int sig) { deferred_signal = sig; }
+
+/* Removes the staging folder and what is in it. */
+static void remove_stage(const char *stage) {
+  GDir *d = g_dir_open(stage, 0, NULL);
+  const char *n;
+  while (d && (n = g_dir_read_name(d))) {
+    gchar *p = g_build_filename(stage, n, NULL);
+    unlink(p);
+    g_free(p);
+  }
+  if (d) g_dir_close(d);
+  rmdir(stage);
+}
+
 i2i_status convert_write(i2i_ctx *ctx, const convert_set *set, const char *dir, FILE *log, char *err, size_t errlen) {
   if (g_mkdir_with_parents(dir, 0777) != 0) {
     snprintf(err, errlen, "cannot create the folder '%s': %s", dir, g_strerror(errno));
@@ -1182,24 +1202,60 @@ i2i_status convert_write(i2i_ctx *ctx, const convert_set *set, const char *dir, 
   }
   for (size_t i = 0; i < set->n; i++) {
     const convert_net *n = &set->nets[i];
+    gchar *p = g_strdup_printf("%s%s%s%s.onnx", dir, G_DIR_SEPARATOR_S, n->task, n->discriminator ? ".D" : "");
+    bool folder = g_file_test(p, G_FILE_TEST_IS_DIR);
+    if (folder) snprintf(err, errlen, "cannot replace '%s': it is a folder; nothing was written", p);
+    g_free(p);
+    if (folder) return I2I_E_IO;
+  }
+  /* every file is written into a staging folder beside the results first, then renamed into
+   * place: a failure (a full disk) leaves the folder as it was, never half a set */
+  gchar *stage = g_build_filename(dir, ".i2i-convert-XXXXXX", NULL);
+  if (!g_mkdtemp(stage)) {
+    snprintf(err, errlen, "cannot write into '%s': %s", dir, g_strerror(errno));
+    g_free(stage);
+    return I2I_E_IO;
+  }
+  struct sigaction sa, old_int, old_term;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = defer_signal;
+  sigemptyset(&sa.sa_mask);
+  deferred_signal = 0;
+  sigaction(SIGINT, &sa, &old_int);
+  sigaction(SIGTERM, &sa, &old_term);
+  i2i_status st = I2I_OK;
+  for (size_t i = 0; i < set->n && !st; i++) {
+    const convert_net *n = &set->nets[i];
     gchar *file = g_strdup_printf("%s%s.onnx", n->task, n->discriminator ? ".D" : "");
-    gchar *p = g_build_filename(dir, file, NULL);
-    i2i_status st = i2i_model_save(ctx, n->model, p);
-    if (st) {
-      snprintf(err, errlen, "%s", i2i_ctx_errmsg(ctx));
-      g_free(file);
-      g_free(p);
-      return st;
-    }
-    if (log) {
-      i2i_model_info in;
-      i2i_model_get_info(n->model, &in);
-      fprintf(log, "%s <- %s: %s, %llu parameters\n", p, n->key, n->architecture, (unsigned long long)in.n_params);
-    }
+    gchar *p = g_build_filename(stage, file, NULL);
+    st = i2i_model_save(ctx, n->model, p);
+    if (st) snprintf(err, errlen, "%s; nothing in '%s' was changed", i2i_ctx_errmsg(ctx), dir);
     g_free(file);
     g_free(p);
   }
-  return I2I_OK;
+  for (size_t i = 0; i < set->n && !st; i++) {
+    const convert_net *n = &set->nets[i];
+    gchar *file = g_strdup_printf("%s%s.onnx", n->task, n->discriminator ? ".D" : "");
+    gchar *from = g_build_filename(stage, file, NULL), *to = g_build_filename(dir, file, NULL);
+    if (rename(from, to) != 0) {
+      snprintf(err, errlen, "cannot replace '%s': %s%s", to, g_strerror(errno),
+               i ? " (the files before it in the set were replaced)" : "; nothing was changed");
+      st = I2I_E_IO;
+    } else if (log) {
+      i2i_model_info in;
+      i2i_model_get_info(n->model, &in);
+      fprintf(log, "%s <- %s: %s, %llu parameters\n", to, n->key, n->architecture, (unsigned long long)in.n_params);
+    }
+    g_free(file);
+    g_free(from);
+    g_free(to);
+  }
+  remove_stage(stage);
+  g_free(stage);
+  sigaction(SIGINT, &old_int, NULL);
+  sigaction(SIGTERM, &old_term, NULL);
+  if (deferred_signal) raise(deferred_signal);
+  return st;
 }
 
 int convert_inspect_checkpoint(const char *path, bool strict, FILE *out) {

@@ -54,8 +54,10 @@ i2i_status convert_load(i2i_ctx *ctx, const char *path, const convert_opts *opts
                         size_t errlen);
 void convert_set_free(convert_set *set);
 
-/* Writes every network of `set` into `dir` (created if missing) as <task>.onnx / <task>.D.onnx,
- * each through a temporary file and a rename. Prints one line per file to `log` (may be NULL). */
+/* Writes every network of `set` into `dir` (created if missing) as <task>.onnx / <task>.D.onnx:
+ * all into a staging folder inside `dir`, then renamed into place, so a failure (a full disk)
+ * changes nothing; Ctrl-C or SIGTERM meanwhile waits for the set. Prints one line per file to
+ * `log` (may be NULL). */
 i2i_status convert_write(i2i_ctx *ctx, const convert_set *set, const char *dir, FILE *log, char *err, size_t errlen);
 
 /* `i2i inspect` on a checkpoint: keys, shapes, dtypes, architecture, domains, colour order and

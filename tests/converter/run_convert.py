@@ -422,5 +422,25 @@ if junet:
     inner = max((k for k in ks if k.startswith("model.model.1.model.") and k.endswith(".1.weight")), key=len)
     keyed("original authors: missing innermost conv", junet, rm(inner), "missing key " + q(inner))
 
+# a set is written whole or not at all: one target in the way (a folder of that name) changes
+# nothing, and no staging folder is left
+if s2w:
+    blocked = os.path.join(work, "blocked")
+    r, wr = convert(os.path.join(ck, s2w["file"]), blocked)
+    before = {f: open(os.path.join(blocked, f), "rb").read() for f in os.listdir(blocked)} if r.returncode == 0 else {}
+    victim = sorted(before)[-1] if before else "x.onnx"
+    os.unlink(os.path.join(blocked, victim))
+    os.makedirs(os.path.join(blocked, victim))
+    others = [f for f in before if f != victim]
+    for f in others:
+        open(os.path.join(blocked, f), "wb").write(b"old")
+    r = run([i2i, "convert", os.path.join(ck, s2w["file"]), "-o", blocked])
+    left = sorted(os.listdir(blocked))
+    check(r.returncode == 1 and "nothing was written" in r.stderr and len(others) >= 3 and
+          all(open(os.path.join(blocked, f), "rb").read() == b"old" for f in others) and
+          not [f for f in left if f.startswith(".")],
+          "a set with one target in the way (a folder): refused, the other files untouched, no staging left",
+          "%s %s" % (r.stderr.strip()[-200:], left))
+
 print("%d passed, %d failed" % (passed, failed))
 sys.exit(1 if failed else 0)
