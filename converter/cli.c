@@ -85,9 +85,9 @@ GPtrArray *cli_list_folder(const char *dir, bool (*want)(const char *path)) {
 
 bool cli_parse_backend(const char *s, i2i_backend *b) {
   if (!s) return false;
-  if (!strcmp(s, "auto")) *b = I2I_BACKEND_AUTO;
-  else if (!strcmp(s, "cpu")) *b = I2I_BACKEND_CPU;
-  else if (!strcmp(s, "cuda") || !strcmp(s, "gpu")) *b = I2I_BACKEND_CUDA;
+  if (!g_ascii_strcasecmp(s, "auto")) *b = I2I_BACKEND_AUTO;
+  else if (!g_ascii_strcasecmp(s, "cpu")) *b = I2I_BACKEND_CPU;
+  else if (!g_ascii_strcasecmp(s, "cuda") || !g_ascii_strcasecmp(s, "gpu")) *b = I2I_BACKEND_CUDA;
   else return false;
   return true;
 }

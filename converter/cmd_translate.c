@@ -10,12 +10,14 @@
 #include <errno.h>
 #include <signal.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "convert.h"
 #include "imageio.h"
 #include "npy.h"
 
@@ -29,6 +31,8 @@ typedef struct {
   i2i_img_type out_type;
   int bits;
   int quality;
+  bool warned_alpha;   /* the JPEG-drops-alpha warning was given */
+  unsigned n_files;
   bool verbose;
   cli_progress *bar;
   double file_base, file_span;
@@ -88,7 +92,17 @@ static bool translate_npy(job *j, const char *in, const char *out, char *err, si
     return false;
   }
   for (size_t i = 0; i < n; i++)
-    for (int c = 0; c < 3; c++) rgb[i * 3 + (size_t)c] = img.rgba[i * 4 + (size_t)c];
+    for (int c = 0; c < 3; c++) {
+      float v = img.rgba[i * 4 + (size_t)c];
+      if (!isfinite(v)) {
+        snprintf(err, errlen, "the array holds %s at row %zu, column %zu, channel %d: .npy inputs must be finite",
+                 isnan(v) ? "NaN" : "inf", i / (size_t)img.width, i % (size_t)img.width, c);
+        g_free(rgb);
+        i2i_npy_free(&img);
+        return false;
+      }
+      rgb[i * 3 + (size_t)c] = v;
+    }
   i2i_run_params rp = j->rp;
   rp.layout = I2I_PIXELS_RGB_SIGNED;
   rp.scale = j->scale < 0 ? 0 : j->scale;
@@ -164,6 +178,11 @@ static bool translate_image(job *j, image_file *f, bool *nomem) {
     f->so.is_float = j->bits == 32;
   }
   if (j->quality) f->so.quality = j->quality;
+  if (t == I2I_IMG_JPEG && f->img.info.has_alpha && !j->warned_alpha) {
+    fprintf(stderr, "i2i translate: warning: JPEG has no alpha channel: the transparency of %s%s is dropped "
+            "(PNG, TIFF and WebP keep it)\n", f->in, j->n_files > 1 ? " (and of any others)" : "");
+    j->warned_alpha = true;
+  }
   f->active = true;
   return true;
 }
@@ -275,8 +294,11 @@ static int check_pairs(GPtrArray *ins, GPtrArray *outs, i2i_img_type out_type, i
     char msg[512] = "";
     gchar *canon = g_canonicalize_filename(out, NULL);
     const char *first = g_hash_table_lookup(seen, canon);
-    i2i_img_type t = out_type != I2I_IMG_UNKNOWN ? out_type : i2i_img_type_from_name(out);
+    i2i_img_type named = i2i_img_type_from_name(out);
+    i2i_img_type t = out_type != I2I_IMG_UNKNOWN ? out_type : named;
     if (t == I2I_IMG_UNKNOWN) t = i2i_img_type_from_name(in);
+    gchar *obase = g_path_get_basename(out);
+    const char *oext = strrchr(obase, '.');
     const char *bp = cli_has_ext(in, ".npy") ? NULL : bits_problem(t, bits);
     gchar *okey = file_key(out);
     const char *clobbered = okey ? g_hash_table_lookup(inputs, okey) : NULL;
@@ -293,7 +315,15 @@ static int check_pairs(GPtrArray *ins, GPtrArray *outs, i2i_img_type out_type, i
                                                           : "an image input needs an image output, not .npy");
     } else if (bp) {
       snprintf(msg, sizeof msg, "--bits %d does not fit '%s': %s (TIFF holds 8, 16 or 32)", bits, out, bp);
+    } else if (!cli_has_ext(out, ".npy") && oext && oext != obase && named == I2I_IMG_UNKNOWN &&
+               out_type == I2I_IMG_UNKNOWN) {
+      snprintf(msg, sizeof msg, "i2i does not write '%s' files: name the output .png, .jpg, .tif or .webp", oext);
+    } else if (!cli_has_ext(out, ".npy") && named != I2I_IMG_UNKNOWN && out_type != I2I_IMG_UNKNOWN &&
+               named != out_type) {
+      snprintf(msg, sizeof msg, "-f asks for another format than the name '%s' says: change the name or leave -f out",
+               out);
     }
+    g_free(obase);
     if (msg[0]) {
       if (bad < 20) fprintf(stderr, "i2i translate: %s: %s\n", in, msg);
       bad++;
@@ -309,7 +339,7 @@ static int check_pairs(GPtrArray *ins, GPtrArray *outs, i2i_img_type out_type, i
 
 int cmd_translate(int argc, char **argv) {
   gchar *outdir = NULL, *backend_s = NULL, *mode_s = NULL, *memory_s = NULL, *format_s = NULL;
-  int threads = 0, scale = -1, bits = 0, quality = 0;
+  int threads = 0, scale = -1, bits = 0, quality = -1;
   gint64 seed = 0;
   double strength = 100;
   gboolean verbose = FALSE;
@@ -378,8 +408,16 @@ int cmd_translate(int argc, char **argv) {
     cli_error("translate", "--scale must be 0 (native) or a short side of at least 64 pixels");
     goto out;
   }
-  if (threads < 0 || (bits && bits != 8 && bits != 16 && bits != 32) || quality < 0 || quality > 100) {
-    cli_error("translate", "--threads, --bits (8, 16, 32) or --quality (1..100) out of range");
+  if (threads < 0) {
+    cli_error("translate", "--threads must be 0 (all cores) or more");
+    goto out;
+  }
+  if (bits && bits != 8 && bits != 16 && bits != 32) {
+    cli_error("translate", "--bits must be 8, 16 or 32");
+    goto out;
+  }
+  if (quality != -1 && (quality < 1 || quality > 100)) {
+    cli_error("translate", "--quality must be within 1..100");
     goto out;
   }
   i2i_img_type out_type = I2I_IMG_UNKNOWN;
@@ -418,11 +456,6 @@ int cmd_translate(int argc, char **argv) {
   for (guint i = 0; i < ins->len; i++)
     g_ptr_array_add(outs, to_dir ? out_name(dest, ins->pdata[i], out_type) : g_strdup(dest));
   if (check_pairs(ins, outs, out_type, bits)) goto out;
-  if (to_dir && !is_dir(dest) && g_mkdir_with_parents(dest, 0777) != 0) {
-    cli_error("translate", "cannot create the output folder '%s': %s", dest, g_strerror(errno));
-    rc = 1;
-    goto out;
-  }
   ctx = cli_ctx(backend, threads, memory);
   if (!ctx) {
     rc = 1;
@@ -430,10 +463,23 @@ int cmd_translate(int argc, char **argv) {
   }
   char *mpath = NULL;
   i2i_status st = i2i_model_find(ctx, argv[1], &mpath);
+  const char *file = mpath ? mpath : argv[1];
+  if (g_file_test(file, G_FILE_TEST_IS_REGULAR) && convert_is_checkpoint(file)) {
+    cli_error("translate", "'%s' is a PyTorch checkpoint: convert it into ONNX models first with `i2i convert %s`, "
+              "then use the .onnx it writes", file, file);
+    i2i_free(ctx, mpath);
+    rc = 1;
+    goto out;
+  }
   if (!st) st = i2i_model_load_file(ctx, mpath, &model);
   i2i_free(ctx, mpath);
   if (st) {
     cli_error("translate", "%s", i2i_ctx_errmsg(ctx));
+    rc = 1;
+    goto out;
+  }
+  if (to_dir && !is_dir(dest) && g_mkdir_with_parents(dest, 0777) != 0) {
+    cli_error("translate", "cannot create the output folder '%s': %s", dest, g_strerror(errno));
     rc = 1;
     goto out;
   }
@@ -447,7 +493,8 @@ int cmd_translate(int argc, char **argv) {
   j.scale = scale;
   j.out_type = out_type;
   j.bits = bits;
-  j.quality = quality;
+  j.quality = quality > 0 ? quality : 0;
+  j.n_files = ins->len;
   j.verbose = verbose;
   cli_progress bar;
   char label[64];

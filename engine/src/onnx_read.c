@@ -21,7 +21,9 @@
 i2i_status read_file(i2i_ctx *ctx, const char *path, uint64_t max, uint8_t **data, size_t *size, size_t *cap) {
   *data = NULL;
   *size = *cap = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  /* O_NONBLOCK: opening a FIFO would wait for a writer; fstat below refuses it at once (regular
+   * files ignore the flag) */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return i2i_fail(ctx, I2I_E_IO, "cannot open '%s': %s", path, strerror(errno));
   struct stat sb;
   if (fstat(fd, &sb) != 0) {

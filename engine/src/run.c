@@ -156,8 +156,8 @@ static i2i_status check_finite(i2i_ctx *ctx, int nimg, int width, int height, in
       bad += !isfinite(o[k * (size_t)ch]) | !isfinite(o[k * (size_t)ch + 1]) | !isfinite(o[k * (size_t)ch + 2]);
   }
   if (!bad) return I2I_OK;
-  return i2i_fail(ctx, I2I_E_LIMIT, "the model's output is not finite (inf or NaN) at %zu pixel%s: its weights "
-                  "overflow float32; the result is not usable", bad, bad == 1 ? "" : "s");
+  return i2i_fail(ctx, I2I_E_LIMIT, "the model's output is not finite (inf or NaN) at %zu pixel%s: the model "
+                  "overflows float32 on this input; the result is not usable", bad, bad == 1 ? "" : "s");
 }
 
 static bool device_failure(i2i_status st) { return st == I2I_E_DEVICE || st == I2I_E_DEVICE_NOMEM; }

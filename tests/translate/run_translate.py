@@ -13,7 +13,10 @@ cannot hold), the inputs untouched; a missing model's message naming `i2i fetch`
 ($I2I_MODEL_PATH folders in order, then the XDG folder); --strength 0; --memory tiles, same result; the
 same bits on any --threads; a folder run's outputs equal each file run alone, reported in order;
 Ctrl-C keeps what was written whole and leaves no temporary; a short OpenMP spin unless the user
-chose one; a model whose output overflows to inf is refused, no file written; GEGL
+chose one; a model whose output overflows to inf is refused, no file written; an output name of a
+format i2i does not write, or one -f contradicts, refused; options out of range named; a .pth as
+the model told to convert; a FIFO model refused at once; a .npy holding inf refused; RGBA to JPEG
+warns; GEGL
 started with the image modules alone, nothing left in TMPDIR or the working folder (no GEGL swap
 folder), GEGL_PATH and an unwritable TMPDIR obeyed.
 Usage: run_translate.py BUILD_DIR SOURCE_DIR WORK_DIR.
@@ -244,6 +247,51 @@ refused([src_png, os.path.join(work, "deep.jpg"), "--bits", "16"], "--bits 16 wi
         "JPEG and WebP store 8 bits", [])
 refused([src_png, os.path.join(dup, "x", "p.png"), single], "several inputs and an existing file as the output: refused",
         "is not a folder", [single])
+
+refused([src_png, os.path.join(work, "x.bmp")], "an output named for a format i2i does not write (.bmp) is refused",
+        "does not write '.bmp' files", [])
+refused([src_png, os.path.join(work, "x.png"), "-f", "jpeg"], "-f jpeg with an output named .png is refused",
+        "-f asks for another format", [])
+check(not os.path.exists(os.path.join(work, "x.bmp")) and not os.path.exists(os.path.join(work, "x.png")),
+      "... and nothing is written")
+for opt, val, msg in (("--quality", "0", "--quality must be within 1..100"), ("--threads", "-1", "--threads must be"),
+                      ("--bits", "12", "--bits must be 8, 16 or 32")):
+    refused([src_png, os.path.join(work, "opt.png"), opt, val], "%s %s is refused, naming the option" % (opt, val), msg, [])
+r = subprocess.run([i2i, "translate", model, src_png, os.path.join(work, "upper.png"), "--backend", "CPU"],
+                   capture_output=True, text=True)
+check(r.returncode == 0, "--backend CPU (upper case) is accepted", r.stderr.strip()[-200:])
+# a .pth given where a model is expected: told to convert it first, and -o's folder is not made
+pth = os.path.join(work, "ckpt.pth")
+torch.save({"w": torch.zeros(2)}, pth)
+r = subprocess.run([i2i, "translate", pth, src_png, "-o", os.path.join(work, "never_made")], capture_output=True,
+                   text=True)
+check(r.returncode == 1 and "is a PyTorch checkpoint" in r.stderr and "i2i convert" in r.stderr and
+      not os.path.exists(os.path.join(work, "never_made")),
+      "a .pth as the model: told to convert it first; the output folder is not created", r.stderr.strip()[-200:])
+# a FIFO as the model is refused at once instead of waiting for a writer
+fifo = os.path.join(work, "fifo.onnx")
+os.mkfifo(fifo)
+try:
+    r = subprocess.run([i2i, "translate", fifo, src_png, os.path.join(work, "fifo_out.png")], capture_output=True,
+                       text=True, timeout=20)
+    check(r.returncode == 1 and "not a regular file" in r.stderr, "a FIFO as the model is refused at once",
+          r.stderr.strip()[-200:])
+except subprocess.TimeoutExpired:
+    check(False, "a FIFO as the model is refused at once", "blocked")
+# .npy input holding inf: refused, naming where
+bad_npy = os.path.join(work, "inf_in.npy")
+arr = np.zeros((6, 8, 3), np.float32)
+arr[2, 5, 1] = np.inf
+np.save(bad_npy, arr)
+r = subprocess.run([i2i, "translate", model, bad_npy, os.path.join(work, "inf_out.npy")], capture_output=True, text=True)
+check(r.returncode == 1 and "inf at row 2, column 5, channel 1" in r.stderr and
+      not os.path.exists(os.path.join(work, "inf_out.npy")), "a .npy holding inf is refused, naming the element",
+      r.stderr.strip()[-200:])
+# RGBA written as JPEG: a warning that the transparency is dropped
+r = subprocess.run([i2i, "translate", model, os.path.join(work, "in", "c_rgba8.png"), os.path.join(work, "rgba.jpg")],
+                   capture_output=True, text=True)
+check(r.returncode == 0 and "JPEG has no alpha channel" in r.stderr, "RGBA written as JPEG warns that the alpha is dropped",
+      r.stderr.strip()[-200:])
 
 env = dict(os.environ, I2I_MODEL_PATH=work, XDG_DATA_HOME=os.path.join(work, "xdg"))
 r = subprocess.run([i2i, "translate", "winter2summer", single, os.path.join(work, "never.png")], capture_output=True,
