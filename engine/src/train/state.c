@@ -331,6 +331,9 @@ i2i_status i2i_trainer_load_state(i2i_ctx *ctx, const char *path, i2i_trainer **
 static i2i_status load_state_once(i2i_ctx *ctx, void *arg, i2i_trainer **out) {
   const char *path = (const char *)arg;
   if (!little_endian()) return i2i_fail(ctx, I2I_E_UNSUPPORTED, "training states are little-endian only");
+  struct stat sb;
+  if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) /* a FIFO would block the open */
+    return i2i_fail(ctx, I2I_E_IO, "the training state '%s' is not a regular file", path);
   FILE *f = fopen(path, "rb");
   if (!f) return i2i_fail(ctx, I2I_E_IO, "cannot open the training state '%s': %s", path, strerror(errno));
   i2i_clear_err(ctx);
