@@ -321,6 +321,8 @@ i2i_status run_native(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp
     }
     if (!st) read_output(m, plan, rs.arena, nimg, width, height, ch, rp->strength, inputs, outputs);
   }
+  /* at the model's own size, before any upscaling: a small pass */
+  if (!st) st = check_finite(ctx, nimg, width, height, ch, outputs);
   double t1 = now_s();
   if (rep) {
     bool gpu = be != &i2i_cpu_backend;
@@ -378,7 +380,6 @@ i2i_status i2i_run(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *param
   i2i_clear_err(ctx);
   double t0 = now_s();
   i2i_status st = run_scaled(ctx, m, params, nimg, width, height, inputs, outputs, report);
-  if (!st) st = check_finite(ctx, nimg, width, height, params->layout == I2I_PIXELS_RGBA ? 4 : 3, outputs);
   if (report) report->seconds = now_s() - t0;
   return st;
 }
