@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.join(HERE, '..', 'fixtures'))
 
 import torch  # noqa: E402
 
+import fixture_common as fc  # noqa: E402
 import make_checkpoints as mc  # noqa: E402
 
 
@@ -61,17 +62,7 @@ def main():
         print(os.path.join(out, e['file']))
     # a model whose finite weights overflow float32 (inf everywhere): the plug-in must refuse its
     # result, not write inf into a float layer
-    m = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.Conv2d(3, 3, 3, padding=1))
-    with torch.no_grad():
-        m[0].weight.zero_()
-        m[0].bias.fill_(3e38)
-        m[1].weight.fill_(1.0)
-        m[1].bias.zero_()
-    over = os.path.join(out, 'overflow.onnx')
-    torch.onnx.export(m, torch.rand(1, 3, 64, 64), over, opset_version=13, input_names=['input'],
-                      output_names=['output'], dynamic_axes={'input': {0: 'n', 2: 'h', 3: 'w'},
-                                                             'output': {0: 'n', 2: 'h', 3: 'w'}})
-    print(over)
+    print(fc.export_image_model(fc.overflowing_model(), os.path.join(out, 'overflow.onnx')))
 
 
 if __name__ == '__main__':

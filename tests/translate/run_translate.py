@@ -29,7 +29,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 
 import numpy as np
 import torch
@@ -58,11 +57,7 @@ os.makedirs(os.path.join(work, "in"))
 model = os.path.join(work, "model.onnx")
 m = mr.build_resnet(base=8, num_blocks=2, seed=11).eval()
 mr.randomize_biases(m, 11)
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    torch.onnx.export(m, torch.zeros(1, 3, 64, 64), model, opset_version=17, input_names=["input"],
-                      output_names=["output"], dynamic_axes={"input": {0: "n", 2: "h", 3: "w"},
-                                                             "output": {0: "n", 2: "h", 3: "w"}})
+fc.export_image_model(m, model)
 
 # a smooth, photo-like model for the lossy formats: a random generator's output is a
 # high-frequency pattern no lossy codec keeps at 40 dB, which would test the codec, not i2i
@@ -75,11 +70,7 @@ with torch.no_grad():
     for c in range(3):
         sm[1].weight[c, c] = k
     sm[1].bias.fill_(0.05)
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    torch.onnx.export(sm, torch.zeros(1, 3, 64, 64), smooth, opset_version=17, input_names=["input"],
-                      output_names=["output"], dynamic_axes={"input": {0: "n", 2: "h", 3: "w"},
-                                                             "output": {0: "n", 2: "h", 3: "w"}})
+fc.export_image_model(sm, smooth)
 
 h, w = 200, 300
 rgb = ((fc.test_image(h, w, 0)[0] + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
@@ -410,17 +401,7 @@ check(b"GOMP_SPINCOUNT=777" in environ and b"GOMP_SPINCOUNT=10000" not in enviro
 
 # a model whose output overflows float32: an error, and no file (a float TIFF would keep the inf)
 over = os.path.join(work, "overflow.onnx")
-om = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.Conv2d(3, 3, 3, padding=1))
-with torch.no_grad():
-    om[0].weight.zero_()
-    om[0].bias.fill_(3e38)
-    om[1].weight.fill_(1.0)
-    om[1].bias.zero_()
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    torch.onnx.export(om, torch.zeros(1, 3, 64, 64), over, opset_version=17, input_names=["input"],
-                      output_names=["output"], dynamic_axes={"input": {0: "n", 2: "h", 3: "w"},
-                                                             "output": {0: "n", 2: "h", 3: "w"}})
+fc.export_image_model(fc.overflowing_model(), over)
 over_out = os.path.join(work, "overflow.tif")
 r = subprocess.run([i2i, "translate", over, os.path.join(work, "in", "a_rgb8.png"), over_out, "--bits", "32"],
                    capture_output=True, text=True)
