@@ -3,15 +3,21 @@
  * For ONNX files: family, channels, size multiple, parameter count, op counts, metadata and
  * every compute node with its output shape at a sample size. For PyTorch checkpoints (picked
  * by their magic bytes): keys, shapes, architecture, domains, colour order and every pickle
- * global, through the converter's reader (convert.c).
+ * global, through the converter's reader (convert.c). Strings from a file are printed in their
+ * display form (pth_shown); FIFOs, devices and sockets are refused before anything opens them.
  */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "convert.h"
+#include "pth.h"
+
+/* The display form of a string from a model file, bounded by buf[0..len) (pth_shown). */
+static const char *shown(const char *s, char *buf, size_t len) { return pth_shown(s, s ? strlen(s) : 0, buf, len); }
 
 static const char *family_name(i2i_family f) {
   switch (f) {
@@ -39,14 +45,15 @@ static int inspect_onnx(const char *path, int size, bool quiet_nodes) {
   if (!ctx) return 1;
   i2i_model *m;
   i2i_status st = i2i_model_load_file(ctx, path, &m);
+  char b1[1024], b2[1024];
   if (st) {
-    cli_error("inspect", "%s", i2i_ctx_errmsg(ctx));
+    cli_error("inspect", "%s", shown(i2i_ctx_errmsg(ctx), b1, sizeof b1));
     i2i_ctx_free(ctx);
     return 1;
   }
   i2i_model_info in;
   i2i_model_get_info(m, &in);
-  printf("model: %s\n", path);
+  printf("model: %s\n", shown(path, b1, sizeof b1));
   printf("  family:        %s\n", family_name(in.family));
   printf("  channels:      %d in, %d out\n", in.in_channels, in.out_channels);
   printf("  size multiple: %d (smallest padded side %d)\n", in.size_multiple, in.min_side);
@@ -71,13 +78,13 @@ static int inspect_onnx(const char *path, int size, bool quiet_nodes) {
     if (k < 64) counts[k]++;
   }
   printf("  ops:          ");
-  for (int k = 0; k < nops; k++) printf(" %s x%d%s", ops[k], counts[k], k + 1 < nops ? "," : "");
+  for (int k = 0; k < nops; k++) printf(" %s x%d%s", shown(ops[k], b1, 256), counts[k], k + 1 < nops ? "," : "");
   printf("\n");
   size_t nmeta = i2i_model_meta_count(m);
   printf("metadata (%zu):\n", nmeta);
   for (size_t i = 0; i < nmeta; i++) {
-    const char *v = i2i_model_meta_value(m, i);
-    printf("  %s = %.200s%s\n", i2i_model_meta_key(m, i), v, strlen(v) > 200 ? "..." : "");
+    /* a value is cut at about 200 bytes, between characters */
+    printf("  %s = %s\n", shown(i2i_model_meta_key(m, i), b1, sizeof b1), shown(i2i_model_meta_value(m, i), b2, 204));
   }
   int status = 0;
   if (!quiet_nodes) {
@@ -98,11 +105,11 @@ static int inspect_onnx(const char *path, int size, bool quiet_nodes) {
       for (int i = 0; i < nn; i++) {
         i2i_node_desc d;
         i2i_model_node(m, i, &d);
-        printf("  %3d %-22s %-40.40s [%lld, %lld, %lld, %lld]\n", i, d.op_type, d.name, (long long)shapes[i][0],
+        printf("  %3d %-22s %-40s [%lld, %lld, %lld, %lld]\n", i, shown(d.op_type, b1, 256), shown(d.name, b2, 41), (long long)shapes[i][0],
                (long long)shapes[i][1], (long long)shapes[i][2], (long long)shapes[i][3]);
       }
     } else {
-      printf("nodes: shapes at %dx%d fail: %s\n", s, s, i2i_ctx_errmsg(ctx));
+      printf("nodes: shapes at %dx%d fail: %s\n", s, s, shown(i2i_ctx_errmsg(ctx), b1, sizeof b1));
     }
     free(shapes);
   }
@@ -143,6 +150,15 @@ int cmd_inspect(int argc, char **argv) {
     return 2;
   }
   const char *path = argv[1];
+  /* a FIFO would block the first open() until a writer comes; a missing file or a folder is
+   * reported by the loaders below */
+  struct stat sb;
+  if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode)) {
+    char b[1024];
+    cli_error("inspect", "'%s' is %s, not a model or checkpoint file; nothing was read", shown(path, b, sizeof b),
+              S_ISFIFO(sb.st_mode) ? "a FIFO (named pipe)" : S_ISSOCK(sb.st_mode) ? "a socket" : "a device");
+    return 1;
+  }
   if (convert_is_checkpoint(path)) {
     cli_check_manifest_override("inspect"); /* ONNX files do not use the manifest */
     return convert_inspect_checkpoint(path, strict, stdout);

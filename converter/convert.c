@@ -8,16 +8,37 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <glib.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "convert.h"
 #include "pth.h"
+
+/* ---- names from the file, for display ------------------------------------------------------ */
+
+/* Bytes of a buffer for a name in a message (longer names end in "..."). */
+#define SHOWN_LEN 640
+
+/* The display form of a NUL-terminated name from the checkpoint (a key, a prefix, a domain) or
+ * of a file name, bounded by buf[0..len): control characters and invalid UTF-8 as \xNN
+ * (pth_shown). Returns buf. */
+static const char *shown(const char *s, char *buf, size_t len) { return pth_shown(s, s ? strlen(s) : 0, buf, len); }
+
+/* The whole display form of `s`, newly allocated; the caller frees it with g_free. */
+static char *shown_dup(const char *s) {
+  size_t len = s ? strlen(s) : 0, n;
+  if (__builtin_mul_overflow(len, (size_t)4, &n) || __builtin_add_overflow(n, (size_t)1, &n)) n = SHOWN_LEN;
+  char *b = g_malloc(n);
+  pth_shown(s, len, b, n);
+  return b;
+}
 
 /* ---- one network's keys ------------------------------------------------------------------ */
 
@@ -134,7 +155,9 @@ static const pth_tensor *need(gb *g, const char *k, int rank, const int64_t *d) 
       g_strlcat(want, x, sizeof want);
     }
     g_strlcat(want, "]", sizeof want);
-    gfail(g, "key '%s' has shape %s (%s), expected %s (float)", e->orig, have, pth_dtype_name(e->t->stored_dtype), want);
+    char sk[SHOWN_LEN];
+    gfail(g, "key '%s' has shape %s (%s), expected %s (float)", shown(e->orig, sk, sizeof sk), have,
+          pth_dtype_name(e->t->stored_dtype), want);
     return NULL;
   }
   e->used = true;
@@ -486,7 +509,8 @@ static void build_unet(gb *g, char *arch, size_t archlen) {
   const pth_tensor *e = need(g, "model.model.0.conv.weight", 4, d0);
   if (!e) return;
   if (depth < 2) {
-    gfail(g, "not a U-Net: no key under '%smodel.model.1.model.' (a U-Net has at least 2 levels)", g->nk->prefix);
+    char sp[SHOWN_LEN];
+    gfail(g, "not a U-Net: no key under '%smodel.model.1.model.' (a U-Net has at least 2 levels)", shown(g->nk->prefix, sp, sizeof sp));
     return;
   }
   int64_t cin = e->dims[1], ngf = e->dims[0];
@@ -516,7 +540,8 @@ static void build_patch(gb *g, char *arch, size_t archlen) {
   const pth_tensor *e = need(g, "model.0.conv.weight", 4, d0);
   if (!e) return;
   if (nconv < 2) {
-    gfail(g, "not a PatchGAN discriminator: missing key '%smodel.1.conv.weight'", nk->prefix);
+    char sp[SHOWN_LEN];
+    gfail(g, "not a PatchGAN discriminator: missing key '%smodel.1.conv.weight'", shown(nk->prefix, sp, sizeof sp));
     return;
   }
   int n = nconv - 1; /* stride-2 layers */
@@ -706,7 +731,8 @@ static bool normalise_junyanz(netkeys *nk, char *err, size_t errlen) {
                    : kind == 2 ? junyanz_unet_key(e->key, depth)
                                : junyanz_patch_key(e->key, nl, bn);
     if (!nkname) {
-      snprintf(err, errlen, "unexpected key '%s' for an original-authors %s", e->orig,
+      char sk[SHOWN_LEN];
+      snprintf(err, errlen, "unexpected key '%s' for an original-authors %s", shown(e->orig, sk, sizeof sk),
                kind == 1 ? "ResNet generator" : kind == 2 ? "U-Net generator" : "discriminator");
       return true;
     }
@@ -731,7 +757,9 @@ static bool normalise_junyanz(netkeys *nk, char *err, size_t errlen) {
 /* How a missing key is named in a message: 'PREFIX+k', and for an original-authors network the
  * name their layout gives it first (found by mapping each candidate name forward). */
 static void missing_key_name(const netkeys *nk, const char *k, char *out, size_t len) {
-  snprintf(out, len, "'%s%s'", nk->prefix, k);
+  char sp[SHOWN_LEN];
+  shown(nk->prefix, sp, sizeof sp);
+  snprintf(out, len, "'%s%s'", sp, k);
   const char *leaf = strrchr(k, '.');
   if (!nk->junyanz || !leaf) return;
   leaf++;
@@ -756,7 +784,7 @@ static void missing_key_name(const netkeys *nk, const char *k, char *out, size_t
       bool hit = m && !strcmp(m, k);
       g_free(m);
       if (hit) {
-        snprintf(out, len, "'%s%s' (mmagic's '%s')", nk->prefix, c, k);
+        snprintf(out, len, "'%s%s' (mmagic's '%s')", sp, c, k);
         return;
       }
     }
@@ -817,7 +845,8 @@ static const char *group_keys(const pth_info *info, GArray *groups, char *err, s
       const char *rest = k + (g ? 11 : 15);
       const char *dot = strchr(rest, '.');
       if ((!g && strncmp(k, "discriminators.", 15)) || !dot || dot == rest || dot - rest >= (int)sizeof domain) {
-        snprintf(err, errlen, "unexpected key '%s' (the file's other keys are generators.* / discriminators.*)", k);
+        char sk[SHOWN_LEN];
+        snprintf(err, errlen, "unexpected key '%s' (the file's other keys are generators.* / discriminators.*)", shown(k, sk, sizeof sk));
         return NULL;
       }
       snprintf(domain, sizeof domain, "%.*s", (int)(dot - rest), rest);
@@ -826,7 +855,8 @@ static const char *group_keys(const pth_info *info, GArray *groups, char *err, s
     } else if (old_pix) {
       bool g = !strncmp(k, "generator.", 10);
       if (!g && strncmp(k, "discriminator.", 14)) {
-        snprintf(err, errlen, "unexpected key '%s' (the file's other keys are generator.* / discriminator.*)", k);
+        char sk[SHOWN_LEN];
+        snprintf(err, errlen, "unexpected key '%s' (the file's other keys are generator.* / discriminator.*)", shown(k, sk, sizeof sk));
         return NULL;
       }
       snprintf(prefix, sizeof prefix, "%s", g ? "generator." : "discriminator.");
@@ -866,11 +896,14 @@ static char *sanitize_task(const char *s) {
 }
 
 bool convert_is_checkpoint(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return false;
+  /* O_NONBLOCK: a FIFO is not waited on but refused by fstat (regular files ignore the flag) */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return false;
+  struct stat sb;
   unsigned char b[16] = {0};
-  size_t n = fread(b, 1, sizeof b, f);
-  fclose(f);
+  ssize_t got = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) ? pread(fd, b, sizeof b, 0) : -1;
+  close(fd);
+  size_t n = got > 0 ? (size_t)got : 0;
   static const unsigned char legacy[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
   return (n >= 4 && !memcmp(b, "PK\003\004", 4)) || (n >= sizeof legacy && !memcmp(b, legacy, sizeof legacy));
 }
@@ -898,7 +931,9 @@ static char *join_globals(const pth_info *info, bool opaque) {
   size_t n = opaque ? info->n_opaque : info->n_globals;
   for (size_t i = 0; i < n; i++) {
     if (s->len) g_string_append(s, ", ");
-    g_string_append(s, opaque ? info->opaque[i] : info->globals[i].name);
+    char *name = shown_dup(opaque ? info->opaque[i] : info->globals[i].name);
+    g_string_append(s, name);
+    g_free(name);
   }
   return g_string_free(s, FALSE);
 }
@@ -984,6 +1019,7 @@ i2i_status convert_load(i2i_ctx *ctx, const char *path, const convert_opts *opts
   i2i_status st = I2I_OK;
   GArray *groups = g_array_new(FALSE, TRUE, sizeof(netkeys));
   gchar *base = g_path_get_basename(path);
+  gchar *sbase = shown_dup(base); /* for messages and metadata */
   gchar *stem = g_strdup(base);
   char *dot = strrchr(stem, '.');
   if (dot) *dot = 0;
@@ -1008,10 +1044,10 @@ i2i_status convert_load(i2i_ctx *ctx, const char *path, const convert_opts *opts
   const char *layout = group_keys(info, groups, err, errlen);
   if (!layout) {
     st = I2I_E_FORMAT;
-    goto done;
+    goto named;
   }
   if (!info->n_tensors) {
-    snprintf(err, errlen, "%s: the checkpoint holds no tensors (top-level keys: %zu)", base, info->n_keys);
+    snprintf(err, errlen, "%s: the checkpoint holds no tensors (top-level keys: %zu)", sbase, info->n_keys);
     st = I2I_E_UNSUPPORTED;
     goto done;
   }
@@ -1031,7 +1067,7 @@ i2i_status convert_load(i2i_ctx *ctx, const char *path, const convert_opts *opts
       if (normalise_junyanz(nk, err, errlen)) {
         if (err[0]) {
           st = I2I_E_FORMAT;
-          goto done;
+          goto named;
         }
         jun = true;
       }
@@ -1059,7 +1095,7 @@ i2i_status convert_load(i2i_ctx *ctx, const char *path, const convert_opts *opts
     snprintf(err, errlen,
              "%s: cannot tell the colour order (neither the manifest, the file name nor the key layout says); "
              "pass --channel-order rgb or bgr (the published mmagic files and mmagic 1.x training are BGR)",
-             base);
+             sbase);
     st = I2I_E_ARG;
     goto done;
   }
@@ -1070,16 +1106,17 @@ i2i_status convert_load(i2i_ctx *ctx, const char *path, const convert_opts *opts
   for (guint i = 0; i < groups->len && !st; i++) {
     netkeys *nk = &g_array_index(groups, netkeys, i);
     net_arch a = detect_arch(nk);
+    char sp[SHOWN_LEN], sk[SHOWN_LEN];
+    shown(nk->prefix[0] ? nk->prefix : "(top level)", sp, sizeof sp);
     if (a == ARCH_NONE) {
       nkey *e0 = nk->keys->len ? &g_array_index(nk->keys, nkey, 0) : NULL;
       snprintf(err, errlen, "%s: unknown architecture for the network '%s' (first key '%s'); i2i converts "
-               "ResnetGenerator, UnetGenerator and PatchGAN discriminators", base, nk->prefix[0] ? nk->prefix : "(top level)",
-               e0 ? e0->orig : "");
+               "ResnetGenerator, UnetGenerator and PatchGAN discriminators", sbase, sp, shown(e0 ? e0->orig : "", sk, sizeof sk));
       st = I2I_E_UNSUPPORTED;
       break;
     }
     if ((nk->role == ROLE_G && a == ARCH_PATCH) || (nk->role == ROLE_D && a != ARCH_PATCH)) {
-      snprintf(err, errlen, "%s: '%s' holds a %s", base, nk->prefix, a == ARCH_PATCH ? "discriminator" : "generator");
+      snprintf(err, errlen, "%s: '%s' holds a %s", sbase, sp, a == ARCH_PATCH ? "discriminator" : "generator");
       st = I2I_E_FORMAT;
       break;
     }
@@ -1103,26 +1140,27 @@ i2i_status convert_load(i2i_ctx *ctx, const char *path, const convert_opts *opts
     /* unexpected keys */
     for (guint k = 0; k < nk->keys->len && !g.failed; k++) {
       nkey *e = &g_array_index(nk->keys, nkey, k);
-      if (!e->used && !e->ignorable) gfail(&g, "unexpected key '%s' for a %s", e->orig, arch);
+      if (!e->used && !e->ignorable) gfail(&g, "unexpected key '%s' for a %s", shown(e->orig, sk, sizeof sk), arch);
     }
     if (!g.failed) {
       const i2i_manifest_entry *me = dpub;
       char conv_ver[32];
       snprintf(conv_ver, sizeof conv_ver, "i2i %s", i2i_version());
       char *label = me ? g_strdup(me->label) : g_strdup(task);
+      char ssrc[SHOWN_LEN], sdst[SHOWN_LEN];
       const char *kv[][2] = {
         {"i2i.task", task},
         {"i2i.menu_label", label},
-        {"i2i.source_checkpoint", base},
-        {"i2i.source_key", nk->prefix[0] ? nk->prefix : "(top level)"},
+        {"i2i.source_checkpoint", sbase},
+        {"i2i.source_key", sp},
         {"i2i.source_layout", layout},
         {"i2i.architecture", arch},
         {"i2i.channel_order", "rgb"},
         {"i2i.source_channel_order", order},
         {"i2i.value_range", "-1,1"},
         {"i2i.converter", conv_ver},
-        {"i2i.source_domain", dom.source},
-        {"i2i.target_domain", dom.target},
+        {"i2i.source_domain", shown(dom.source, ssrc, sizeof ssrc)},
+        {"i2i.target_domain", shown(dom.target, sdst, sizeof sdst)},
         {"i2i.variant", me ? (me->variant ? "id0" : "standard") : ""},
         {"i2i.source_side", me ? me->source_side : ""},
         {"i2i.provisional", me && me->provisional ? "true" : ""},
@@ -1136,19 +1174,19 @@ i2i_status convert_load(i2i_ctx *ctx, const char *path, const convert_opts *opts
       i2i_builder_free(g.b);
       st = I2I_E_FORMAT;
       char tmp[1024];
-      snprintf(tmp, sizeof tmp, "%s: %s", base, err);
+      snprintf(tmp, sizeof tmp, "%s: %s", sbase, err);
       snprintf(err, errlen, "%s", tmp);
     } else {
       i2i_model *m = NULL;
       st = i2i_builder_finish(g.b, &m);
       pth_file_release_pages(pf); /* this network's weights are copied into m */
-      if (st) snprintf(err, errlen, "%s: the converted %s does not check: %s", base, arch, i2i_ctx_errmsg(ctx));
+      if (st) snprintf(err, errlen, "%s: the converted %s does not check: %s", sbase, arch, i2i_ctx_errmsg(ctx));
       else {
         convert_net *cn = &set->nets[set->n++];
         cn->task = task;
         task = NULL;
         cn->discriminator = a == ARCH_PATCH;
-        cn->key = g_strdup(nk->prefix[0] ? nk->prefix : "(top level)");
+        cn->key = g_strdup(sp); /* for display */
         if (cn->key[0] && cn->key[strlen(cn->key) - 1] == '.') cn->key[strlen(cn->key) - 1] = 0;
         cn->architecture = g_strdup(arch);
         cn->model = m;
@@ -1162,15 +1200,23 @@ i2i_status convert_load(i2i_ctx *ctx, const char *path, const convert_opts *opts
   for (size_t i = 0; i < set->n && !st; i++)
     for (size_t j = i + 1; j < set->n; j++)
       if (set->nets[i].discriminator == set->nets[j].discriminator && !strcmp(set->nets[i].task, set->nets[j].task)) {
-        snprintf(err, errlen, "%s: '%s' and '%s' would both be written as %s; name them with --domains or --task", base,
+        snprintf(err, errlen, "%s: '%s' and '%s' would both be written as %s; name them with --domains or --task", sbase,
                  set->nets[i].key, set->nets[j].key, set->nets[i].task);
         st = I2I_E_ARG;
         break;
       }
+  goto done;
+named: /* a message from a helper, which does not know the file: prefixed with its name */
+  {
+    char tmp[1024];
+    snprintf(tmp, sizeof tmp, "%s: %s", sbase, err);
+    snprintf(err, errlen, "%s", tmp);
+  }
 done:
   for (guint i = 0; i < groups->len; i++) netkeys_free(&g_array_index(groups, netkeys, i));
   g_array_free(groups, TRUE);
   g_free(base);
+  g_free(sbase);
   g_free(stem);
   pth_file_free(pf);
   if (st) convert_set_free(set);
@@ -1270,21 +1316,35 @@ int convert_inspect_checkpoint(const char *path, bool strict, FILE *out) {
     return 1;
   }
   const pth_info *info = pth_file_info(pf);
-  fprintf(out, "checkpoint: %s\n", path);
-  fprintf(out, "  container:   %s%s%s%s\n", info->container, info->zip_prefix[0] ? " (prefix '" : "", info->zip_prefix,
-          info->zip_prefix[0] ? "/')" : "");
+  /* every name from the file (and the path) is printed in its display form */
+  char *d = shown_dup(path);
+  fprintf(out, "checkpoint: %s\n", d);
+  g_free(d);
+  d = shown_dup(info->zip_prefix);
+  fprintf(out, "  container:   %s%s%s%s\n", info->container, d[0] ? " (prefix '" : "", d, d[0] ? "/')" : "");
+  g_free(d);
   fprintf(out, "  top level:  ");
-  for (size_t i = 0; i < info->n_keys; i++) fprintf(out, " %s%s", info->keys[i], i + 1 < info->n_keys ? "," : "");
+  for (size_t i = 0; i < info->n_keys; i++) {
+    d = shown_dup(info->keys[i]);
+    fprintf(out, " %s%s", d, i + 1 < info->n_keys ? "," : "");
+    g_free(d);
+  }
   fprintf(out, "\n  weights:     %s%s\n", info->has_state_dict_key ? "state_dict" : "the top-level dict",
           info->stripped_module_prefix ? " (a 'module.' prefix removed)" : "");
   fprintf(out, "  globals:    ");
-  for (size_t i = 0; i < info->n_globals; i++)
-    fprintf(out, " %s%s%s", info->globals[i].name, info->globals[i].allowlisted ? "" : " (not allowlisted)",
-            i + 1 < info->n_globals ? "," : "");
+  for (size_t i = 0; i < info->n_globals; i++) {
+    d = shown_dup(info->globals[i].name);
+    fprintf(out, " %s%s%s", d, info->globals[i].allowlisted ? "" : " (not allowlisted)", i + 1 < info->n_globals ? "," : "");
+    g_free(d);
+  }
   fprintf(out, "\n");
   if (info->n_opaque) {
     fprintf(out, "  inert:       ");
-    for (size_t i = 0; i < info->n_opaque; i++) fprintf(out, "%s%s", info->opaque[i], i + 1 < info->n_opaque ? ", " : "");
+    for (size_t i = 0; i < info->n_opaque; i++) {
+      d = shown_dup(info->opaque[i]);
+      fprintf(out, "%s%s", d, i + 1 < info->n_opaque ? ", " : "");
+      g_free(d);
+    }
     fprintf(out, " (kept as data outside the weights, never called)\n");
   }
   i2i_ctx *ctx = NULL;
@@ -1327,7 +1387,9 @@ int convert_inspect_checkpoint(const char *path, bool strict, FILE *out) {
     const pth_tensor *t = &info->tensors[i];
     char sh[96];
     shape_str(t, sh, sizeof sh);
-    fprintf(out, "    %-72s %-8s %s\n", t->key, pth_dtype_name(t->stored_dtype), sh);
+    d = shown_dup(t->key);
+    fprintf(out, "    %-72s %-8s %s\n", d, pth_dtype_name(t->stored_dtype), sh);
+    g_free(d);
   }
   i2i_ctx_free(ctx);
   pth_file_free(pf);

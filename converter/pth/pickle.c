@@ -112,6 +112,12 @@ const char *pth_value_kind_name(pth_value_kind k) {
   return (unsigned)k < sizeof names / sizeof names[0] ? names[k] : "?";
 }
 
+const char *pth_value_kind_phrase(pth_value_kind k) {
+  static const char *const names[] = {"None", "a bool", "an int", "a float", "a str", "a bytes object", "a tuple",
+                                      "a list", "a set", "a dict", "a global", "an opaque call", "a persistent id"};
+  return (unsigned)k < sizeof names / sizeof names[0] ? names[k] : "an unknown value";
+}
+
 /* ------------------------------------------------------------------------------------------- */
 /* Arena */
 
@@ -412,7 +418,7 @@ static pth_status do_call(vm *m, pth_value *callee, pth_value *args) {
   const char *what = m->op == 'R' ? "REDUCE" : "NEWOBJ";
   if (args->kind != PTH_V_TUPLE) {
     char buf[96];
-    snprintf(buf, sizeof buf, "%s arguments are a %s, not a tuple", what, pth_value_kind_name(args->kind));
+    snprintf(buf, sizeof buf, "%s arguments are %s, not a tuple", what, pth_value_kind_phrase(args->kind));
     return fail_op(m, PTH_E_FORMAT, buf);
   }
   const pth_value *root;
@@ -422,7 +428,7 @@ static pth_status do_call(vm *m, pth_value *callee, pth_value *args) {
     root = callee->u.call.root;
   } else {
     char buf[96];
-    snprintf(buf, sizeof buf, "%s on a %s, not a global", what, pth_value_kind_name(callee->kind));
+    snprintf(buf, sizeof buf, "%s on %s, not a global", what, pth_value_kind_phrase(callee->kind));
     return fail_op(m, PTH_E_FORMAT, buf);
   }
   pth_status st;
@@ -558,9 +564,10 @@ static pth_status fill(vm *m, pth_value *target, size_t first) {
   return PTH_OK;
 }
 
+/* `want` is a phrase with its article ("a list"). */
 static pth_status wrong_target(vm *m, const pth_value *t, const char *want) {
   char buf[96];
-  snprintf(buf, sizeof buf, "target is a %s, not a %s", pth_value_kind_name(t->kind), want);
+  snprintf(buf, sizeof buf, "target is %s, not %s", pth_value_kind_phrase(t->kind), want);
   return fail_op(m, PTH_E_FORMAT, buf);
 }
 
@@ -689,25 +696,25 @@ static pth_status step(vm *m, int *done) {
   }
   case 'a': /* APPEND */
     if ((st = need_items(m, 2))) return st;
-    if (m->stack[m->sp - 2]->kind != PTH_V_LIST) return wrong_target(m, m->stack[m->sp - 2], "list");
+    if (m->stack[m->sp - 2]->kind != PTH_V_LIST) return wrong_target(m, m->stack[m->sp - 2], "a list");
     return fill(m, m->stack[m->sp - 2], m->sp - 1);
   case 'e': case 0x90: /* APPENDS, ADDITEMS */
     if ((st = pop_mark(m, &first))) return st;
     if (first == 0 || (m->n_marks && first <= m->marks[m->n_marks - 1].sp))
       return fail_op(m, PTH_E_FORMAT, "stack underflow: no target below the MARK");
     v = m->stack[first - 1];
-    if (v->kind != (m->op == 'e' ? PTH_V_LIST : PTH_V_SET)) return wrong_target(m, v, m->op == 'e' ? "list" : "set");
+    if (v->kind != (m->op == 'e' ? PTH_V_LIST : PTH_V_SET)) return wrong_target(m, v, m->op == 'e' ? "a list" : "a set");
     return fill(m, v, first);
   case 's': /* SETITEM */
     if ((st = need_items(m, 3))) return st;
-    if (m->stack[m->sp - 3]->kind != PTH_V_DICT) return wrong_target(m, m->stack[m->sp - 3], "dict");
+    if (m->stack[m->sp - 3]->kind != PTH_V_DICT) return wrong_target(m, m->stack[m->sp - 3], "a dict");
     return fill(m, m->stack[m->sp - 3], m->sp - 2);
   case 'u': /* SETITEMS */
     if ((st = pop_mark(m, &first))) return st;
     if (first == 0 || (m->n_marks && first <= m->marks[m->n_marks - 1].sp))
       return fail_op(m, PTH_E_FORMAT, "stack underflow: no target below the MARK");
     v = m->stack[first - 1];
-    if (v->kind != PTH_V_DICT) return wrong_target(m, v, "dict");
+    if (v->kind != PTH_V_DICT) return wrong_target(m, v, "a dict");
     return fill(m, v, first);
   case 'q': case 'r': { /* BINPUT, LONG_BINPUT */
     size_t n = m->op == 'q' ? 1 : 4;
@@ -748,7 +755,7 @@ static pth_status step(vm *m, int *done) {
       if (state->kind != PTH_V_DICT) return fail_op(m, PTH_E_FORMAT, "BUILD state for an OrderedDict is not a dict");
       inst->u.dict.state = state;
     } else {
-      return wrong_target(m, inst, "object (an opaque call or an OrderedDict)");
+      return wrong_target(m, inst, "an object (an opaque call or an OrderedDict)");
     }
     return adopt(m, inst, state);
   }

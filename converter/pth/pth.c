@@ -95,6 +95,85 @@ pth_status pth_errf(pth_status s, char *err, size_t errlen, const char *fmt, ...
   return s;
 }
 
+/* Length of the valid UTF-8 sequence at p[0..n) and its code point, or 0 when it is not one
+ * (overlong forms, surrogates and code points above U+10FFFF are not). */
+static size_t utf8_seq(const unsigned char *p, size_t n, uint32_t *cp) {
+  unsigned char b = p[0];
+  size_t len;
+  uint32_t c, lo = 0x80, hi = 0xbf;
+  if (b < 0x80) {
+    *cp = b;
+    return 1;
+  }
+  if (b >= 0xc2 && b <= 0xdf) {
+    len = 2;
+    c = b & 0x1f;
+  } else if (b >= 0xe0 && b <= 0xef) {
+    len = 3;
+    c = b & 0x0f;
+    if (b == 0xe0) lo = 0xa0;
+    if (b == 0xed) hi = 0x9f;
+  } else if (b >= 0xf0 && b <= 0xf4) {
+    len = 4;
+    c = b & 0x07;
+    if (b == 0xf0) lo = 0x90;
+    if (b == 0xf4) hi = 0x8f;
+  } else {
+    return 0;
+  }
+  if (n < len || p[1] < lo || p[1] > hi) return 0;
+  for (size_t i = 1; i < len; i++) {
+    if ((p[i] & 0xc0) != 0x80) return 0;
+    c = (c << 6) | (p[i] & 0x3f);
+  }
+  *cp = c;
+  return len;
+}
+
+/* Code points that would act on a terminal or reorder the text around them. */
+static int is_control(uint32_t c) {
+  return c < 0x20 || (c >= 0x7f && c <= 0x9f) || c == 0x61c || c == 0x200e || c == 0x200f || c == 0x2028 ||
+         c == 0x2029 || (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069);
+}
+
+const char *pth_shown(const char *s, size_t len, char *buf, size_t buflen) {
+  static const char hex[] = "0123456789abcdef";
+  if (!buf || !buflen) return "";
+  const unsigned char *p = (const unsigned char *)s;
+  if (!p) len = 0;
+  size_t o = 0, cut = 0, room = buflen - 1;
+  for (size_t i = 0; i < len;) {
+    if (o + 3 <= room) cut = o; /* where "..." would still fit */
+    uint32_t cp = 0;
+    size_t n = utf8_seq(p + i, len - i, &cp);
+    int esc = !n || is_control(cp);
+    if (!n) n = 1;
+    size_t need = esc ? 4 * n : n;
+    if (need > room - o) {
+      if (room < 3) {
+        o = 0;
+      } else {
+        memcpy(buf + cut, "...", 3);
+        o = cut + 3;
+      }
+      break;
+    }
+    for (size_t k = 0; k < n; k++) {
+      if (esc) {
+        buf[o++] = '\\';
+        buf[o++] = 'x';
+        buf[o++] = hex[p[i + k] >> 4];
+        buf[o++] = hex[p[i + k] & 15];
+      } else {
+        buf[o++] = (char)p[i + k];
+      }
+    }
+    i += n;
+  }
+  buf[o] = 0;
+  return buf;
+}
+
 void *pth_alloc(const i2i_allocator *a, size_t size) {
   if (!size) size = 1;
   return a && a->alloc ? a->alloc(a->user, size) : malloc(size);
@@ -236,20 +315,8 @@ typedef struct {
 
 static pth_status nomem(loader *L) { return pth_errf(PTH_E_NOMEM, L->err, L->errlen, "pth: out of memory"); }
 
-/* A printable, bounded copy of a string from the file, for messages. */
-static const char *shown(const char *s, size_t len, char *buf, size_t buflen) {
-  size_t n = len < buflen - 4 ? len : buflen - 4;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    buf[i] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
-  }
-  if (n < len) {
-    memcpy(buf + n, "...", 3);
-    n += 3;
-  }
-  buf[n] = 0;
-  return buf;
-}
+/* A bounded display copy of a string from the file, for messages (pth_shown). */
+static const char *shown(const char *s, size_t len, char *buf, size_t buflen) { return pth_shown(s, len, buf, buflen); }
 
 static int cmp_storage(const void *a, const void *b) {
   const storage *x = a, *y = b;
@@ -283,8 +350,8 @@ static pth_status collect_storages(loader *L, int legacy) {
       return pth_errf(PTH_E_FORMAT, L->err, L->errlen, "pth: persistent id at byte %zu does not start with 'storage'", p->u.persid.offset);
     if (it[1]->kind != PTH_V_GLOBAL || it[1]->u.global.sym != PTH_SYM_STORAGE)
       return pth_errf(PTH_E_FORMAT, L->err, L->errlen, "pth: persistent id at byte %zu: storage type is %s%s%s, not a torch.<X>Storage",
-                      p->u.persid.offset, it[1]->kind == PTH_V_GLOBAL ? "'" : "a ",
-                      it[1]->kind == PTH_V_GLOBAL ? it[1]->u.global.qualname : pth_value_kind_name(it[1]->kind),
+                      p->u.persid.offset, it[1]->kind == PTH_V_GLOBAL ? "'" : "",
+                      it[1]->kind == PTH_V_GLOBAL ? it[1]->u.global.qualname : pth_value_kind_phrase(it[1]->kind),
                       it[1]->kind == PTH_V_GLOBAL ? "'" : "");
     if (it[2]->kind != PTH_V_STR || it[3]->kind != PTH_V_STR)
       return pth_errf(PTH_E_FORMAT, L->err, L->errlen, "pth: persistent id at byte %zu: key and location must be str", p->u.persid.offset);
@@ -475,14 +542,14 @@ static pth_status load_legacy(loader *L) {
   if ((st = legacy_pickle(L, &pos, "storage-keys", &pk))) return st;
   const pth_value *keys = pth_pickle_root(pk);
   if (keys->kind != PTH_V_LIST) {
-    const char *kind = pth_value_kind_name(keys->kind);
+    const char *kind = pth_value_kind_phrase(keys->kind);
     pth_pickle_free(pk);
-    return pth_errf(PTH_E_FORMAT, L->err, L->errlen, "pth: legacy storage-key pickle is a %s, not a list", kind);
+    return pth_errf(PTH_E_FORMAT, L->err, L->errlen, "pth: legacy storage-key pickle is %s, not a list", kind);
   }
   for (size_t i = 0; i < keys->u.seq.len && !st; i++) {
     const pth_value *k = keys->u.seq.items[i];
     if (k->kind != PTH_V_STR) {
-      st = pth_errf(PTH_E_FORMAT, L->err, L->errlen, "pth: legacy storage key #%zu is a %s, not a str", i, pth_value_kind_name(k->kind));
+      st = pth_errf(PTH_E_FORMAT, L->err, L->errlen, "pth: legacy storage key #%zu is %s, not a str", i, pth_value_kind_phrase(k->kind));
       break;
     }
     storage *s = find_storage(f, k->u.str.ptr, k->u.str.len);
@@ -540,11 +607,41 @@ static int is_tensor_call(const pth_value *v) {
   return s == PTH_SYM_REBUILD_TENSOR_V2 || s == PTH_SYM_REBUILD_TENSOR || s == PTH_SYM_REBUILD_PARAMETER;
 }
 
+/* A global outside the allowlist, or a call of one: what the strict regions refuse. */
+static int is_opaque(const pth_value *v) {
+  return (v->kind == PTH_V_GLOBAL && v->u.global.sym == PTH_SYM_OTHER) ||
+         (v->kind == PTH_V_CALL && v->u.call.root->u.global.sym == PTH_SYM_OTHER);
+}
+
+/* `v` as a phrase for messages: its kind with an article and, for a global or a call, the symbol
+ * (the VM admits only [A-Za-z0-9_.] in global names) and, outside the allowlist, where the file
+ * names and calls it. */
+static const char *describe(const pth_value *v, char *buf, size_t buflen) {
+  if (v->kind == PTH_V_GLOBAL) {
+    snprintf(buf, buflen, "the global '%s' (%s at byte %zu%s)", v->u.global.qualname,
+             v->u.global.opcode == 'c' ? "GLOBAL" : "STACK_GLOBAL", v->u.global.offset,
+             is_opaque(v) ? ", outside the allowlist" : "");
+  } else if (v->kind == PTH_V_CALL) {
+    const pth_value *g = v->u.call.root;
+    if (is_tensor_call(v))
+      snprintf(buf, buflen, "a tensor (%s)", g->u.global.qualname);
+    else if (is_opaque(v))
+      snprintf(buf, buflen, "an opaque call of '%s' (%s at byte %zu, %s at byte %zu; a global outside the allowlist, never called)",
+               g->u.global.qualname, g->u.global.opcode == 'c' ? "GLOBAL" : "STACK_GLOBAL", g->u.global.offset,
+               v->u.call.opcode == 'R' ? "REDUCE" : "NEWOBJ", v->u.call.offset);
+    else
+      snprintf(buf, buflen, "a call of '%s'", g->u.global.qualname);
+  } else {
+    snprintf(buf, buflen, "%s", pth_value_kind_phrase(v->kind));
+  }
+  return buf;
+}
+
 static pth_status int_tuple(loader *L, const char *key, const char *what, const pth_value *t, int64_t *out, int *n) {
   char b1[160];
   if (t->kind != PTH_V_TUPLE)
-    return pth_errf(PTH_E_FORMAT, L->err, L->errlen, "tensor '%s': %s is a %s, not a tuple", shown(key, strlen(key), b1, sizeof b1), what,
-                    pth_value_kind_name(t->kind));
+    return pth_errf(PTH_E_FORMAT, L->err, L->errlen, "tensor '%s': %s is %s, not a tuple", shown(key, strlen(key), b1, sizeof b1), what,
+                    pth_value_kind_phrase(t->kind));
   if (t->u.seq.len > PTH_MAX_RANK)
     return pth_errf(PTH_E_UNSUPPORTED, L->err, L->errlen, "tensor '%s': %s has %zu entries (rank above %d)", shown(key, strlen(key), b1, sizeof b1),
                     what, t->u.seq.len, PTH_MAX_RANK);
@@ -552,7 +649,7 @@ static pth_status int_tuple(loader *L, const char *key, const char *what, const 
     const pth_value *x = t->u.seq.items[i];
     if (x->kind != PTH_V_INT || x->u.i < 0)
       return pth_errf(PTH_E_FORMAT, L->err, L->errlen, "tensor '%s': %s[%zu] is %s (must be a non-negative int)", shown(key, strlen(key), b1, sizeof b1),
-                      what, i, x->kind == PTH_V_INT ? "negative" : pth_value_kind_name(x->kind));
+                      what, i, x->kind == PTH_V_INT ? "negative" : pth_value_kind_phrase(x->kind));
     out[i] = x->u.i;
   }
   *n = (int)t->u.seq.len;
@@ -588,16 +685,16 @@ static pth_status add_tensor(loader *L, const char *key, const pth_value *call) 
                     call->u.call.callee->u.global.name, sym == PTH_SYM_REBUILD_TENSOR_V2 ? "6 or 7" : "4", na);
   pth_value *const *a = args->u.seq.items;
   if (a[0]->kind != PTH_V_PERSID)
-    return pth_errf(PTH_E_FORMAT, L->err, L->errlen, "tensor '%s': storage argument is a %s, not a persistent id", k, pth_value_kind_name(a[0]->kind));
+    return pth_errf(PTH_E_FORMAT, L->err, L->errlen, "tensor '%s': storage argument is %s, not a persistent id", k, pth_value_kind_phrase(a[0]->kind));
   if (a[1]->kind != PTH_V_INT || a[1]->u.i < 0)
     return pth_errf(PTH_E_FORMAT, L->err, L->errlen, "tensor '%s': storage offset must be a non-negative int", k);
   if (sym == PTH_SYM_REBUILD_TENSOR_V2) {
     if (a[4]->kind != PTH_V_BOOL)
-      return pth_errf(PTH_E_FORMAT, L->err, L->errlen, "tensor '%s': requires_grad is a %s, not a bool", k, pth_value_kind_name(a[4]->kind));
+      return pth_errf(PTH_E_FORMAT, L->err, L->errlen, "tensor '%s': requires_grad is %s, not a bool", k, pth_value_kind_phrase(a[4]->kind));
     if (!is_empty_hooks(a[5]))
       return pth_errf(PTH_E_UNSUPPORTED, L->err, L->errlen, "tensor '%s': backward hooks must be an empty OrderedDict", k);
     if (na == 7 && a[6]->kind != PTH_V_NONE && a[6]->kind != PTH_V_DICT)
-      return pth_errf(PTH_E_FORMAT, L->err, L->errlen, "tensor '%s': metadata is a %s", k, pth_value_kind_name(a[6]->kind));
+      return pth_errf(PTH_E_FORMAT, L->err, L->errlen, "tensor '%s': metadata is %s, not a dict or None", k, pth_value_kind_phrase(a[6]->kind));
     if (!t.is_parameter) t.requires_grad = (int)a[4]->u.i;
   }
   int64_t stride[PTH_MAX_RANK];
@@ -675,8 +772,8 @@ static pth_status collect_tensors(loader *L, const pth_value *sd, const char *pr
   for (size_t i = 0; i < sd->u.dict.len; i++) {
     const pth_value *k = sd->u.dict.kv[2 * i], *v = sd->u.dict.kv[2 * i + 1];
     if (k->kind != PTH_V_STR)
-      return pth_errf(PTH_E_FORMAT, L->err, L->errlen, "pth: state dict key #%zu%s%s is a %s, not a str", i, *prefix ? " under " : "",
-                      shown(prefix, strlen(prefix), b1, sizeof b1), pth_value_kind_name(k->kind));
+      return pth_errf(PTH_E_FORMAT, L->err, L->errlen, "pth: state dict key #%zu%s%s is %s, not a str", i, *prefix ? " under " : "",
+                      shown(prefix, strlen(prefix), b1, sizeof b1), pth_value_kind_phrase(k->kind));
     if (memchr(k->u.str.ptr, 0, k->u.str.len))
       return pth_errf(PTH_E_FORMAT, L->err, L->errlen, "pth: state dict key #%zu contains a NUL byte", i);
     const char *key = k->u.str.ptr;
@@ -693,9 +790,9 @@ static pth_status collect_tensors(loader *L, const pth_value *sd, const char *pr
     } else if (is_tensor_call(v)) {
       if ((st = add_tensor(L, key, v))) return st;
     } else if (v->kind == PTH_V_CALL || v->kind == PTH_V_PERSID || v->kind == PTH_V_GLOBAL) {
-      return pth_errf(PTH_E_FORMAT, L->err, L->errlen, "pth: state dict entry '%s' is a %s%s%s, not a tensor", shown(key, strlen(key), b1, sizeof b1),
-                      pth_value_kind_name(v->kind), v->kind == PTH_V_CALL ? " of " : "",
-                      v->kind == PTH_V_CALL ? v->u.call.root->u.global.qualname : "");
+      char b2[256];
+      return pth_errf(PTH_E_FORMAT, L->err, L->errlen, "pth: state dict entry '%s' is %s, not a tensor", shown(key, strlen(key), b1, sizeof b1),
+                      describe(v, b2, sizeof b2));
     }
   }
   return PTH_OK;
@@ -967,13 +1064,16 @@ static pth_status load(loader *L) {
   }
   if (st) return st;
   const pth_value *root = pth_pickle_root(f->pk);
+  char what[256];
   if (root->kind != PTH_V_DICT)
-    return pth_errf(PTH_E_UNSUPPORTED, L->err, L->errlen, "pth: the top-level object is a %s, not a dict", pth_value_kind_name(root->kind));
+    return pth_errf(is_opaque(root) ? PTH_E_UNSAFE : PTH_E_UNSUPPORTED, L->err, L->errlen, "pth: the top-level object is %s, not a dict",
+                    describe(root, what, sizeof what));
   const pth_value *sd = pth_value_dict_get(root, "state_dict");
   if (sd) {
     f->info.has_state_dict_key = 1;
     if (sd->kind != PTH_V_DICT)
-      return pth_errf(PTH_E_FORMAT, L->err, L->errlen, "pth: 'state_dict' is a %s, not a dict", pth_value_kind_name(sd->kind));
+      return pth_errf(is_opaque(sd) ? PTH_E_UNSAFE : PTH_E_FORMAT, L->err, L->errlen, "pth: 'state_dict' is %s, not a dict",
+                      describe(sd, what, sizeof what));
   } else {
     sd = root;
   }
@@ -1047,29 +1147,37 @@ pth_status pth_load_file(const char *path, const pth_options *opt, pth_file **ou
     return pth_errf(PTH_E_ARG, err, errlen, "pth: NULL path");
   }
   pth_file *f = L.f;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  char sp[1024];
+  pth_shown(path, strlen(path), sp, sizeof sp);
+  /* O_NONBLOCK: opening a FIFO would wait for a writer; fstat below refuses it at once (reads and
+   * mappings of a regular file ignore the flag) */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     int e = errno;
     pth_file_free(f);
-    return pth_errf(PTH_E_IO, err, errlen, "pth: cannot open '%s': %s", path, strerror(e));
+    return pth_errf(PTH_E_IO, err, errlen, "pth: cannot open '%s': %s", sp, strerror(e));
   }
   struct stat sb;
   if (fstat(fd, &sb) != 0) {
     int e = errno;
     close(fd);
     pth_file_free(f);
-    return pth_errf(PTH_E_IO, err, errlen, "pth: cannot stat '%s': %s", path, strerror(e));
+    return pth_errf(PTH_E_IO, err, errlen, "pth: cannot stat '%s': %s", sp, strerror(e));
   }
-  if (S_ISDIR(sb.st_mode) || !S_ISREG(sb.st_mode) || sb.st_size == 0) {
+  if (!S_ISREG(sb.st_mode) || sb.st_size == 0) {
     close(fd);
     pth_file_free(f);
-    return pth_errf(PTH_E_IO, err, errlen, "pth: '%s' is %s", path,
-                    S_ISDIR(sb.st_mode) ? "a directory, not a checkpoint file" : !S_ISREG(sb.st_mode) ? "not a regular file" : "empty (0 bytes)");
+    return pth_errf(PTH_E_IO, err, errlen, "pth: '%s' is %s", sp,
+                    S_ISDIR(sb.st_mode) ? "a directory, not a checkpoint file"
+                    : S_ISFIFO(sb.st_mode) ? "a FIFO (named pipe), not a regular file"
+                    : S_ISCHR(sb.st_mode) || S_ISBLK(sb.st_mode) ? "a device, not a regular file"
+                    : S_ISSOCK(sb.st_mode) ? "a socket, not a regular file"
+                    : !S_ISREG(sb.st_mode) ? "not a regular file" : "empty (0 bytes)");
   }
   if ((uint64_t)sb.st_size > L.opt.limits.max_file_bytes || (uint64_t)sb.st_size > SIZE_MAX) {
     close(fd);
     pth_file_free(f);
-    return pth_errf(PTH_E_LIMIT, err, errlen, "pth: '%s' has %lld bytes, above the limit of %llu", path, (long long)sb.st_size,
+    return pth_errf(PTH_E_LIMIT, err, errlen, "pth: '%s' has %lld bytes, above the limit of %llu", sp, (long long)sb.st_size,
                     (unsigned long long)L.opt.limits.max_file_bytes);
   }
   size_t size = (size_t)sb.st_size;
@@ -1089,7 +1197,7 @@ pth_status pth_load_file(const char *path, const pth_options *opt, pth_file **ou
     if (!f->file_buf) {
       close(fd);
       pth_file_free(f);
-      return pth_errf(PTH_E_NOMEM, err, errlen, "pth: out of memory reading '%s' (%zu bytes)", path, size);
+      return pth_errf(PTH_E_NOMEM, err, errlen, "pth: out of memory reading '%s' (%zu bytes)", sp, size);
     }
     size_t got = 0;
     while (got < size) {
@@ -1099,7 +1207,7 @@ pth_status pth_load_file(const char *path, const pth_options *opt, pth_file **ou
         int e = r < 0 ? errno : 0;
         close(fd);
         pth_file_free(f);
-        return pth_errf(PTH_E_IO, err, errlen, "pth: cannot read '%s': %s", path, e ? strerror(e) : "file shrank while reading");
+        return pth_errf(PTH_E_IO, err, errlen, "pth: cannot read '%s': %s", sp, e ? strerror(e) : "file shrank while reading");
       }
       got += (size_t)r;
     }
@@ -1108,11 +1216,22 @@ pth_status pth_load_file(const char *path, const pth_options *opt, pth_file **ou
   }
   close(fd);
   L.size = size;
+  /* the contents' messages follow "<path>: ", which takes the place of their "pth: " */
+  size_t pre = 0;
+  if (err && errlen) {
+    int n = snprintf(err, errlen, "%s: ", sp);
+    if (n > 0 && (size_t)n < errlen / 2) pre = (size_t)n;
+    err[pre] = 0;
+  }
+  L.err = err ? err + pre : NULL;
+  L.errlen = errlen - pre;
   st = load(&L);
   if (st) {
+    if (pre && !strncmp(err + pre, "pth: ", 5)) memmove(err + pre, err + pre + 5, strlen(err + pre + 5) + 1);
     pth_file_free(f);
     return st;
   }
+  if (err && errlen) err[0] = 0;
   *out = f;
   return PTH_OK;
 }

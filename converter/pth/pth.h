@@ -73,6 +73,16 @@ pth_status pth_options_resolve(const pth_options *in, pth_options *out);
 pth_status pth_errf(pth_status s, char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* The display form of a string taken from a file (a state-dict key, a zip entry or storage name,
+ * a global) for messages and listings, so that nothing in the file can drive the terminal: valid
+ * UTF-8 text is copied unchanged; control characters (C0, DEL, C1, the Unicode line and paragraph
+ * separators and the bidirectional controls) and bytes that are not valid UTF-8 are written as
+ * \xNN, one per byte. `s` (NULL shows as "") is only read; the result goes into buf[0..buflen),
+ * always NUL-terminated when buflen > 0; a string that does not fit is cut between characters and
+ * ends in "...". Returns buf (a constant "" when buflen is 0). A buffer of 4 * len + 1 bytes always
+ * holds the whole string. */
+const char *pth_shown(const char *s, size_t len, char *buf, size_t buflen);
+
 /* Shared by the reader's files: allocation through the hook (NULL on failure; size 0 allowed). */
 void *pth_alloc(const i2i_allocator *a, size_t size);
 void pth_free(const i2i_allocator *a, void *ptr);
@@ -241,8 +251,12 @@ void pth_pickle_free(pth_pickle *p);
 /* The value for string key `key` in a DICT (the last one when repeated), or NULL. */
 const pth_value *pth_value_dict_get(const pth_value *dict, const char *key);
 
-/* A short name for a kind ("dict", "list", ...). Never NULL. */
+/* A short name for a kind ("dict", "list", "opaque call", ...). Never NULL. */
 const char *pth_value_kind_name(pth_value_kind k);
+
+/* The kind as a phrase with its article, for messages: "a dict", "an int", "an opaque call",
+ * "None". Never NULL. */
+const char *pth_value_kind_phrase(pth_value_kind k);
 
 /* ---------------------------------------------------------------------------------------------
  * Whole checkpoint
@@ -305,7 +319,9 @@ pth_status pth_load_memory(const void *data, size_t size, const pth_options *opt
 /* As pth_load_memory on the file at `path`. A zip is mapped privately (tensors point into the
  * mapping; a misaligned stored entry is moved within it); a legacy file, or one that cannot be
  * mapped, is read once into a buffer from the allocator. Mapping and buffer belong to the result.
- * A directory, a non-regular or empty file is PTH_E_IO with a message naming the path. */
+ * A directory, a non-regular (a FIFO, a device: refused without waiting for a writer) or empty
+ * file is PTH_E_IO. Every message names the path: a failure in the file's contents reads
+ * "<path>: <what>" (pth_load_memory's message without its "pth: "). */
 pth_status pth_load_file(const char *path, const pth_options *opt, pth_file **out, char *err,
                          size_t errlen);
 

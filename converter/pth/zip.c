@@ -32,17 +32,10 @@ static uint32_t rd32(const uint8_t *p) {
 }
 static uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | ((uint64_t)rd32(p + 4) << 32); }
 
-/* A printable copy of a (possibly hostile) name for messages: at most 200 bytes, bytes outside
- * printable ASCII shown as '?'. */
+/* The display form of a (possibly hostile) entry name for messages, bounded by the buffer
+ * (pth_shown: control characters and invalid UTF-8 as \xNN). */
 static const char *show_name(const uint8_t *name, size_t len, char *buf, size_t buflen) {
-  size_t n = len < buflen - 4 ? len : buflen - 4;
-  for (size_t i = 0; i < n; i++) buf[i] = (name[i] >= 0x20 && name[i] < 0x7f) ? (char)name[i] : '?';
-  if (n < len) {
-    memcpy(buf + n, "...", 3);
-    n += 3;
-  }
-  buf[n] = 0;
-  return buf;
+  return pth_shown((const char *)name, len, buf, buflen);
 }
 
 static int cmp_by_offset(const void *a, const void *b) {
@@ -292,9 +285,11 @@ pth_status pth_zip_parse(const void *data, size_t size, const pth_options *opt_i
   for (size_t i = 1; i < z->count; i++) {
     const pth_zip_entry *a = by_off[i - 1], *b = by_off[i];
     if (a->data_offset + a->size > b->header_offset) {
+      char nb2[256];
       st = pth_errf(PTH_E_FORMAT, err, errlen, "zip: entries '%s' (bytes %llu..%llu) and '%s' (from byte %llu) overlap",
                     show_name((const uint8_t *)a->name, a->name_len, nb, sizeof nb), (unsigned long long)a->header_offset,
-                    (unsigned long long)(a->data_offset + a->size), b->name, (unsigned long long)b->header_offset);
+                    (unsigned long long)(a->data_offset + a->size), show_name((const uint8_t *)b->name, b->name_len, nb2, sizeof nb2),
+                    (unsigned long long)b->header_offset);
       goto fail;
     }
   }

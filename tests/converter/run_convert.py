@@ -442,5 +442,97 @@ if s2w:
           "a set with one target in the way (a folder): refused, the other files untouched, no staging left",
           "%s %s" % (r.stderr.strip()[-200:], left))
 
+# ---- names from the file reach the terminal escaped; top-level objects named; paths; FIFOs ----------
+# (control characters and invalid UTF-8 as \xNN, valid UTF-8 kept; stderr and stdout read as bytes)
+
+
+def run_bytes(cmd, timeout=60):
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def clean(b):
+    """No escape, BEL, CR or other C0 byte but newlines, and valid UTF-8."""
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return not any(c < 0x20 and c != 0x0a for c in b) and b"\xc2\x9b" not in b
+
+
+esc_key = "\x1b]0;PWNED\x07\x1b[2J\x1b[31mk\nfake: i2i convert: wrote everything fine"
+esc_shown = r"\x1b]0;PWNED\x07\x1b[2J\x1b[31mk\x0afake: i2i convert: wrote everything fine"
+if s2w:
+    G = "generators.summer."
+    for label, key, shown_key in (("escape sequences and a newline", G + esc_key, G + esc_shown),
+                                  ("valid UTF-8 kept", G + "model.3.block.0.conv.b\u00efas", G + "model.3.block.0.conv.b\u00efas")):
+        obj = torch.load(os.path.join(ck, s2w["file"]))
+        obj["state_dict"][key] = obj["state_dict"][G + "model.3.block.0.conv.bias"].clone()
+        p = os.path.join(hd, "names_%s.pth" % re.sub(r"[^A-Za-z0-9]+", "_", label))
+        torch.save(obj, p)
+        out = os.path.join(work, "out", "names")
+        shutil.rmtree(out, ignore_errors=True)
+        r = run_bytes([i2i, "convert", p, "-o", out, "--channel-order", "rgb"])
+        want = ("unexpected key '%s'" % shown_key).encode()
+        check(r is not None and r.returncode == 1 and want in r.stderr and clean(r.stderr) and r.stderr.count(b"\n") == 1,
+              "convert, a key with %s: shown escaped on one line" % label, repr(r.stderr[-300:]) if r else "timeout")
+        r = run_bytes([i2i, "inspect", "--brief", p])
+        check(r is not None and r.returncode == 0 and shown_key.encode() in r.stdout and clean(r.stdout) and
+              not re.search(rb"^fake:", r.stdout, re.M),
+              "inspect, a key with %s: listed escaped" % label,
+              repr([l for l in r.stdout.splitlines() if b"PWNED" in l or b"b\xc3\xafas" in l])[:300] if r else "timeout")
+    # a byte flipped in a key of data.pkl: invalid UTF-8 shown as \xNN
+    data = bytearray(open(os.path.join(ck, s2w["file"]), "rb").read())
+    at = data.find(b"generators.summer.model.3.block.0.conv.bias")
+    data[at + 6] = 0xa4
+    p = os.path.join(hd, "names_flipped.pth")
+    open(p, "wb").write(data)
+    r = run_bytes([i2i, "convert", p, "-o", os.path.join(work, "out", "flipped")])
+    check(r is not None and r.returncode == 1 and rb"unexpected key 'genera\xa4ors.summer.model.3.block.0.conv.bias'" in r.stderr and
+          clean(r.stderr), "convert, a flipped byte in a key: \\xa4 shown, valid UTF-8 message", repr(r.stderr[-300:]) if r else "timeout")
+    r = run_bytes([i2i, "inspect", "--brief", p])
+    check(r is not None and rb"genera\xa4ors.summer.model.3.block.0.conv.bias" in r.stdout and clean(r.stdout + r.stderr),
+          "inspect, a flipped byte in a key: \\xa4 shown, valid UTF-8 output", repr((r.stdout + r.stderr)[-300:]) if r else "timeout")
+
+# the top-level object is not a dict: a call names its global; an int, None, a tensor read right
+if os.path.exists(marker):
+    os.remove(marker)
+tops = (("os.system call", Payload(os.system, "touch " + marker), r"is an opaque call of '(posix|os)\.system' \((GLOBAL|STACK_GLOBAL) at byte \d+, (REDUCE|NEWOBJ) at byte \d+"),
+        ("bare tensor", torch.zeros(2), r"is a tensor \(torch\._utils\._rebuild_tensor_v2\), not a dict"),
+        ("int", 5, r"is an int, not a dict"), ("None", None, r"is None, not a dict"))
+for label, obj, want in tops:
+    p = os.path.join(hd, "top_%s.pth" % re.sub(r"[^A-Za-z0-9]+", "_", label))
+    torch.save(obj, p)
+    for cmd in ("convert", "inspect"):
+        r = run([i2i, cmd, p] + (["-o", os.path.join(work, "out", "top")] if cmd == "convert" else []))
+        check(r.returncode == 1 and re.search("i2i %s: %s: the top-level object %s" % (cmd, re.escape(p), want), r.stderr) is not None and
+              " a opaque" not in r.stderr and " a int" not in r.stderr and "a None" not in r.stderr,
+              "%s, top-level %s: named" % (cmd, label), r.stderr.strip()[:300])
+check(not os.path.exists(marker), "top-level os.system: nothing executed")
+
+# a truncated checkpoint: inspect's and convert's messages name the file
+if s2w:
+    p = os.path.join(hd, "cut_for_inspect.pth")
+    open(p, "wb").write(open(os.path.join(ck, s2w["file"]), "rb").read()[:300])
+    for cmd in ("inspect", "convert"):
+        r = run([i2i, cmd, p] + (["-o", os.path.join(work, "out", "cut")] if cmd == "convert" else []))
+        check(r.returncode == 1 and r.stderr.startswith("i2i %s: %s: zip: " % (cmd, p)) and not r.stdout.strip(),
+              "%s of a truncated checkpoint names the file" % cmd, r.stderr.strip()[:300])
+
+# FIFOs are refused at once, not waited on
+for name in ("fifo.pth", "fifo.onnx", "fifo.png"):
+    p = os.path.join(hd, name)
+    if os.path.lexists(p):
+        os.remove(p)
+    os.mkfifo(p)
+    for cmd in ("inspect", "convert"):
+        r = run_bytes([i2i, cmd, p] + (["-o", os.path.join(work, "out", "fifo")] if cmd == "convert" else []), timeout=20)
+        check(r is not None and r.returncode == 1 and b"FIFO" in r.stderr and name.encode() in r.stderr,
+              "%s on a FIFO (%s): refused at once with a message" % (cmd, name),
+              "still waiting after 20 s" if r is None else repr(r.stderr[-200:]))
+    os.remove(p)
+
 print("%d passed, %d failed" % (passed, failed))
 sys.exit(1 if failed else 0)

@@ -5,6 +5,7 @@
  * It is not a fuzzer (see fuzz_*.c) and ships no exploit file: every payload is assembled below.
  */
 #include <errno.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -902,7 +903,7 @@ static void t_pickle_structure(void) {
   const unsigned char badglob[] = {0x80, 2, 'c', 'o', 's', ';', '\n', 'x', '\n', '.'};
   expect_fail("bad global name", run_pickle(badglob, sizeof badglob, err, sizeof err), PTH_E_FORMAT, err, "GLOBAL", "[A-Za-z0-9_.]", NULL);
   const unsigned char red[] = {0x80, 2, 'N', ')', 'R', '.'};
-  expect_fail("REDUCE on None", run_pickle(red, sizeof red, err, sizeof err), PTH_E_FORMAT, err, "REDUCE on a None", NULL);
+  expect_fail("REDUCE on None", run_pickle(red, sizeof red, err, sizeof err), PTH_E_FORMAT, err, "REDUCE on None, not a global", NULL);
   /* Regression (fuzz_pth_pickle): APPENDS/SETITEMS with nothing above the MARK on a new container. */
   const unsigned char empty_fill[] = {0x80, 2, ']', '(', 'e', '}', '(', 'u', 0x86, '.'};
   CHECK(run_pickle(empty_fill, sizeof empty_fill, err, sizeof err) == PTH_OK, "empty APPENDS/SETITEMS: %s", err);
@@ -979,7 +980,7 @@ static void t_legacy_hostile(void) {
   put(&l, "\x80\x02}.", 4);
   put(&l, "\x80\x02N.", 4);
   expect_fail("storage keys not a list", pth_load_memory(l.b, l.n, NULL, &f, err, sizeof err), PTH_E_FORMAT, err,
-              "legacy storage-key pickle is a None, not a list", NULL);
+              "legacy storage-key pickle is None, not a list", NULL);
   l.b[l.n - 2] = ']';
   CHECK(pth_load_memory(l.b, l.n, NULL, &f, err, sizeof err) == PTH_OK, "minimal legacy file: %s", err);
   CHECK(f && pth_file_info(f)->n_tensors == 0, "no tensors");
@@ -1044,6 +1045,272 @@ static void t_duplicates_and_types(void) {
   expect_fail("top-level list", pth_load_memory(z.b, z.n, NULL, &f, err, sizeof err), PTH_E_UNSUPPORTED, err, "top-level object is a list", NULL);
   free(l.b);
   free(z.b);
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Tests: names from the file in messages, top-level objects, paths, FIFOs */
+
+/* pth_shown of `in` (n bytes) into a buffer of `buflen` equals `want`. */
+static void shown_case(const char *in, size_t n, size_t buflen, const char *want) {
+  char buf[256];
+  const char *r = pth_shown(in, n, buf, buflen);
+  CHECK(r == buf && !strcmp(buf, want), "pth_shown of %zu bytes into %zu: got '%s', want '%s'", n, buflen, buf, want);
+}
+
+static void t_shown(void) {
+  const char esc[] = "\x1b]0;PWNED\x07\x1b[2J\x1b[31mk\nfake: i2i convert: wrote everything fine";
+  shown_case(esc, sizeof esc - 1, 256, "\\x1b]0;PWNED\\x07\\x1b[2J\\x1b[31mk\\x0afake: i2i convert: wrote everything fine");
+  shown_case("generators.summer.model.0.conv.weight", 37, 256, "generators.summer.model.0.conv.weight");
+  shown_case("genera\xa4ors", 10, 256, "genera\\xa4ors");
+  shown_case("caf\xc3\xa9 \xf0\x9f\x98\x80 \xe6\x97\xa5", 14, 256, "caf\xc3\xa9 \xf0\x9f\x98\x80 \xe6\x97\xa5"); /* é, an emoji, 日 */
+  shown_case("a\tb\x7f", 4, 256, "a\\x09b\\x7f");
+  shown_case("\xc2\x9b" "31m", 5, 256, "\\xc2\\x9b31m");                   /* C1 CSI */
+  shown_case("x\xe2\x80\xaey", 5, 256, "x\\xe2\\x80\\xaey");               /* U+202E right-to-left override */
+  shown_case("\xe2\x80\xa8", 3, 256, "\\xe2\\x80\\xa8");                   /* U+2028 line separator */
+  shown_case("\xc0\xaf", 2, 256, "\\xc0\\xaf");                            /* overlong '/' */
+  shown_case("\xed\xa0\x80", 3, 256, "\\xed\\xa0\\x80");                   /* a surrogate */
+  shown_case("\xf4\x90\x80\x80", 4, 256, "\\xf4\\x90\\x80\\x80");          /* above U+10FFFF */
+  shown_case("ab\xe2\x82", 4, 256, "ab\\xe2\\x82");                        /* a sequence cut short */
+  shown_case("a\0b", 3, 256, "a\\x00b");
+  shown_case("", 0, 256, "");
+  shown_case(NULL, 5, 256, "");
+  /* Bounded: cut between characters and escapes, "..." added, never past the buffer. */
+  shown_case("abcdefghij", 10, 8, "abcd...");
+  shown_case("abcdefg", 7, 8, "abcdefg");
+  shown_case("\x01\x01\x01", 3, 8, "\\x01...");
+  shown_case("\xc3\xa9\xc3\xa9\xc3\xa9", 6, 6, "\xc3\xa9...");
+  shown_case("abcdef", 6, 3, "");
+  char one[1] = {'z'};
+  CHECK(!strcmp(pth_shown("abc", 3, one, 1), ""), "buffer of 1 byte");
+  CHECK(!strcmp(pth_shown("abc", 3, NULL, 0), ""), "no buffer");
+}
+
+/* A bare state dict {k1: v1, k2: v2} (k2 NULL: one item). */
+static buf_t sd_pickle(const char *k1, const buf_t *v1, const char *k2, const buf_t *v2) {
+  buf_t b = {0};
+  op(&b, 0x80);
+  op(&b, 2);
+  op(&b, '}');
+  op(&b, '(');
+  ustr(&b, k1);
+  put(&b, v1->b, v1->n);
+  if (k2) {
+    ustr(&b, k2);
+    put(&b, v2->b, v2->n);
+  }
+  op(&b, 'u');
+  op(&b, '.');
+  return b;
+}
+
+static void t_names_escaped(void) {
+  char err[512];
+  pth_file *f = NULL;
+  int64_t size[1] = {2}, stride[1] = {1};
+  buf_t v = tensor_value(2, 0, size, stride, 1);
+  /* Keys in the reader's messages: control characters and invalid UTF-8 escaped, UTF-8 kept. */
+  const char *keys[][2] = {
+      {"\x1b]0;PWNED\x07\x1b[2J\x1b[31mw\nfake: i2i convert: wrote everything fine",
+       "key '\\x1b]0;PWNED\\x07\\x1b[2J\\x1b[31mw\\x0afake: i2i convert: wrote everything fine' occurs twice"},
+      {"genera\xa4ors.w", "key 'genera\\xa4ors.w' occurs twice"},
+      {"caf\xc3\xa9.w", "key 'caf\xc3\xa9.w' occurs twice"},
+  };
+  for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+    char mod[256];
+    snprintf(mod, sizeof mod, "module.%s", keys[i][0]);
+    buf_t b = sd_pickle(mod, &v, keys[i][0], &v);
+    buf_t z = ckpt_zip(&b, 2);
+    expect_fail("duplicate key from the file", pth_load_memory(z.b, z.n, NULL, &f, err, sizeof err), PTH_E_FORMAT, err, keys[i][1], NULL);
+    CHECK(!strchr(err, '\x1b') && !strchr(err, '\n') && !strchr(err, '\x07') && !strchr(err, '\xa4'), "raw bytes in '%s'", err);
+    free(b.b);
+    free(z.b);
+  }
+  /* A tensor error naming a hostile key. */
+  int64_t nsize[1] = {-1};
+  buf_t neg = tensor_value(2, 0, nsize, stride, 1);
+  buf_t b = sd_pickle("\x1b[2Jw\xff", &neg, NULL, NULL);
+  buf_t z = ckpt_zip(&b, 2);
+  expect_fail("tensor error naming a hostile key", pth_load_memory(z.b, z.n, NULL, &f, err, sizeof err), PTH_E_FORMAT, err,
+              "tensor '\\x1b[2Jw\\xff': size[0] is negative", NULL);
+  free(b.b);
+  free(z.b);
+  free(neg.b);
+  /* Zip entry names: a duplicate, and the second name of an overlap. */
+  buf_t pk = ckpt_pickle(NULL, &v);
+  zent e[3] = {{"archive/data.pkl", pk.b, pk.n}, {"archive/\x1b[2J\xa4", "\0\0\0\0", 4}, {"archive/\x1b[2J\xa4", "\0\0\0\0", 4}};
+  z = make_zip(e, 3);
+  expect_fail("duplicate zip names", pth_load_memory(z.b, z.n, NULL, &f, err, sizeof err), PTH_E_FORMAT, err,
+              "zip: entry name 'archive/\\x1b[2J\\xa4' occurs twice", NULL);
+  free(z.b);
+  zent e2[2] = {{"archive/data.pkl", pk.b, pk.n}, {"archive/\x1b]0;x\x07", "\0\0\0\0", 4}};
+  z = make_zip(e2, 2);
+  size_t cd = 0;
+  for (size_t i = 0; i + 4 <= z.n; i++)
+    if (!memcmp(z.b + i, "PK\x01\x02", 4)) {
+      cd = i;
+      break;
+    }
+  CHECK(cd, "central directory");
+  if (cd) {
+    size_t grown = pk.n + 8; /* the first entry now runs into the second one's local header */
+    for (int k = 0; k < 4; k++) z.b[cd + 20 + k] = z.b[cd + 24 + k] = (unsigned char)(grown >> (8 * k));
+    expect_fail("overlapping zip names", pth_load_memory(z.b, z.n, NULL, &f, err, sizeof err), PTH_E_FORMAT, err,
+                "and 'archive/\\x1b]0;x\\x07' (from byte", NULL);
+    CHECK(!strchr(err, '\x1b') && !strchr(err, '\x07'), "raw bytes in '%s'", err);
+  }
+  free(z.b);
+  free(pk.b);
+  free(v.b);
+}
+
+/* Loads `pkl` as the data.pkl of a zip (with storage 0 of 4 floats). */
+static pth_status load_pickle_zip(const buf_t *pkl, char *err, size_t errlen) {
+  buf_t z = ckpt_zip(pkl, 4);
+  pth_file *f = NULL;
+  pth_status st = pth_load_memory(z.b, z.n, NULL, &f, err, errlen);
+  pth_file_free(f);
+  free(z.b);
+  return st;
+}
+
+static void t_top_level(void) {
+  char err[512];
+  /* GLOBAL os system + REDUCE */
+  buf_t p = {0};
+  put(&p, "\x80\x02", 2);
+  buf_t c = call_payload("os", "system", "touch MARKER");
+  put(&p, c.b, c.n);
+  op(&p, '.');
+  expect_fail("top-level GLOBAL+REDUCE", load_pickle_zip(&p, err, sizeof err), PTH_E_UNSAFE, err,
+              "pth: the top-level object is an opaque call of 'os.system' (GLOBAL at byte 2, REDUCE at byte 31; a global outside the allowlist, never called), not a dict",
+              NULL);
+  free(p.b);
+  /* STACK_GLOBAL posix system + NEWOBJ */
+  buf_t q = {0};
+  put(&q, "\x80\x04", 2);
+  op(&q, 0x8c);
+  op(&q, 5);
+  put(&q, "posix", 5);
+  op(&q, 0x8c);
+  op(&q, 6);
+  put(&q, "system", 6);
+  op(&q, 0x93);
+  ustr(&q, "id");
+  op(&q, 0x85);
+  op(&q, 0x81);
+  op(&q, '.');
+  expect_fail("top-level STACK_GLOBAL+NEWOBJ", load_pickle_zip(&q, err, sizeof err), PTH_E_UNSAFE, err,
+              "the top-level object is an opaque call of 'posix.system' (STACK_GLOBAL at byte 17, NEWOBJ at byte 26;", NULL);
+  free(q.b);
+  /* A bare global, a bare tensor, an int, None */
+  buf_t g = {0};
+  put(&g, "\x80\x02", 2);
+  glob(&g, "builtins", "eval");
+  op(&g, '.');
+  expect_fail("top-level global", load_pickle_zip(&g, err, sizeof err), PTH_E_UNSAFE, err,
+              "the top-level object is the global 'builtins.eval' (GLOBAL at byte 2, outside the allowlist), not a dict", NULL);
+  free(g.b);
+  int64_t size[1] = {4}, stride[1] = {1};
+  buf_t t = {0};
+  put(&t, "\x80\x02", 2);
+  buf_t tv = tensor_value(4, 0, size, stride, 1);
+  put(&t, tv.b, tv.n);
+  op(&t, '.');
+  expect_fail("top-level tensor", load_pickle_zip(&t, err, sizeof err), PTH_E_UNSUPPORTED, err,
+              "the top-level object is a tensor (torch._utils._rebuild_tensor_v2), not a dict", NULL);
+  free(t.b);
+  const unsigned char i5[] = {0x80, 2, 'K', 5, '.'}, none[] = {0x80, 2, 'N', '.'};
+  buf_t bi = {0}, bn = {0};
+  put(&bi, i5, sizeof i5);
+  put(&bn, none, sizeof none);
+  expect_fail("top-level int", load_pickle_zip(&bi, err, sizeof err), PTH_E_UNSUPPORTED, err, "the top-level object is an int, not a dict", NULL);
+  expect_fail("top-level None", load_pickle_zip(&bn, err, sizeof err), PTH_E_UNSUPPORTED, err, "the top-level object is None, not a dict", NULL);
+  free(bi.b);
+  free(bn.b);
+  /* {'state_dict': os.system(...)} */
+  buf_t s = {0};
+  put(&s, "\x80\x02}", 3);
+  ustr(&s, "state_dict");
+  put(&s, c.b, c.n);
+  op(&s, 's');
+  op(&s, '.');
+  expect_fail("state_dict an opaque call", load_pickle_zip(&s, err, sizeof err), PTH_E_UNSAFE, err,
+              "pth: 'state_dict' is an opaque call of 'os.system' (GLOBAL at byte", NULL);
+  free(s.b);
+  free(c.b);
+  free(tv.b);
+}
+
+static void t_file_messages(void) {
+  char err[512];
+  size_t size;
+  unsigned char *b = read_all(fx("ckpt_zip.pth"), &size);
+  CHECK(b && size > 300, "fixture");
+  if (!b || size <= 300) {
+    free(b);
+    return;
+  }
+  const char *cut = fx("cut.pth");
+  FILE *fp = fopen(cut, "wb");
+  if (fp) {
+    fwrite(b, 1, 300, fp);
+    fclose(fp);
+  }
+  free(b);
+  pth_file *f = NULL;
+  char want[1200];
+  snprintf(want, sizeof want, "%s: zip: no end-of-central-directory record", cut);
+  expect_fail("truncated file: the path named", pth_load_file(cut, NULL, &f, err, sizeof err), PTH_E_FORMAT, err, want, NULL);
+  CHECK(!strncmp(err, cut, strlen(cut)), "message '%s' does not start with the path", err);
+  /* A failure of the load itself: "<path>: " in place of "pth: ". */
+  buf_t z = {0};
+  const unsigned char i5[] = {0x80, 2, 'K', 5, '.'};
+  buf_t pi = {0};
+  put(&pi, i5, sizeof i5);
+  z = ckpt_zip(&pi, 0);
+  const char *ip = fx("int.pth");
+  fp = fopen(ip, "wb");
+  if (fp) {
+    fwrite(z.b, 1, z.n, fp);
+    fclose(fp);
+  }
+  snprintf(want, sizeof want, "%s: the top-level object is an int, not a dict", ip);
+  expect_fail("top-level int from a file", pth_load_file(ip, NULL, &f, err, sizeof err), PTH_E_UNSUPPORTED, err, want, NULL);
+  CHECK(!strstr(err + strlen(ip), "pth: "), "message '%s' keeps 'pth: '", err);
+  /* A small error buffer still gets a message (without the path when it does not fit). */
+  char small[24];
+  CHECK(pth_load_file(ip, NULL, &f, small, sizeof small) == PTH_E_UNSUPPORTED && small[0], "small buffer: '%s'", small);
+  free(pi.b);
+  free(z.b);
+}
+
+/* pth_load_file on a FIFO refuses it at once (it used to wait in open() for a writer). */
+static void t_fifo(void) {
+  const char *path = fx("fifo.pth");
+  unlink(path);
+  CHECK(mkfifo(path, 0600) == 0, "mkfifo: %s", strerror(errno));
+  fflush(stdout);
+  pid_t pid = fork();
+  if (pid == 0) {
+    char err[512];
+    pth_file *f = NULL;
+    pth_status st = pth_load_file(path, NULL, &f, err, sizeof err);
+    _exit(st == PTH_E_IO && strstr(err, "is a FIFO (named pipe), not a regular file") ? 0 : 1);
+  }
+  CHECK(pid > 0, "fork");
+  if (pid <= 0) return;
+  int status = 0, done = 0;
+  for (int i = 0; i < 200 && !done; i++) {
+    if (waitpid(pid, &status, WNOHANG) == pid) done = 1;
+    else usleep(50000);
+  }
+  if (!done) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+  }
+  CHECK(done, "pth_load_file on a FIFO still waits after 10 s");
+  CHECK(done && WIFEXITED(status) && WEXITSTATUS(status) == 0, "FIFO not refused with a message naming it");
+  unlink(path);
 }
 
 /* ------------------------------------------------------------------------------------------- */
@@ -1218,6 +1485,11 @@ int main(int argc, char **argv) {
   run("1000-deep nesting", t_deep_nesting);
   run("legacy layout errors", t_legacy_hostile);
   run("duplicate keys, dtype disagreement", t_duplicates_and_types);
+  run("pth_shown: control characters and invalid UTF-8 escaped", t_shown);
+  run("names from the file escaped in messages", t_names_escaped);
+  run("top-level object not a dict: named, grammar", t_top_level);
+  run("file messages name the path", t_file_messages);
+  run("FIFO refused without waiting", t_fifo);
   run("allocation-failure sweep", t_alloc_sweep);
   printf("%d passed, %d failed\n", n_passed, n_failed);
   return n_failed ? 1 : 0;
