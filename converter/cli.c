@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "pth.h"
 
 double cli_now(void) {
   struct timespec ts;
@@ -117,10 +118,15 @@ i2i_ctx *cli_ctx(i2i_backend backend, int threads, uint64_t memory) {
 void cli_error(const char *cmd, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  fprintf(stderr, "i2i %s: ", cmd);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
+  gchar *msg = g_strdup_vprintf(fmt, ap);
   va_end(ap);
+  /* a message may quote a file (a node name of a hostile model, a path): nothing in it may drive
+   * the terminal */
+  size_t n = strlen(msg), room;
+  gchar *shown = g_size_checked_mul(&room, n, 4) && room < G_MAXSIZE ? g_try_malloc(room + 1) : NULL;
+  fprintf(stderr, "i2i %s: %s\n", cmd, shown ? pth_shown(msg, n, shown, room + 1) : msg);
+  g_free(shown);
+  g_free(msg);
 }
 
 void cli_progress_init(cli_progress *p, const char *label) {
