@@ -2,14 +2,15 @@
  * PNG and TIFF go through GEGL, whose operations report failure only through GLib's log and
  * printerr (captured here while they run); JPEG and WebP use libjpeg and libwebp directly,
  * since GEGL 0.4.42's JPEG operations exit() on malformed files and hang on write errors and
- * its WebP ones cannot write lossless files or notice truncation. No colour management:
- * pixels are the file's stored (gamma-encoded) values. Not a general image library. */
+ * its WebP ones cannot write lossless files or notice truncation. Orientation, ICC bytes and
+ * size checks are read here from the files' own structure. No colour management. */
 #include "imageio.h"
 
 #include "atomicfile.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include <gegl.h>
+#include <gio/gio.h>
 #include <gmodule.h>
 #include <jpeglib.h>
 #include <jerror.h>
@@ -151,6 +153,413 @@ static void sanitize_info(i2i_img *out, size_t n_px)
     out->info.warnings |= I2I_IMG_WARN_NONFINITE;
   if (out->info.n_clamped)
     out->info.warnings |= I2I_IMG_WARN_CLAMPED;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* File metadata: byte order, TIFF structure, EXIF orientation, ICC profiles */
+
+/* What a loader found besides the pixels. */
+typedef struct {
+  int orientation;       /* declared, 1..8 (1: none) */
+  int pending;           /* what is still to apply to the decoded pixels, 1..8 */
+  unsigned char *icc;    /* g_malloc'd profile bytes, or NULL */
+  size_t icc_len;
+} file_meta;
+
+static void file_meta_init(file_meta *m)
+{
+  memset(m, 0, sizeof *m);
+  m->orientation = m->pending = 1;
+}
+
+static uint32_t rd_u16(const unsigned char *p, bool be)
+{
+  return be ? (uint32_t)p[0] << 8 | p[1] : (uint32_t)p[1] << 8 | p[0];
+}
+
+static uint32_t rd_u32(const unsigned char *p, bool be)
+{
+  return be ? (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]
+            : (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
+}
+
+static uint64_t rd_u64(const unsigned char *p, bool be)
+{
+  uint64_t hi = rd_u32(p + (be ? 0 : 4), be), lo = rd_u32(p + (be ? 4 : 0), be);
+  return hi << 32 | lo;
+}
+
+static void wr_u16(unsigned char *p, uint32_t v, bool be)
+{
+  p[be ? 0 : 1] = (unsigned char)(v >> 8);
+  p[be ? 1 : 0] = (unsigned char)v;
+}
+
+static void wr_u32(unsigned char *p, uint32_t v, bool be)
+{
+  for (int i = 0; i < 4; i++)
+    p[be ? 3 - i : i] = (unsigned char)(v >> (8 * i));
+}
+
+/* pread of exactly n bytes (retrying short reads); false on an error or end of file. */
+static bool pread_full(int fd, void *buf, size_t n, uint64_t off)
+{
+  unsigned char *b = buf;
+  while (n > 0) {
+    ssize_t r = pread(fd, b, n, (off_t)off);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0) {
+      if (r == 0)
+        errno = EIO; /* the file ended early */
+      return false;
+    }
+    b += r, n -= (size_t)r, off += (uint64_t)r;
+  }
+  return true;
+}
+
+static bool pwrite_full(int fd, const void *buf, size_t n, uint64_t off)
+{
+  const unsigned char *b = buf;
+  while (n > 0) {
+    ssize_t r = pwrite(fd, b, n, (off_t)off);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0) {
+      if (r == 0)
+        errno = EIO;
+      return false;
+    }
+    b += r, n -= (size_t)r, off += (uint64_t)r;
+  }
+  return true;
+}
+
+/* A TIFF structure, a TIFF file or the TIFF block inside an EXIF one, read from memory or
+ * from a descriptor with every read checked against its size. */
+typedef struct {
+  const unsigned char *mem; /* the bytes, or NULL to read from fd */
+  int fd;
+  uint64_t size;
+  bool be;                  /* "MM": big-endian */
+  bool big;                 /* BigTIFF: 8-byte counts and offsets, 20-byte entries */
+} tiff_src;
+
+static bool tsrc_read(const tiff_src *s, uint64_t off, void *buf, size_t n)
+{
+  if (off > s->size || n > s->size - off)
+    return false;
+  if (s->mem) {
+    memcpy(buf, s->mem + off, n);
+    return true;
+  }
+  return pread_full(s->fd, buf, n, off);
+}
+
+/* The first IFD's fields this file needs; absent ones keep the TIFF defaults. */
+typedef struct {
+  uint64_t ifd_at;          /* offset of the IFD */
+  bool has_width, has_height;
+  uint32_t width, height;
+  uint32_t bps, spp, compression, photometric, orientation;
+  bool has_icc;
+  uint64_t icc_at, icc_len; /* tag 34675 (InterColorProfile) */
+} tiff_ifd;
+
+/* One entry as stored: its value field holds the data when it fits, else an offset. */
+typedef struct {
+  uint32_t tag, type;
+  uint64_t count;
+  unsigned char value[8];
+} tiff_entry;
+
+static unsigned tiff_type_size(uint32_t type)
+{
+  static const unsigned char sizes[19] = {0, 1, 1, 2, 4, 8, 1, 1, 2, 4, 8, 4, 8, 4, 0, 0, 8, 8, 8};
+  return type < G_N_ELEMENTS(sizes) ? sizes[type] : 0;
+}
+
+/* Where the entry's data lies and how long it is; false for an unknown type or overflow. */
+static bool tiff_entry_data(const tiff_src *s, const tiff_entry *e, uint64_t *at,
+                            uint64_t *len, bool *inline_value)
+{
+  unsigned ts = tiff_type_size(e->type);
+  if (ts == 0 || !g_uint64_checked_mul(len, e->count, ts))
+    return false;
+  *inline_value = *len <= (s->big ? 8u : 4u);
+  *at = *inline_value ? 0 : s->big ? rd_u64(e->value, s->be) : rd_u32(e->value, s->be);
+  return true;
+}
+
+/* The entry's first value as an unsigned integer (BYTE, SHORT, LONG or LONG8). */
+static bool tiff_entry_uint(const tiff_src *s, const tiff_entry *e, uint64_t *v)
+{
+  unsigned char b[8];
+  uint64_t at, len;
+  bool inl;
+  unsigned ts = tiff_type_size(e->type);
+  if (e->count < 1 || !(e->type == 1 || e->type == 3 || e->type == 4 || e->type == 16) ||
+      !tiff_entry_data(s, e, &at, &len, &inl))
+    return false;
+  if (inl)
+    memcpy(b, e->value, ts);
+  else if (!tsrc_read(s, at, b, ts))
+    return false;
+  *v = ts == 1 ? b[0] : ts == 2 ? rd_u16(b, s->be) : ts == 4 ? rd_u32(b, s->be)
+                                                            : rd_u64(b, s->be);
+  return true;
+}
+
+/* Reads the header ("II"/"MM", 42 or BigTIFF 43) and the first IFD. False when the bytes are
+ * not a readable TIFF structure; entries it cannot read are skipped. */
+static bool tiff_read_ifd0(tiff_src *s, tiff_ifd *d)
+{
+  unsigned char h[16];
+  uint64_t n, at;
+  unsigned esz;
+  memset(d, 0, sizeof *d);
+  d->bps = d->spp = d->compression = d->orientation = 1;
+  d->photometric = UINT32_MAX;
+  if (!tsrc_read(s, 0, h, 8) || !(h[0] == h[1] && (h[0] == 'I' || h[0] == 'M')))
+    return false;
+  s->be = h[0] == 'M';
+  if (rd_u16(h + 2, s->be) == 42) {
+    s->big = false;
+    d->ifd_at = rd_u32(h + 4, s->be);
+  } else if (rd_u16(h + 2, s->be) == 43 && tsrc_read(s, 0, h, 16) &&
+             rd_u16(h + 4, s->be) == 8 && rd_u16(h + 6, s->be) == 0) {
+    s->big = true;
+    d->ifd_at = rd_u64(h + 8, s->be);
+  } else {
+    return false;
+  }
+  if (!tsrc_read(s, d->ifd_at, h, s->big ? 8 : 2))
+    return false;
+  n = s->big ? rd_u64(h, s->be) : rd_u16(h, s->be);
+  esz = s->big ? 20 : 12;
+  at = d->ifd_at + (s->big ? 8 : 2);
+  if (n == 0 || n > 65535 || at > s->size || n * esz > s->size - at)
+    return false;
+  for (uint64_t i = 0; i < n; i++) {
+    unsigned char b[20];
+    tiff_entry e;
+    uint64_t v = 0, dat, dlen;
+    bool inl;
+    if (!tsrc_read(s, at + i * esz, b, esz))
+      return false;
+    e.tag = rd_u16(b, s->be);
+    e.type = rd_u16(b + 2, s->be);
+    e.count = s->big ? rd_u64(b + 4, s->be) : rd_u32(b + 4, s->be);
+    memset(e.value, 0, sizeof e.value);
+    memcpy(e.value, b + (s->big ? 12 : 8), s->big ? 8 : 4);
+    if (e.tag == 34675) {
+      if (tiff_entry_data(s, &e, &dat, &dlen, &inl) && !inl && dat <= s->size &&
+          dlen <= s->size - dat) {
+        d->has_icc = true;
+        d->icc_at = dat;
+        d->icc_len = dlen;
+      }
+      continue;
+    }
+    if (!tiff_entry_uint(s, &e, &v) || v > UINT32_MAX)
+      continue;
+    switch (e.tag) {
+    case 256: d->width = (uint32_t)v, d->has_width = true; break;
+    case 257: d->height = (uint32_t)v, d->has_height = true; break;
+    case 258: d->bps = (uint32_t)v; break;
+    case 259: d->compression = (uint32_t)v; break;
+    case 262: d->photometric = (uint32_t)v; break;
+    case 274: d->orientation = (uint32_t)v; break;
+    case 277: d->spp = (uint32_t)v; break;
+    default: break;
+    }
+  }
+  return true;
+}
+
+/* The orientation (1..8) in an EXIF block: the TIFF structure, optionally after the
+ * "Exif\0\0" that JPEG's APP1 puts first. 1 when absent, out of range or unreadable. */
+static int exif_orientation(const unsigned char *b, size_t n)
+{
+  tiff_src s = {0};
+  tiff_ifd d;
+  if (n >= 6 && memcmp(b, "Exif\0\0", 6) == 0)
+    b += 6, n -= 6;
+  s.mem = b;
+  s.size = n;
+  if (!tiff_read_ifd0(&s, &d) || d.orientation < 1 || d.orientation > 8)
+    return 1;
+  return (int)d.orientation;
+}
+
+/* Whether `icc` is an ICC profile (signature 'acsp') of the colour space that goes with the
+ * pixels: 'GRAY' for gray, 'RGB ' for colour. */
+static bool icc_suits(const unsigned char *icc, size_t len, bool gray)
+{
+  return icc && len >= 132 && len <= I2I_IMG_MAX_ICC && memcmp(icc + 36, "acsp", 4) == 0 &&
+         memcmp(icc + 16, gray ? "GRAY" : "RGB ", 4) == 0;
+}
+
+/* Inflates (compress = false) or deflates a zlib stream through GIO; NULL when the data is
+ * not a complete zlib stream or the result would pass `max_out` bytes. */
+static unsigned char *zlib_convert(bool compress, const unsigned char *in, size_t n,
+                                   size_t max_out, size_t *out_len)
+{
+  GConverter *z = compress ? G_CONVERTER(g_zlib_compressor_new(G_ZLIB_COMPRESSOR_FORMAT_ZLIB, 9))
+                           : G_CONVERTER(g_zlib_decompressor_new(G_ZLIB_COMPRESSOR_FORMAT_ZLIB));
+  GByteArray *out = g_byte_array_new();
+  unsigned char buf[16384];
+  size_t pos = 0;
+  bool ok = false;
+  for (;;) {
+    gsize rd = 0, wr = 0;
+    GError *e = NULL;
+    GConverterResult r = g_converter_convert(z, in + pos, n - pos, buf, sizeof buf,
+                                             G_CONVERTER_INPUT_AT_END, &rd, &wr, &e);
+    if (r == G_CONVERTER_ERROR) {
+      g_error_free(e);
+      break;
+    }
+    pos += rd;
+    if (wr > max_out - MIN(max_out, out->len))
+      break;
+    g_byte_array_append(out, buf, (guint)wr);
+    if (r == G_CONVERTER_FINISHED) {
+      ok = true;
+      break;
+    }
+    if (rd == 0 && wr == 0)
+      break;
+  }
+  g_object_unref(z);
+  *out_len = ok ? out->len : 0;
+  return ok ? g_byte_array_free(out, FALSE) : (g_byte_array_free(out, TRUE), NULL);
+}
+
+/* PNG's CRC-32 (ISO 3309) of a chunk's type and data. */
+static uint32_t png_crc(const unsigned char *b, size_t n)
+{
+  static uint32_t table[256];
+  static gsize ready;
+  uint32_t c = 0xFFFFFFFFu;
+  if (g_once_init_enter(&ready)) {
+    for (uint32_t i = 0; i < 256; i++) {
+      uint32_t v = i;
+      for (int k = 0; k < 8; k++)
+        v = v & 1 ? 0xEDB88320u ^ (v >> 1) : v >> 1;
+      table[i] = v;
+    }
+    g_once_init_leave(&ready, 1);
+  }
+  for (size_t i = 0; i < n; i++)
+    c = table[(c ^ b[i]) & 0xFF] ^ (c >> 8);
+  return c ^ 0xFFFFFFFFu;
+}
+
+/* Moves the bytes [from, size) of fd by `delta` (the file grows or shrinks by it). */
+static bool shift_tail(int fd, uint64_t from, uint64_t size, int64_t delta)
+{
+  const size_t chunk = (size_t)1 << 20;
+  unsigned char *buf = g_try_malloc(chunk);
+  bool ok = buf != NULL;
+  if (delta > 0) {
+    for (uint64_t end = size; ok && end > from;) {
+      size_t k = (size_t)MIN((uint64_t)chunk, end - from);
+      ok = pread_full(fd, buf, k, end - k) && pwrite_full(fd, buf, k, end - k + (uint64_t)delta);
+      end -= k;
+    }
+  } else if (delta < 0) {
+    for (uint64_t pos = from; ok && pos < size;) {
+      size_t k = (size_t)MIN((uint64_t)chunk, size - pos);
+      ok = pread_full(fd, buf, k, pos) && pwrite_full(fd, buf, k, pos - (uint64_t)-delta);
+      pos += k;
+    }
+    ok = ok && ftruncate(fd, (off_t)(size - (uint64_t)-delta)) == 0;
+  }
+  g_free(buf);
+  return ok;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Orientation */
+
+/* Where pixel (0, y) of a stored w x h image lands, as a pixel index, in the image turned
+ * upright for EXIF orientation o (1..8; 5..8 swap width and height), and how far one step
+ * in x moves it. As PIL's ImageOps.exif_transpose: 2 mirrors, 3 turns 180 degrees, 4 flips,
+ * 5 transposes, 6 turns 90 degrees clockwise, 7 transverses, 8 turns 90 counter-clockwise. */
+static void orient_row(int o, size_t w, size_t h, size_t y, ptrdiff_t *base, ptrdiff_t *step)
+{
+  ptrdiff_t W = (ptrdiff_t)w, H = (ptrdiff_t)h, Y = (ptrdiff_t)y;
+  switch (o) {
+  case 2: *base = Y * W + W - 1, *step = -1; break;
+  case 3: *base = (H - 1 - Y) * W + W - 1, *step = -1; break;
+  case 4: *base = (H - 1 - Y) * W, *step = 1; break;
+  case 5: *base = Y, *step = H; break;
+  case 6: *base = H - 1 - Y, *step = H; break;
+  case 7: *base = (W - 1) * H + H - 1 - Y, *step = -H; break;
+  case 8: *base = (W - 1) * H + Y, *step = -H; break;
+  default: *base = Y * W, *step = 1; break;
+  }
+}
+
+static void swap_px(float *a, float *b)
+{
+  float t[4];
+  memcpy(t, a, sizeof t);
+  memcpy(a, b, sizeof t);
+  memcpy(b, t, sizeof t);
+}
+
+/* Turns the image upright for orientation o: 2..4 in place, 5..8 through a new buffer
+ * (which replaces *px; width and height swap). False with a message when memory is short;
+ * the image is then unchanged. */
+static bool orient_image(float **px, int *w, int *h, int o, const char *path, char *err,
+                         size_t errlen)
+{
+  size_t W = (size_t)*w, H = (size_t)*h;
+  float *p = *px, *q;
+  if (o == 2 || o == 3)
+    for (size_t y = 0; y < H; y++)
+      for (size_t x = 0; x < W / 2; x++)
+        swap_px(p + (y * W + x) * 4, p + (y * W + W - 1 - x) * 4);
+  if (o == 3 || o == 4)
+    for (size_t y = 0; y < H / 2; y++)
+      for (size_t x = 0; x < W; x++)
+        swap_px(p + (y * W + x) * 4, p + ((H - 1 - y) * W + x) * 4);
+  if (o < 5 || o > 8)
+    return true;
+  q = alloc_rgba(path, *h, *w, W * H, err, errlen);
+  if (!q)
+    return false;
+  /* 64 x 64 tiles keep both the rows read and the columns written in cache */
+  for (size_t y0 = 0; y0 < H; y0 += 64)
+    for (size_t x0 = 0; x0 < W; x0 += 64)
+      for (size_t y = y0; y < MIN(H, y0 + 64); y++) {
+        ptrdiff_t base, step;
+        orient_row(o, W, H, y, &base, &step);
+        for (size_t x = x0; x < MIN(W, x0 + 64); x++)
+          memcpy(q + (base + (ptrdiff_t)x * step) * 4, p + (y * W + x) * 4, 4 * sizeof(float));
+      }
+  g_free(p);
+  *px = q;
+  *w = (int)H;
+  *h = (int)W;
+  return true;
+}
+
+/* The largest ratio of decoded to stored bytes of TIFF compressions with a known bound;
+ * 0: none known (CCITT, JPEG, LZMA, ZSTD, ...), the check is skipped. */
+static uint64_t tiff_max_ratio(uint32_t compression)
+{
+  switch (compression) {
+  case 1: return 1;          /* none */
+  case 32773: return 64;     /* PackBits: 2 bytes give at most 128 */
+  case 5: return 4096;       /* LZW: a code of 9 or more bits gives at most 4096 bytes */
+  case 8:
+  case 32946: return 1032;   /* Deflate: 2 bits at least for a 258-byte match */
+  default: return 0;
+  }
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -293,7 +702,8 @@ typedef struct {
 
 static capture *active_capture; /* guarded by gegl_lock */
 
-/* Messages that only say a colour profile was not understood: we ignore profiles anyway. */
+/* Messages that only say a colour profile was not understood: profiles are never applied
+ * (their bytes are read and written apart from GEGL). */
 static gboolean benign_message(const gchar *msg)
 {
   return msg && (strstr(msg, "babl space from icc") || strstr(msg, "space from icc"));
@@ -413,7 +823,9 @@ static i2i_img_type sniff_bytes(const unsigned char *b, size_t n)
   return I2I_IMG_UNKNOWN;
 }
 
-/* Opens `path` for reading with a readable message for each way it can fail. */
+/* Opens `path` for reading with a readable message for each way it can fail. O_NONBLOCK
+ * keeps open() from waiting for a writer when `path` is a FIFO (or for a device), which is
+ * then refused as not a regular file; a regular file is read blocking as usual. */
 static int open_input(const char *path, struct stat *st, char *err, size_t errlen)
 {
   int fd;
@@ -421,7 +833,7 @@ static int open_input(const char *path, struct stat *st, char *err, size_t errle
     fail(err, errlen, "no input file name given");
     return -1;
   }
-  fd = open(path, O_RDONLY | O_CLOEXEC);
+  fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) {
     int e = errno;
     if (e == ENOENT)
@@ -451,6 +863,14 @@ static int open_input(const char *path, struct stat *st, char *err, size_t errle
     fail(err, errlen, "'%s' is empty (0 bytes), not an image", path);
     close(fd);
     return -1;
+  }
+  {
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+      fail(err, errlen, "'%s': cannot open (%s)", path, strerror(errno));
+      close(fd);
+      return -1;
+    }
   }
   return fd;
 }
@@ -486,12 +906,34 @@ bool i2i_img_sniff(const char *path, i2i_img_type *type, char *err, size_t errle
 /* ------------------------------------------------------------------------------------ */
 /* Loading through GEGL: PNG, TIFF */
 
-/* Walks the PNG's chunk list (lengths only, no data) up to IEND. GEGL's PNG loader must not
- * see a file that ends early: its read callback ignores end-of-file, so libpng re-reads
- * stale bytes and can loop forever on a cut file. */
-static bool png_structure_ok(int fd, off_t size, const char *path, char *err, size_t errlen)
+/* Reads PNG's iCCP chunk (data at `at`, `len` bytes: name, NUL, method 0, zlib stream) into
+ * meta; a chunk it cannot read or inflate is ignored. */
+static void png_read_iccp(int fd, uint64_t at, uint32_t len, file_meta *meta)
 {
-  uint64_t pos = 8;
+  unsigned char *b;
+  const unsigned char *nul;
+  if (len < 3 || len > I2I_IMG_MAX_ICC || !(b = g_try_malloc(len)))
+    return;
+  if (pread_full(fd, b, len, at) && (nul = memchr(b, 0, MIN(len, 80u))) != NULL &&
+      (size_t)(nul - b) + 2 <= len && nul[1] == 0) {
+    size_t off = (size_t)(nul - b) + 2;
+    meta->icc = zlib_convert(false, b + off, len - off, I2I_IMG_MAX_ICC, &meta->icc_len);
+  }
+  g_free(b);
+}
+
+/* Walks the PNG's chunk list up to IEND. GEGL's PNG loader must not see a file that ends
+ * early: its read callback ignores end-of-file, so libpng re-reads stale bytes and can loop
+ * forever on a cut file. Checks IHDR's size against the limits and against what the IDAT
+ * chunks can hold (deflate gives at most 1032 bytes a byte: 2 bits for a 258-byte match),
+ * so a forged or cut header fails before anything is allocated. Fills meta with the eXIf
+ * orientation and the iCCP profile. */
+static bool png_scan(int fd, off_t size, const char *path, file_meta *meta, char *err,
+                     size_t errlen)
+{
+  uint64_t pos = 8, idat = 0, exif_at = 0, iccp_at = 0;
+  uint32_t exif_len = 0, iccp_len = 0;
+  unsigned char ihdr[13];
   bool first = true;
   for (;;) {
     unsigned char hdr[8];
@@ -499,7 +941,7 @@ static bool png_structure_ok(int fd, off_t size, const char *path, char *err, si
     if (pos + 8 > (uint64_t)size)
       return fail(err, errlen, "cannot decode '%s': truncated PNG file (ends at byte %llu "
                   "before its IEND chunk)", path, (unsigned long long)size);
-    if (pread(fd, hdr, 8, (off_t)pos) != 8)
+    if (!pread_full(fd, hdr, 8, pos))
       return fail(err, errlen, "'%s': read error (%s)", path, strerror(errno));
     len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
     for (int i = 4; i < 8; i++)
@@ -509,18 +951,99 @@ static bool png_structure_ok(int fd, off_t size, const char *path, char *err, si
     if (len > 0x7FFFFFFFu)
       return fail(err, errlen, "cannot decode '%s': corrupt PNG file (chunk length %u)", path,
                   len);
-    if (first && memcmp(hdr + 4, "IHDR", 4) != 0)
+    if (first && (memcmp(hdr + 4, "IHDR", 4) != 0 || len != 13))
       return fail(err, errlen, "cannot decode '%s': corrupt PNG file (no IHDR chunk first)",
                   path);
-    first = false;
     if (pos + 12 + len > (uint64_t)size)
       return fail(err, errlen, "cannot decode '%s': truncated PNG file (chunk '%.4s' at byte "
                   "%llu runs past the end)", path, (const char *)hdr + 4,
                   (unsigned long long)pos);
-    if (memcmp(hdr + 4, "IEND", 4) == 0)
-      return true;
+    if (first && !pread_full(fd, ihdr, 13, pos + 8))
+      return fail(err, errlen, "'%s': read error (%s)", path, strerror(errno));
+    first = false;
+    if (memcmp(hdr + 4, "IDAT", 4) == 0)
+      idat += len;
+    else if (memcmp(hdr + 4, "eXIf", 4) == 0 && !exif_at)
+      exif_at = pos + 8, exif_len = len;
+    else if (memcmp(hdr + 4, "iCCP", 4) == 0 && !iccp_at)
+      iccp_at = pos + 8, iccp_len = len;
+    else if (memcmp(hdr + 4, "IEND", 4) == 0)
+      break;
     pos += 12 + (uint64_t)len;
   }
+  {
+    uint32_t w = rd_u32(ihdr, true), h = rd_u32(ihdr + 4, true);
+    unsigned depth = ihdr[8], ctype = ihdr[9];
+    static const unsigned char channels[7] = {1, 0, 3, 1, 2, 0, 4}; /* by colour type */
+    unsigned ch = ctype < 7 ? channels[ctype] : 0;
+    size_t n_px;
+    if (!check_dims("cannot decode", path, (int)MIN(w, (uint32_t)INT_MAX),
+                    (int)MIN(h, (uint32_t)INT_MAX), &n_px, err, errlen))
+      return false;
+    /* the filtered rows without their filter bytes: no more than any layout inflates to */
+    if (ch && depth && depth <= 16 &&
+        (uint64_t)h * ((uint64_t)w * ch * depth / 8) > idat * 1032)
+      return fail(err, errlen, "cannot decode '%s': the PNG declares %u x %u pixels but the "
+                  "file is only %llu bytes (%llu of image data): truncated or corrupt PNG "
+                  "file", path, w, h, (unsigned long long)size, (unsigned long long)idat);
+  }
+  if (exif_at) {
+    uint32_t n = MIN(exif_len, 1u << 20);
+    unsigned char *b = g_try_malloc(n ? n : 1);
+    if (b && pread_full(fd, b, n, exif_at))
+      meta->orientation = meta->pending = exif_orientation(b, n);
+    g_free(b);
+  }
+  if (iccp_at)
+    png_read_iccp(fd, iccp_at, iccp_len, meta);
+  return true;
+}
+
+/* Reads the TIFF's first IFD before GEGL opens it: checks the declared size against the
+ * limits and against what the file could hold at its compression's greatest ratio, and fills
+ * meta with the orientation (tag 274) and ICC profile (tag 34675). A structure it cannot read
+ * is left to libtiff to report. *fallback: GEGL reads this layout through libtiff's RGBA
+ * interface (not 8/16/32/64-bit gray, RGB or CMYK), which applies the flips of the
+ * orientation itself. */
+static bool tiff_scan(int fd, off_t size, const char *path, file_meta *meta, bool *fallback,
+                      char *err, size_t errlen)
+{
+  tiff_src s = {0};
+  tiff_ifd d;
+  size_t n_px;
+  uint64_t row, raw, cap, ratio;
+  s.fd = fd;
+  s.size = (uint64_t)size;
+  *fallback = false;
+  if (!tiff_read_ifd0(&s, &d) || !d.has_width || !d.has_height)
+    return true;
+  if (!check_dims("cannot decode", path, (int)MIN(d.width, (uint32_t)INT_MAX),
+                  (int)MIN(d.height, (uint32_t)INT_MAX), &n_px, err, errlen))
+    return false;
+  ratio = tiff_max_ratio(d.compression);
+  /* YCbCr may subsample its chroma: count the luma alone */
+  if (ratio && (!g_uint64_checked_mul(&row, d.width, d.photometric == 6 ? 1 : d.spp) ||
+                !g_uint64_checked_mul(&row, row, d.bps) ||
+                !g_uint64_checked_mul(&raw, row / 8, d.height) ||
+                (g_uint64_checked_mul(&cap, (uint64_t)size, ratio) && raw > cap)))
+    return fail(err, errlen, "cannot decode '%s': the TIFF declares %u x %u pixels but the "
+                "file is only %llu bytes: truncated or corrupt TIFF file", path, d.width,
+                d.height, (unsigned long long)size);
+  *fallback = !(d.photometric <= 2 || d.photometric == 5 || d.photometric == UINT32_MAX) ||
+              !(d.bps == 8 || d.bps == 16 || d.bps == 32 || d.bps == 64);
+  if (d.orientation >= 1 && d.orientation <= 8)
+    meta->orientation = meta->pending = (int)d.orientation;
+  /* a CMYK file's profile describes the inks, not the R'G'B' made from them */
+  if (d.has_icc && d.photometric != 5 && d.icc_len >= 132 && d.icc_len <= I2I_IMG_MAX_ICC &&
+      (meta->icc = g_try_malloc(d.icc_len)) != NULL) {
+    meta->icc_len = (size_t)d.icc_len;
+    if (!pread_full(fd, meta->icc, meta->icc_len, d.icc_at)) {
+      g_free(meta->icc);
+      meta->icc = NULL;
+      meta->icc_len = 0;
+    }
+  }
+  return true;
 }
 
 /* Parses a babl encoding such as "R'G'B'A u16" into the info's depth, alpha and gray. */
@@ -575,8 +1098,21 @@ typedef struct {
    * float path by timing and some paths are a rounding step off (results would vary between
    * runs) */
   int int_bytes;        /* 1 or 2; 0: babl converts to float */
-  int int_channels;     /* 1..4: Y', Y'A, R'G'B', R'G'B'A */
+  int int_channels;     /* 1..4: Y', Y'A, R'G'B', R'G'B'A; CMYK: 4 or 5 (CMYK, CMYKA) */
+  /* CMYK (TIFF's ink amounts, 0 = no ink): made R'G'B' here as R = (1 - C)(1 - K), like PIL
+   * and the JPEG loader, since babl would take the inks as linear light (washed out). With
+   * int_bytes 0, `fmt` is "CMYKA float" in the file's space. */
+  bool cmyk;
 } get_job;
+
+static void cmyk_to_rgba(const float *v, bool alpha, float *o)
+{
+  float k1 = 1.0f - v[3];
+  o[0] = (1.0f - v[0]) * k1;
+  o[1] = (1.0f - v[1]) * k1;
+  o[2] = (1.0f - v[2]) * k1;
+  o[3] = alpha ? v[4] : 1.0f;
+}
 
 static void get_rows(gsize y0, gsize n, gpointer data)
 {
@@ -585,13 +1121,13 @@ static void get_rows(gsize y0, gsize n, gpointer data)
   float *d = j->dst + y0 * (size_t)j->width * 4;
   size_t n_px = n * (size_t)j->width;
   if (j->int_bytes) {
-    /* the raw samples fit in the band's own output floats (at most 8 bytes a pixel of 16) */
+    /* the raw samples fit in the band's own output floats (at most 10 bytes a pixel of 16) */
     unsigned char *raw = (unsigned char *)d + n_px * 16 - n_px * (size_t)(j->int_channels * j->int_bytes);
     gegl_buffer_get(j->buf, &r, 1.0, j->fmt, raw, GEGL_AUTO_ROWSTRIDE, GEGL_ABYSS_NONE);
     int c = j->int_channels;
-    bool alpha = c == 2 || c == 4, gray = c <= 2;
+    bool alpha = j->cmyk ? c == 5 : c == 2 || c == 4, gray = !j->cmyk && c <= 2;
     for (size_t i = 0; i < n_px; i++) {
-      float v[4] = {0, 0, 0, 0};
+      float v[5] = {0, 0, 0, 0, 0};
       for (int k = 0; k < c; k++) {
         size_t at = (i * (size_t)c + (size_t)k) * (size_t)j->int_bytes;
         if (j->int_bytes == 1) {
@@ -603,6 +1139,10 @@ static void get_rows(gsize y0, gsize n, gpointer data)
         }
       }
       float *o = d + i * 4;
+      if (j->cmyk) {
+        cmyk_to_rgba(v, alpha, o);
+        continue;
+      }
       o[0] = v[0];
       o[1] = gray ? v[0] : v[1];
       o[2] = gray ? v[0] : v[2];
@@ -610,12 +1150,25 @@ static void get_rows(gsize y0, gsize n, gpointer data)
     }
     return;
   }
+  if (j->cmyk) {
+    /* five floats a pixel do not fit in the output's four: a row piece at a time */
+    float tmp[1024 * 5];
+    for (gsize y = y0; y < y0 + n; y++)
+      for (int x0 = 0; x0 < j->width; x0 += 1024) {
+        GeglRectangle piece = {x0, (gint)y, MIN(1024, j->width - x0), 1};
+        gegl_buffer_get(j->buf, &piece, 1.0, j->fmt, tmp, GEGL_AUTO_ROWSTRIDE, GEGL_ABYSS_NONE);
+        float *o = j->dst + ((size_t)y * (size_t)j->width + (size_t)x0) * 4;
+        for (int i = 0; i < piece.width; i++)
+          cmyk_to_rgba(tmp + 5 * i, true, o + 4 * i);
+      }
+    return;
+  }
   gegl_buffer_get(j->buf, &r, 1.0, j->fmt, d, GEGL_AUTO_ROWSTRIDE, GEGL_ABYSS_NONE);
   if (j->gray)
     expand_ya_to_rgba(d, n_px);
 }
 
-/* Loads a PNG (already checked by png_structure_ok) or TIFF through GEGL. */
+/* Loads a PNG (already checked by png_scan) or TIFF through GEGL. */
 static bool load_gegl(const char *path, i2i_img_type type, i2i_img *out, char *err,
                       size_t errlen)
 {
@@ -630,7 +1183,7 @@ static bool load_gegl(const char *path, i2i_img_type type, i2i_img *out, char *e
   capture cap;
   prefault pf = {0};
   size_t n_px = 0;
-  bool ok = false;
+  bool ok = false, cmyk;
 
   g_mutex_lock(&gegl_lock);
   capture_begin(&cap);
@@ -680,18 +1233,21 @@ static bool load_gegl(const char *path, i2i_img_type type, i2i_img *out, char *e
   }
 
   /* Ask for the file's own space so babl converts only the sample type (no colour
-   * conversion); CMYK has no R'G'B' in its own space, so that goes to sRGB. */
-  if (enc[0] == 'C' || enc[0] == 'c')
-    want = babl_format(out->info.is_gray ? "Y'A float" : "R'G'B'A float");
+   * conversion); CMYK is converted in get_rows. */
+  cmyk = enc[0] == 'C' || enc[0] == 'c';
+  if (cmyk)
+    want = babl_format_with_space("CMYKA float", native);
   else
     want = babl_format_with_space(out->info.is_gray ? "Y'A float" : "R'G'B'A float", native);
   {
-    get_job job = {buf, want, out->pixels, bb.width, out->info.is_gray, 0, 0};
-    static const char *const models[4] = {"Y'", "Y'A", "R'G'B'", "R'G'B'A"};
+    get_job job = {buf, want, out->pixels, bb.width, out->info.is_gray, 0, 0, cmyk};
+    static const char *const models[5] = {"Y'", "Y'A", "R'G'B'", "R'G'B'A", "CMYKA"};
     int nc = babl_format_get_n_components(native);
-    if (!out->info.is_float && (out->info.bits == 8 || out->info.bits == 16) && nc >= 1 && nc <= 4) {
+    if (!out->info.is_float && (out->info.bits == 8 || out->info.bits == 16) && nc >= 1 &&
+        nc <= 5 && (cmyk ? nc >= 4 : nc <= 4)) {
       char name[32];
-      snprintf(name, sizeof name, "%s u%d", models[nc - 1], out->info.bits);
+      snprintf(name, sizeof name, "%s u%d", cmyk && nc == 4 ? "CMYK" : models[nc - 1],
+               out->info.bits);
       if (!strcmp(enc, name)) {
         job.fmt = native;
         job.int_bytes = out->info.bits / 8;
@@ -782,20 +1338,128 @@ static void jpeg_guard_setup(jpeg_guard *g, j_common_ptr cinfo)
 }
 
 /* State that must survive a longjmp lives in this struct, not in locals. */
+#define JPEG_BAND 32 /* rows decoded before they are placed: keeps turned writes in cache */
+
 typedef struct {
   struct jpeg_decompress_struct cinfo;
   jpeg_guard guard;
   FILE *fp;
-  unsigned char *row;
+  unsigned char *rows;
   prefault pf;
 } jpeg_load_state;
 
-static bool load_jpeg(const char *path, int fd, i2i_img *out, char *err, size_t errlen)
+/* The orientation of the first APP1 "Exif" block and the profile spread over the APP2
+ * "ICC_PROFILE" blocks (numbered 1..n of n, each once) into meta; bad blocks are ignored. */
+static void jpeg_read_meta(j_decompress_ptr cinfo, file_meta *meta)
+{
+  jpeg_saved_marker_ptr parts[256] = {NULL};
+  unsigned n_parts = 0;
+  size_t total = 0;
+  bool exif_seen = false, bad = false;
+  for (jpeg_saved_marker_ptr m = cinfo->marker_list; m; m = m->next) {
+    if (m->marker == JPEG_APP0 + 1 && !exif_seen && m->data_length >= 6 &&
+        memcmp(m->data, "Exif\0\0", 6) == 0) {
+      exif_seen = true;
+      meta->orientation = exif_orientation(m->data, m->data_length);
+    } else if (m->marker == JPEG_APP0 + 2 && m->data_length > 14 &&
+               memcmp(m->data, "ICC_PROFILE\0", 12) == 0) {
+      unsigned seq = m->data[12], count = m->data[13];
+      if (seq == 0 || count == 0 || seq > count || (n_parts && n_parts != count) ||
+          parts[seq]) {
+        bad = true;
+        continue;
+      }
+      n_parts = count;
+      parts[seq] = m;
+      total += m->data_length - 14;
+    }
+  }
+  if (bad || n_parts == 0 || total > I2I_IMG_MAX_ICC)
+    return;
+  for (unsigned i = 1; i <= n_parts; i++)
+    if (!parts[i])
+      return;
+  meta->icc = g_try_malloc(total);
+  if (!meta->icc)
+    return;
+  meta->icc_len = total;
+  total = 0;
+  for (unsigned i = 1; i <= n_parts; i++) {
+    memcpy(meta->icc + total, parts[i]->data + 14, parts[i]->data_length - 14);
+    total += parts[i]->data_length - 14;
+  }
+}
+
+/* One decoded pixel (Y', R'G'B' or CMYK bytes) as float RGBA. Adobe writes inverted CMYK
+ * (255 = no ink); plain CMYK is inverted here. As PIL: R = (1 - C)(1 - K). */
+static inline void jpeg_pixel(const unsigned char *s, int comps, bool adobe, const float *lut,
+                              float *d)
+{
+  if (comps == 1) {
+    d[0] = d[1] = d[2] = lut[s[0]];
+  } else if (comps == 3) {
+    d[0] = lut[s[0]], d[1] = lut[s[1]], d[2] = lut[s[2]];
+  } else {
+    unsigned c = s[0], m = s[1], y = s[2], k = s[3];
+    if (!adobe)
+      c = 255 - c, m = 255 - m, y = 255 - y, k = 255 - k;
+    d[0] = (float)(c * k) / 65025.0f;
+    d[1] = (float)(m * k) / 65025.0f;
+    d[2] = (float)(y * k) / 65025.0f;
+  }
+  d[3] = 1.0f;
+}
+
+/* Places n decoded rows from row y0 of a stored w x h image into `out`, turned for
+ * orientation o: along the rows for 1..4, across them for 5..8 (where consecutive rows land
+ * side by side). */
+static void jpeg_place_band(float *out, const unsigned char *rows, int n, size_t y0, int w,
+                            int h, int comps, bool adobe, const float *lut, int o)
+{
+  ptrdiff_t base[JPEG_BAND], step = 1;
+  size_t stride = (size_t)w * (size_t)comps;
+  for (int r = 0; r < n; r++)
+    orient_row(o, (size_t)w, (size_t)h, y0 + (size_t)r, &base[r], &step);
+  if (o <= 4) {
+    for (int r = 0; r < n; r++)
+      for (int x = 0; x < w; x++)
+        jpeg_pixel(rows + (size_t)r * stride + (size_t)x * (size_t)comps, comps, adobe, lut,
+                   out + (base[r] + x * step) * 4);
+  } else {
+    for (int x = 0; x < w; x++)
+      for (int r = 0; r < n; r++)
+        jpeg_pixel(rows + (size_t)r * stride + (size_t)x * (size_t)comps, comps, adobe, lut,
+                   out + (base[r] + x * step) * 4);
+  }
+}
+
+/* Fails when the frame has more 8x8 blocks than the file has bits: a Huffman-coded scan spends
+ * at least one bit on every block of each component it holds (arithmetic coding can spend
+ * less, so it is not checked). */
+static bool jpeg_size_plausible(j_decompress_ptr c, off_t size, const char *path, char *err,
+                                size_t errlen)
+{
+  uint64_t least = UINT64_MAX;
+  if (c->arith_code)
+    return true;
+  for (int i = 0; i < c->num_components; i++) {
+    uint64_t b = (uint64_t)c->comp_info[i].width_in_blocks * c->comp_info[i].height_in_blocks;
+    least = MIN(least, b);
+  }
+  if (least != UINT64_MAX && least / 8 > (uint64_t)size)
+    return fail(err, errlen, "cannot decode '%s': the JPEG declares %u x %u pixels but the "
+                "file is only %llu bytes: truncated or corrupt JPEG", path, c->image_width,
+                c->image_height, (unsigned long long)size);
+  return true;
+}
+
+static bool load_jpeg(const char *path, int fd, off_t size, i2i_img *out, file_meta *meta,
+                      char *err, size_t errlen)
 {
   jpeg_load_state *s = g_try_new0(jpeg_load_state, 1);
   float lut[256];
   size_t n_px = 0;
-  int w, h, comps;
+  int w, h, comps, o;
   volatile bool ok = false;
 
   if (!s) {
@@ -821,13 +1485,24 @@ static bool load_jpeg(const char *path, int fd, i2i_img *out, char *err, size_t 
   s->guard.progress.progress_monitor = jpeg_guard_progress;
   s->cinfo.progress = &s->guard.progress;
   jpeg_stdio_src(&s->cinfo, s->fp);
+  jpeg_save_markers(&s->cinfo, JPEG_APP0 + 1, 0xFFFF);
+  jpeg_save_markers(&s->cinfo, JPEG_APP0 + 2, 0xFFFF);
   jpeg_read_header(&s->cinfo, TRUE);
 
   w = (int)s->cinfo.image_width;
   h = (int)s->cinfo.image_height;
-  if (!check_dims("cannot decode", path, w, h, &n_px, err, errlen))
+  if (!check_dims("cannot decode", path, w, h, &n_px, err, errlen) ||
+      !jpeg_size_plausible(&s->cinfo, size, path, err, errlen))
     goto done;
+  jpeg_read_meta(&s->cinfo, meta);
+  o = meta->orientation;
   comps = s->cinfo.num_components;
+  if (comps == 4) {
+    /* a CMYK file's profile describes the inks, not the R'G'B' made from them here */
+    g_free(meta->icc);
+    meta->icc = NULL;
+    meta->icc_len = 0;
+  }
   if (comps == 1) {
     s->cinfo.out_color_space = JCS_GRAYSCALE;
   } else if (comps == 3) {
@@ -851,43 +1526,30 @@ static bool load_jpeg(const char *path, int fd, i2i_img *out, char *err, size_t 
     fail(err, errlen, "cannot decode '%s': unexpected JPEG output layout", path);
     goto done;
   }
-  s->row = g_try_malloc((size_t)w * (size_t)comps);
-  if (!s->row) {
+  s->rows = g_try_malloc((size_t)JPEG_BAND * (size_t)w * (size_t)comps);
+  if (!s->rows) {
     fail(err, errlen, "out of memory");
     goto done;
   }
   while (s->cinfo.output_scanline < s->cinfo.output_height) {
-    size_t y = s->cinfo.output_scanline;
-    JSAMPROW rows[1] = {s->row};
-    float *dst = out->pixels + y * (size_t)w * 4;
-    const unsigned char *src = s->row;
-    if (jpeg_read_scanlines(&s->cinfo, rows, 1) != 1) {
+    size_t y0 = s->cinfo.output_scanline;
+    int want = (int)MIN((JDIMENSION)JPEG_BAND, s->cinfo.output_height - s->cinfo.output_scanline);
+    int got = 0;
+    JSAMPROW rows[JPEG_BAND];
+    for (int r = 0; r < want; r++)
+      rows[r] = s->rows + (size_t)r * (size_t)w * (size_t)comps;
+    while (got < want && !s->guard.truncated) {
+      JDIMENSION k = jpeg_read_scanlines(&s->cinfo, rows + got, (JDIMENSION)(want - got));
+      if (k == 0)
+        break;
+      got += (int)k;
+    }
+    if (got == 0) {
       fail(err, errlen, "cannot decode '%s': truncated JPEG", path);
       goto done;
     }
-    if (comps == 1) {
-      for (int x = 0; x < w; x++, dst += 4) {
-        float v = lut[src[x]];
-        dst[0] = v, dst[1] = v, dst[2] = v, dst[3] = 1.0f;
-      }
-    } else if (comps == 3) {
-      for (int x = 0; x < w; x++, dst += 4, src += 3) {
-        dst[0] = lut[src[0]], dst[1] = lut[src[1]], dst[2] = lut[src[2]], dst[3] = 1.0f;
-      }
-    } else {
-      /* Adobe writes inverted CMYK (255 = no ink); plain CMYK is inverted here. As PIL:
-       * R = (1 - C)(1 - K). */
-      bool inverted = s->cinfo.saw_Adobe_marker;
-      for (int x = 0; x < w; x++, dst += 4, src += 4) {
-        unsigned c = src[0], m = src[1], yv = src[2], k = src[3];
-        if (!inverted)
-          c = 255 - c, m = 255 - m, yv = 255 - yv, k = 255 - k;
-        dst[0] = (float)(c * k) / 65025.0f;
-        dst[1] = (float)(m * k) / 65025.0f;
-        dst[2] = (float)(yv * k) / 65025.0f;
-        dst[3] = 1.0f;
-      }
-    }
+    jpeg_place_band(out->pixels, s->rows, got, y0, w, h, comps, s->cinfo.saw_Adobe_marker,
+                    lut, o);
     if (s->guard.truncated)
       break;
   }
@@ -902,19 +1564,20 @@ static bool load_jpeg(const char *path, int fd, i2i_img *out, char *err, size_t 
          s->guard.fatal_msg);
     goto done;
   }
-  out->info.width = w;
-  out->info.height = h;
+  out->info.width = o >= 5 ? h : w;
+  out->info.height = o >= 5 ? w : h;
   out->info.type = I2I_IMG_JPEG;
   out->info.bits = 8;
   out->info.is_gray = comps == 1;
   if (s->guard.n_minor)
     out->info.warnings |= I2I_IMG_WARN_DATA;
+  meta->pending = 1;
   ok = true;
 
 done:
   prefault_join(&s->pf);
   jpeg_destroy_decompress(&s->cinfo);
-  g_free(s->row);
+  g_free(s->rows);
   fclose(s->fp);
   g_free(s);
   return ok;
@@ -973,8 +1636,31 @@ static const char *webp_status_text(VP8StatusCode s)
   }
 }
 
-static bool load_webp(const char *path, int fd, off_t size, i2i_img *out, char *err,
-                      size_t errlen)
+/* The orientation of an EXIF chunk and the bytes of an ICCP chunk of an extended (VP8X)
+ * WebP into meta; chunks that run past the end stop the walk. */
+static void webp_read_meta(const unsigned char *d, size_t n, file_meta *meta)
+{
+  size_t pos = 12;
+  if (n < 30 || memcmp(d + 12, "VP8X", 4) != 0)
+    return;
+  while (pos + 8 <= n) {
+    uint32_t len = rd_u32(d + pos + 4, false);
+    const unsigned char *body = d + pos + 8;
+    if (len > n - pos - 8)
+      return;
+    if (memcmp(d + pos, "EXIF", 4) == 0 && meta->orientation == 1)
+      meta->orientation = meta->pending = exif_orientation(body, len);
+    else if (memcmp(d + pos, "ICCP", 4) == 0 && !meta->icc && len >= 132 &&
+             len <= I2I_IMG_MAX_ICC && (meta->icc = g_try_malloc(len)) != NULL) {
+      memcpy(meta->icc, body, len);
+      meta->icc_len = len;
+    }
+    pos += 8 + (size_t)len + (len & 1);
+  }
+}
+
+static bool load_webp(const char *path, int fd, off_t size, i2i_img *out, file_meta *meta,
+                      char *err, size_t errlen)
 {
   WebPBitstreamFeatures feat;
   WebPDecoderConfig cfg;
@@ -1001,6 +1687,7 @@ static bool load_webp(const char *path, int fd, off_t size, i2i_img *out, char *
   }
   if (!check_dims("cannot decode", path, feat.width, feat.height, &n_px, err, errlen))
     goto done;
+  webp_read_meta(data, (size_t)size, meta);
   out->pixels = alloc_rgba(path, feat.width, feat.height, n_px, err, errlen);
   if (!out->pixels)
     goto done;
@@ -1054,7 +1741,8 @@ bool i2i_img_load(const char *path, i2i_img *out, char *err, size_t errlen)
 {
   struct stat st;
   i2i_img_type type;
-  bool ok;
+  file_meta meta;
+  bool ok, tiff_fallback = false;
   int fd;
 
   if (err && errlen)
@@ -1069,21 +1757,43 @@ bool i2i_img_load(const char *path, i2i_img *out, char *err, size_t errlen)
     close(fd);
     return false;
   }
+  file_meta_init(&meta);
   switch (type) {
   case I2I_IMG_JPEG:
-    ok = load_jpeg(path, fd, out, err, errlen);
+    ok = load_jpeg(path, fd, st.st_size, out, &meta, err, errlen);
     break;
   case I2I_IMG_WEBP:
-    ok = load_webp(path, fd, st.st_size, out, err, errlen);
+    ok = load_webp(path, fd, st.st_size, out, &meta, err, errlen);
     break;
   default:
-    ok = type != I2I_IMG_PNG || png_structure_ok(fd, st.st_size, path, err, errlen);
+    if (type == I2I_IMG_PNG) {
+      ok = png_scan(fd, st.st_size, path, &meta, err, errlen);
+    } else {
+      ok = tiff_scan(fd, st.st_size, path, &meta, &tiff_fallback, err, errlen);
+      /* libtiff's RGBA interface has already applied the flips: 2..4 are done, and of 5..8
+       * what remains is a transpose (5, 7) or a transverse (6, 8) */
+      if (tiff_fallback)
+        meta.pending = meta.orientation < 5 ? 1 : meta.orientation % 2 ? 5 : 7;
+    }
     close(fd);
     ok = ok && i2i_img_init(err, errlen) && load_gegl(path, type, out, err, errlen);
     break;
   }
+  if (ok && meta.pending > 1)
+    ok = orient_image(&out->pixels, &out->info.width, &out->info.height, meta.pending, path,
+                      err, errlen);
+  if (ok) {
+    out->info.orientation = meta.orientation;
+    if (icc_suits(meta.icc, meta.icc_len, out->info.is_gray)) {
+      out->info.icc = meta.icc;
+      out->info.icc_len = meta.icc_len;
+      meta.icc = NULL;
+    }
+  }
+  g_free(meta.icc);
   if (!ok) {
     g_free(out->pixels);
+    g_free(out->info.icc);
     memset(out, 0, sizeof *out);
   }
   return ok;
@@ -1094,6 +1804,7 @@ void i2i_img_free(i2i_img *img)
   if (!img)
     return;
   g_free(img->pixels);
+  g_free(img->info.icc);
   memset(img, 0, sizeof *img);
 }
 
@@ -1121,6 +1832,8 @@ void i2i_img_save_opts_from_info(i2i_img_save_opts *o, const i2i_img_info *src,
   o->gray = src->is_gray;
   o->alpha = src->has_alpha;
   o->lossless = src->lossless;
+  o->icc = src->icc;
+  o->icc_len = src->icc_len;
   switch (out_type) {
   case I2I_IMG_PNG:
     o->bits = src->bits > 8 ? 16 : 8;
@@ -1243,6 +1956,153 @@ static off_t file_size(const char *path)
   return stat(path, &st) == 0 ? st.st_size : -1;
 }
 
+/* Puts `icc` into the PNG GEGL wrote at `tmp` as an iCCP chunk right after IHDR, and drops
+ * the sRGB, gAMA and cHRM chunks GEGL wrote (a file with iCCP must not say sRGB too). The
+ * head of the file (its chunks before the first IDAT) is rebuilt and the rest moved in
+ * place. */
+static bool png_put_icc(const char *dest, const char *tmp, const unsigned char *icc,
+                        size_t icc_len, char *err, size_t errlen)
+{
+  static const char name[] = "ICC profile";
+  GByteArray *head = g_byte_array_new();
+  uint64_t pos = 8;
+  size_t zlen = 0;
+  unsigned char *z = zlib_convert(true, icc, icc_len, 2 * (size_t)I2I_IMG_MAX_ICC, &zlen);
+  struct stat st;
+  bool ok = false;
+  int fd = open(tmp, O_RDWR | O_CLOEXEC);
+  if (fd < 0 || fstat(fd, &st) != 0 || !z) {
+    fail(err, errlen, "cannot write '%s': %s", dest, !z ? "cannot compress the ICC profile"
+                                                        : strerror(errno));
+    goto done;
+  }
+  g_byte_array_append(head, (const guint8 *)"\x89PNG\r\n\x1a\n", 8);
+  for (;;) {
+    unsigned char hdr[8];
+    uint32_t len;
+    if (!pread_full(fd, hdr, 8, pos))
+      break;
+    len = rd_u32(hdr, true);
+    if (!memcmp(hdr + 4, "IDAT", 4) || !memcmp(hdr + 4, "IEND", 4)) {
+      ok = true;
+      break;
+    }
+    if (len > (1u << 24) || pos + 12 + len > (uint64_t)st.st_size)
+      break;
+    if (memcmp(hdr + 4, "sRGB", 4) && memcmp(hdr + 4, "gAMA", 4) &&
+        memcmp(hdr + 4, "cHRM", 4) && memcmp(hdr + 4, "iCCP", 4)) {
+      guint at = head->len;
+      g_byte_array_set_size(head, at + 12 + len);
+      if (!pread_full(fd, head->data + at, 12 + len, pos))
+        break;
+    }
+    if (!memcmp(hdr + 4, "IHDR", 4)) {
+      size_t body = sizeof name + 1 + zlen;
+      unsigned char b[8];
+      guint at = head->len;
+      wr_u32(b, (uint32_t)body, true);
+      memcpy(b + 4, "iCCP", 4);
+      g_byte_array_append(head, b, 8);
+      g_byte_array_append(head, (const guint8 *)name, sizeof name); /* with its NUL */
+      g_byte_array_append(head, (const guint8 *)"", 1);             /* method 0: zlib */
+      g_byte_array_append(head, z, (guint)zlen);
+      wr_u32(b, png_crc(head->data + at + 4, body + 4), true);
+      g_byte_array_append(head, b, 4);
+    }
+    pos += 12 + (uint64_t)len;
+  }
+  if (!ok) {
+    fail(err, errlen, "cannot write '%s': the PNG encoder wrote an unreadable file", dest);
+    goto done;
+  }
+  ok = shift_tail(fd, pos, (uint64_t)st.st_size, (int64_t)head->len - (int64_t)pos) &&
+       pwrite_full(fd, head->data, head->len, 0);
+  if (!ok)
+    fail(err, errlen, "cannot write '%s': %s", dest, strerror(errno));
+
+done:
+  if (fd >= 0 && close(fd) != 0 && ok)
+    ok = fail(err, errlen, "cannot write '%s': %s", dest, strerror(errno));
+  g_byte_array_free(head, TRUE);
+  g_free(z);
+  return ok;
+}
+
+/* Points the InterColorProfile tag (34675) of the TIFF GEGL wrote at `tmp` to `icc`, replacing
+ * the profile GEGL generated: the profile and a copy of the first IFD with the new entry are
+ * appended, and the header is pointed at the copy (the old bytes stay, unused). */
+static bool tiff_put_icc(const char *dest, const char *tmp, const unsigned char *icc,
+                         size_t icc_len, char *err, size_t errlen)
+{
+  tiff_src s = {0};
+  tiff_ifd d;
+  struct stat st;
+  unsigned char *ifd = NULL, *ifd_in = NULL, h[4];
+  uint64_t n = 0, icc_at, ifd_at;
+  bool ok = false, placed = false;
+  int fd = open(tmp, O_RDWR | O_CLOEXEC);
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    fail(err, errlen, "cannot write '%s': %s", dest, strerror(errno));
+    goto done;
+  }
+  s.fd = fd;
+  s.size = (uint64_t)st.st_size;
+  if (tiff_read_ifd0(&s, &d) && !s.big && pread_full(fd, h, 2, d.ifd_at)) {
+    n = rd_u16(h, s.be);
+    ifd = g_try_malloc(2 + (n + 1) * 12 + 4);
+    ifd_in = g_try_malloc(2 + n * 12 + 4);
+  }
+  if (!ifd || !ifd_in || !pread_full(fd, ifd_in, 2 + n * 12 + 4, d.ifd_at)) {
+    fail(err, errlen, "cannot write '%s': the TIFF encoder wrote an unreadable file", dest);
+    goto done;
+  }
+  icc_at = ((uint64_t)st.st_size + 1) & ~(uint64_t)1;
+  ifd_at = (icc_at + icc_len + 1) & ~(uint64_t)1;
+  if (ifd_at + 2 + (n + 1) * 12 + 4 > UINT32_MAX) {
+    fail(err, errlen, "cannot write '%s': no room for the ICC profile in a 4 GB TIFF", dest);
+    goto done;
+  }
+  /* the entries stay sorted by tag: the new one replaces GEGL's or goes before the first
+   * larger tag */
+  {
+    const unsigned char *e = ifd_in + 2;
+    unsigned char *o = ifd + 2, mine[12];
+    uint64_t kept = 0;
+    wr_u16(mine, 34675, s.be);
+    wr_u16(mine + 2, 7, s.be); /* UNDEFINED */
+    wr_u32(mine + 4, (uint32_t)icc_len, s.be);
+    wr_u32(mine + 8, (uint32_t)icc_at, s.be);
+    for (uint64_t i = 0; i < n; i++) {
+      uint32_t tag = rd_u16(e + i * 12, s.be);
+      if (tag >= 34675 && !placed) {
+        memcpy(o + kept++ * 12, mine, 12);
+        placed = true;
+      }
+      if (tag != 34675)
+        memcpy(o + kept++ * 12, e + i * 12, 12);
+    }
+    if (!placed)
+      memcpy(o + kept++ * 12, mine, 12);
+    wr_u16(ifd, (uint32_t)kept, s.be);
+    memcpy(o + kept * 12, e + n * 12, 4); /* the next IFD's offset */
+    n = kept;
+  }
+  wr_u32(h, (uint32_t)ifd_at, s.be);
+  ok = (icc_at == (uint64_t)st.st_size || pwrite_full(fd, "", 1, (uint64_t)st.st_size)) &&
+       pwrite_full(fd, icc, icc_len, icc_at) &&
+       (ifd_at == icc_at + icc_len || pwrite_full(fd, "", 1, icc_at + icc_len)) &&
+       pwrite_full(fd, ifd, 2 + n * 12 + 4, ifd_at) && pwrite_full(fd, h, 4, 4);
+  if (!ok)
+    fail(err, errlen, "cannot write '%s': %s", dest, strerror(errno));
+
+done:
+  if (fd >= 0 && close(fd) != 0 && ok)
+    ok = fail(err, errlen, "cannot write '%s': %s", dest, strerror(errno));
+  g_free(ifd);
+  g_free(ifd_in);
+  return ok;
+}
+
 static bool save_gegl(const char *dest, const char *tmp, i2i_img_type type, const float *px,
                       int w, int h, size_t n_px, const i2i_img_save_opts *o, char *err,
                       size_t errlen)
@@ -1300,6 +2160,9 @@ static bool save_gegl(const char *dest, const char *tmp, i2i_img_type type, cons
       ok = fail(err, errlen, "cannot write '%s': the %s encoder wrote an incomplete file "
                 "(disk full?)", dest, i2i_img_type_name(type));
   }
+  if (ok && icc_suits(o->icc, o->icc_len, o->gray))
+    ok = type == I2I_IMG_PNG ? png_put_icc(dest, tmp, o->icc, o->icc_len, err, errlen)
+                             : tiff_put_icc(dest, tmp, o->icc, o->icc_len, err, errlen);
   return ok;
 }
 
@@ -1358,6 +2221,9 @@ static bool save_jpeg(const char *dest, i2i_atomic_file *af, const float *px, in
     goto done;
   }
   jpeg_start_compress(&s->cinfo, TRUE);
+  /* APP2 markers carry at most 255 pieces of 65519 bytes */
+  if (icc_suits(o->icc, o->icc_len, comps == 1) && o->icc_len <= 255u * 65519u)
+    jpeg_write_icc_profile(&s->cinfo, o->icc, (unsigned)o->icc_len);
   while (s->cinfo.next_scanline < s->cinfo.image_height) {
     JSAMPROW rows[1] = {s->row};
     pack(px + (size_t)s->cinfo.next_scanline * (size_t)w * 4, (size_t)w, comps, SAMPLE_U8,
@@ -1403,15 +2269,64 @@ static const char *webp_enc_error(WebPEncodingError e)
   }
 }
 
+/* Writes the simple-format WebP the encoder made (`d`, n bytes: RIFF, then VP8, VP8L, or VP8X
+ * with ALPH and VP8) as an extended one with an ICCP chunk: a VP8X header (made, or the
+ * encoder's with the ICC flag set) comes first and the ICCP chunk right after it, as the
+ * container specification orders them. */
+static bool webp_write_with_icc(FILE *fp, const uint8_t *d, size_t n, const unsigned char *icc,
+                                size_t icc_len, int w, int h, const char *dest, char *err,
+                                size_t errlen)
+{
+  unsigned char riff[12], vp8x[18], iccp[8];
+  size_t from, total;
+  if (n < 21 || memcmp(d, "RIFF", 4) != 0 || memcmp(d + 8, "WEBP", 4) != 0)
+    return fail(err, errlen, "cannot write '%s': unexpected WebP encoder output", dest);
+  if (memcmp(d + 12, "VP8X", 4) == 0 && n >= 30) {
+    memcpy(vp8x, d + 12, 18);
+    vp8x[8] |= 0x20;
+    from = 30;
+  } else {
+    /* VP8L says in its header whether alpha is used (bit 28 after the 0x2f signature) */
+    bool alpha = memcmp(d + 12, "VP8L", 4) == 0 && n >= 25 && d[20] == 0x2f &&
+                 (rd_u32(d + 21, false) >> 28 & 1);
+    memcpy(vp8x, "VP8X", 4);
+    wr_u32(vp8x + 4, 10, false);
+    memset(vp8x + 8, 0, 10);
+    vp8x[8] = (unsigned char)(0x20 | (alpha ? 0x10 : 0));
+    for (int i = 0; i < 3; i++) {
+      vp8x[12 + i] = (unsigned char)((unsigned)(w - 1) >> (8 * i));
+      vp8x[15 + i] = (unsigned char)((unsigned)(h - 1) >> (8 * i));
+    }
+    from = 12;
+  }
+  total = 4 + sizeof vp8x + sizeof iccp + icc_len + (icc_len & 1) + (n - from);
+  if (total > UINT32_MAX - 8)
+    return fail(err, errlen, "cannot write '%s': WebP file too big with its ICC profile", dest);
+  memcpy(riff, "RIFF", 4);
+  wr_u32(riff + 4, (uint32_t)total, false);
+  memcpy(riff + 8, "WEBP", 4);
+  memcpy(iccp, "ICCP", 4);
+  wr_u32(iccp + 4, (uint32_t)icc_len, false);
+  if (fwrite(riff, 1, sizeof riff, fp) != sizeof riff ||
+      fwrite(vp8x, 1, sizeof vp8x, fp) != sizeof vp8x ||
+      fwrite(iccp, 1, sizeof iccp, fp) != sizeof iccp ||
+      fwrite(icc, 1, icc_len, fp) != icc_len ||
+      ((icc_len & 1) && fputc(0, fp) == EOF) ||
+      fwrite(d + from, 1, n - from, fp) != n - from)
+    return fail(err, errlen, "cannot write '%s': %s", dest, strerror(errno));
+  return true;
+}
+
 static bool save_webp(const char *dest, i2i_atomic_file *af, const float *px, int w, int h,
                       size_t n_px, const i2i_img_save_opts *o, char *err, size_t errlen)
 {
   int channels = o->alpha ? 4 : 3;
   WebPConfig cfg;
   WebPPicture pic;
+  WebPMemoryWriter mem;
   uint8_t *packed;
   FILE *fp;
-  bool ok = false;
+  bool ok = false, with_icc;
   int imported;
 
   if (w > WEBP_MAX_SIDE || h > WEBP_MAX_SIDE)
@@ -1470,15 +2385,20 @@ static bool save_webp(const char *dest, i2i_atomic_file *af, const float *px, in
     return fail(err, errlen, "cannot write '%s': %s", dest, strerror(errno));
   }
   af->fd = -1;
-  pic.writer = webp_write;
-  pic.custom_ptr = fp;
+  /* with a profile the encoder's output is wrapped before it is written */
+  with_icc = icc_suits(o->icc, o->icc_len, false);
+  WebPMemoryWriterInit(&mem);
+  pic.writer = with_icc ? WebPMemoryWrite : webp_write;
+  pic.custom_ptr = with_icc ? (void *)&mem : (void *)fp;
   if (!WebPEncode(&cfg, &pic))
     fail(err, errlen, "cannot write '%s': WebP encoder failed (%s)", dest,
          webp_enc_error(pic.error_code));
-  else if (fflush(fp) != 0 || ferror(fp))
-    fail(err, errlen, "cannot write '%s': %s", dest, strerror(errno));
   else
-    ok = true;
+    ok = !with_icc || webp_write_with_icc(fp, mem.mem, mem.size, o->icc, o->icc_len, w, h,
+                                          dest, err, errlen);
+  if (ok && (fflush(fp) != 0 || ferror(fp)))
+    ok = fail(err, errlen, "cannot write '%s': %s", dest, strerror(errno));
+  WebPMemoryWriterClear(&mem);
   WebPPictureFree(&pic);
   if (fclose(fp) != 0 && ok)
     ok = fail(err, errlen, "cannot write '%s': %s", dest, strerror(errno));

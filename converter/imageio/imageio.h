@@ -1,9 +1,9 @@
 /* converter/imageio/imageio.h: image files <-> interleaved float RGBA for the `i2i` tool.
  * Loads and saves PNG, JPEG, TIFF and WebP as "R'G'B'A float" in [0,1] (the file's own gamma
- * encoding, no colour management), with the file's depth, alpha and gray flags, atomic writes
- * and readable errors. PNG and TIFF go through GEGL; JPEG and WebP use libjpeg and libwebp
- * directly (see imageio.c for why). It is not an image editor: no resizing, no EXIF rotation,
- * no colour profiles applied or written, no multi-page or animated images. */
+ * encoding), with the file's depth, alpha and gray flags, its orientation applied and its ICC
+ * profile's bytes kept for the save, atomic writes and readable errors. PNG and TIFF go
+ * through GEGL; JPEG and WebP use libjpeg and libwebp directly (see imageio.c for why). Not an
+ * image editor: no resizing, no colour management, no multi-page or animated images. */
 #ifndef I2I_IMAGEIO_H
 #define I2I_IMAGEIO_H
 
@@ -18,9 +18,13 @@ extern "C" {
  * saves take a process-wide lock (GEGL's messages are captured through GLib's global log
  * and printerr handlers while they run), JPEG and WebP run in parallel. */
 
-/* Limits checked before anything is allocated: each side and the pixel count. */
+/* Limits checked before anything is allocated: each side and the pixel count. A load also
+ * refuses, before allocating, a PNG, TIFF or (Huffman-coded) JPEG whose declared size is more
+ * than its file could hold at the format's greatest compression ratio (truncated or forged). */
 #define I2I_IMG_MAX_SIDE   262144
 #define I2I_IMG_MAX_PIXELS (1u << 29)
+/* Embedded ICC profiles larger than this are ignored. */
+#define I2I_IMG_MAX_ICC    (16u << 20)
 
 typedef enum {
   I2I_IMG_UNKNOWN = 0,   /* as a save type: take it from the file name's extension */
@@ -48,6 +52,12 @@ typedef struct {
   unsigned warnings;   /* I2I_IMG_WARN_* bits */
   size_t n_nonfinite;  /* samples replaced by 0 */
   size_t n_clamped;    /* samples clamped into [0,1] */
+  int orientation;     /* EXIF / TIFF orientation the file declared (1..8), already applied:
+                          width and height are as displayed; 1 when the file has none */
+  unsigned char *icc;  /* the file's embedded ICC profile (icc_len bytes) when it is an RGB
+                          profile of a colour image or a gray one of a gray image, else NULL;
+                          owned by the i2i_img that holds this info, freed by i2i_img_free */
+  size_t icc_len;
 } i2i_img_info;
 
 typedef struct {
@@ -64,6 +74,10 @@ typedef struct {
   int quality;         /* JPEG and lossy WebP, 1..100; 0: 95 */
   bool lossless;       /* WebP: lossless (exact); otherwise lossy at `quality` */
   int png_compression; /* zlib level 1..9; 0: 3 */
+  const unsigned char *icc; /* ICC profile to embed (icc_len bytes), or NULL: read only, not
+                          kept. Written only when it suits the output (an RGB profile into a
+                          colour file, a gray one into a gray file; WebP takes RGB only) */
+  size_t icc_len;
 } i2i_img_save_opts;
 
 /* Initialises GEGL and babl once per process (later calls are no-ops) and checks which
@@ -95,30 +109,40 @@ const char *i2i_img_type_name(i2i_img_type type);
 bool i2i_img_sniff(const char *path, i2i_img_type *type, char *err, size_t errlen);
 
 /* Loads `path` (format by content, not by name) into `out`, which the caller provides and
- * this call fills; on success the caller owns out->pixels and frees it with i2i_img_free.
- * Grayscale is replicated into R, G and B; without alpha A = 1; NaN/inf become 0 and float
- * values are clamped into [0,1], counted in out->info. On failure returns false, leaves
- * out zeroed and writes a message naming the file into err (errlen bytes, NUL-terminated;
- * err may be NULL). Safe on any file content: never exits or aborts. */
+ * this call fills; on success the caller owns out->pixels and out->info.icc and frees both
+ * with i2i_img_free. Grayscale is replicated into R, G and B; without alpha A = 1; NaN/inf
+ * become 0 and float values are clamped into [0,1], counted in out->info. The orientation
+ * (JPEG, PNG and WebP EXIF; TIFF tag 274) is applied, as PIL's ImageOps.exif_transpose does;
+ * a malformed EXIF block is ignored. CMYK (JPEG, TIFF) becomes R'G'B' as (1 - C)(1 - K),
+ * like PIL. `path` must be a regular file (a FIFO or device is refused without being read).
+ * On failure returns false, leaves out zeroed and writes a message naming the file into err
+ * (errlen bytes, NUL-terminated; err may be NULL). Safe on any file content: never exits or
+ * aborts. */
 bool i2i_img_load(const char *path, i2i_img *out, char *err, size_t errlen);
 
-/* Frees the pixels of an image filled by i2i_img_load and zeroes it. NULL is fine. */
+/* Frees the pixels and ICC profile of an image filled by i2i_img_load and zeroes it. NULL is
+ * fine. */
 void i2i_img_free(i2i_img *img);
 
 /* Fills `opts` with defaults: type from the extension, 8-bit RGB without alpha, quality 95,
  * lossy WebP, PNG compression 3. */
 void i2i_img_save_opts_default(i2i_img_save_opts *opts);
 
-/* Fills `opts` to write an image like `src` (depth, gray, alpha, lossless) into a file of
- * type `out_type` (I2I_IMG_UNKNOWN: src's own type), picking the nearest depth that type
- * can store: 16-bit or float into PNG -> 16, anything into JPEG or WebP -> 8, TIFF integer
- * 32-bit, half or double -> 32-bit float. `src` NULL: same as i2i_img_save_opts_default. */
+/* Fills `opts` to write an image like `src` (depth, gray, alpha, lossless, ICC profile) into
+ * a file of type `out_type` (I2I_IMG_UNKNOWN: src's own type), picking the nearest depth that
+ * type can store: 16-bit or float into PNG -> 16, anything into JPEG or WebP -> 8, TIFF
+ * integer 32-bit, half or double -> 32-bit float. opts->icc then points into src->icc (not
+ * copied): keep the image until the save is done. `src` NULL: same as
+ * i2i_img_save_opts_default. */
 void i2i_img_save_opts_from_info(i2i_img_save_opts *opts, const i2i_img_info *src,
                                  i2i_img_type out_type);
 
 /* Writes `width` x `height` row-major float RGBA `pixels` (read only; not kept) to `path`.
  * Values are clamped into [0,1] and rounded to the depth (NaN -> 0); float TIFF keeps them
- * as they are except NaN/inf -> 0. Alpha is written from the same floats, untouched.
+ * as they are except NaN/inf -> 0. Alpha is written from the same floats, untouched. The
+ * file has no EXIF orientation (TIFF says 1, top-left); opts->icc, when it suits the output,
+ * is embedded as PNG iCCP, JPEG APP2 ICC_PROFILE, TIFF tag 34675 or WebP ICCP (PNG then has
+ * no sRGB chunk; TIFF otherwise gets GEGL's generated sRGB profile).
  * `opts` NULL: i2i_img_save_opts_default. The data goes to a temporary `.NAME.XXXXXX` in
  * the destination's folder, is flushed to disk and renamed over `path` only when complete;
  * on any failure the temporary is removed, `path` is untouched and false is returned with

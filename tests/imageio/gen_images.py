@@ -3,14 +3,16 @@
 
 Writes PIL-made images with PIL's decodings as float RGBA .npy references, decodes files the
 tests wrote (PIL, or the small PNG/TIFF readers below for 16-bit and float files PIL cannot
-hold), and checks .npy files with numpy. Run with /usr/bin/python3. Not an image library."""
+hold), reads the ICC profile PIL sees in a file, and checks .npy files with numpy. Also makes
+EXIF/TIFF-oriented, CMYK TIFF, forged-size ("bomb") and highly compressible fixtures. Run with
+/usr/bin/python3. Not an image library."""
 import os
 import struct
 import sys
 import zlib
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 PHOTO = '/usr/share/gimp/2.0/images/gimp-splash.png'
 
@@ -57,7 +59,11 @@ def to_rgba_float(arr, maxval):
 
 
 def pil_decode(path):
-    im = Image.open(path)
+    return pil_array(Image.open(path))
+
+
+def pil_array(im):
+    """A PIL image (RGB, RGBA, L, LA, P, CMYK, 16-bit gray) as float32 RGBA in [0,1]."""
     im.load()
     mode = im.mode
     if mode in ('I;16', 'I;16B', 'I;16L'):
@@ -69,7 +75,7 @@ def pil_decode(path):
     elif mode == 'CMYK':
         im = im.convert('RGB')
     elif mode not in ('RGB', 'RGBA', 'L', 'LA'):
-        raise SystemExit('unexpected PIL mode %s for %s' % (mode, path))
+        raise SystemExit('unexpected PIL mode %s' % mode)
     return to_rgba_float(np.asarray(im), 255.0)
 
 
@@ -179,8 +185,8 @@ def decode(path):
 
 # ---- writers for fixtures PIL cannot make ------------------------------------------------
 
-def png_write(path, vals, depth, ctype, w, h):
-    """Writes uint values (H, W*chans) as a filter-0 PNG; vals uint8 or uint16."""
+def png_write(path, vals, depth, ctype, w, h, level=6):
+    """Writes uint values (H, W*chans) as a filter-0 PNG at zlib `level`; uint8 or uint16."""
     if depth == 16:
         body = vals.astype('>u2').tobytes()
         row = w * {0: 1, 2: 3, 4: 2, 6: 4}[ctype] * 2
@@ -195,8 +201,212 @@ def png_write(path, vals, depth, ctype, w, h):
     with open(path, 'wb') as f:
         f.write(b'\x89PNG\r\n\x1a\n')
         f.write(chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, depth, ctype, 0, 0, 0)))
-        f.write(chunk(b'IDAT', zlib.compress(raw, 6)))
+        f.write(chunk(b'IDAT', zlib.compress(raw, level)))
         f.write(chunk(b'IEND', b''))
+
+
+def tiff_write(path, w, h, bps, spp, photometric, strips, compression=1, extra=None,
+               rows_per_strip=None):
+    """A little-endian TIFF: IFD first, then out-of-line values, then the strips (a list of
+    byte strings). extra: the ExtraSamples value (2: unassociated alpha) or None."""
+    entries = [(256, 4, [w]), (257, 4, [h]), (258, 3, [bps] * spp), (259, 3, [compression]),
+               (262, 3, [photometric]), (273, 4, [0] * len(strips)), (277, 3, [spp]),
+               (278, 4, [rows_per_strip or h]), (279, 4, [len(x) for x in strips]),
+               (284, 3, [1])]
+    if extra is not None:
+        entries.append((338, 3, [extra]))
+    entries.sort()
+    pos = 8 + 2 + 12 * len(entries) + 4
+    layout = []
+    for tag, typ, vals in entries:
+        size = (2 if typ == 3 else 4) * len(vals)
+        layout.append((tag, typ, vals, pos if size > 4 else None))
+        if size > 4:
+            pos += size
+    offsets = []
+    for x in strips:
+        offsets.append(pos)
+        pos += len(x)
+    out = bytearray(b'II*\x00' + struct.pack('<I', 8) + struct.pack('<H', len(entries)))
+    blobs = []
+    for tag, typ, vals, at in layout:
+        if tag == 273:
+            vals = offsets
+        body = struct.pack('<%d%s' % (len(vals), 'H' if typ == 3 else 'I'), *vals)
+        if at is None:
+            out += struct.pack('<HHI', tag, typ, len(vals)) + body.ljust(4, b'\x00')
+        else:
+            out += struct.pack('<HHII', tag, typ, len(vals), at)
+            blobs.append(body)
+    out += struct.pack('<I', 0)
+    for b in blobs + strips:
+        out += b
+    open(path, 'wb').write(bytes(out))
+
+
+def gray_icc():
+    """A minimal ICC v2 gray display profile (gamma 2.2): header, desc, wtpt, kTRC."""
+    def s15(v):
+        return struct.pack('>i', int(round(v * 65536)))
+    desc_text = b'i2i test gray\x00'
+    desc = (b'desc' + bytes(4) + struct.pack('>I', len(desc_text)) + desc_text +
+            bytes(4 + 4) + bytes(2 + 1 + 67))
+    wtpt = b'XYZ ' + bytes(4) + s15(0.9642) + s15(1.0) + s15(0.8249)
+    ktrc = b'curv' + bytes(4) + struct.pack('>IH', 1, 0x0233) + bytes(2)
+    tags = [(b'desc', desc), (b'wtpt', wtpt), (b'kTRC', ktrc)]
+    at = 128 + 4 + 12 * len(tags)
+    table, body = b'', b''
+    for sig, data in tags:
+        table += sig + struct.pack('>II', at + len(body), len(data))
+        body += data + bytes(-len(data) % 4)
+    size = at + len(body)
+    head = (struct.pack('>I', size) + b'lcms' + struct.pack('>I', 0x02100000) + b'mntr' +
+            b'GRAY' + b'XYZ ' + bytes(12) + b'acsp' + b'APPL' + bytes(4) + bytes(4) +
+            bytes(4) + bytes(8) + struct.pack('>I', 0) + s15(0.9642) + s15(1.0) +
+            s15(0.8249) + b'lcms' + bytes(16) + bytes(28))
+    assert len(head) == 128
+    return head + struct.pack('>I', len(tags)) + table + body
+
+
+# PIL's transposition for each EXIF orientation (as ImageOps.exif_transpose)
+TRANSPOSE = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+             4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+             6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+             8: Image.Transpose.ROTATE_90}
+
+
+def upright(im, o):
+    return im.transpose(TRANSPOSE[o]) if TRANSPOSE[o] is not None else im
+
+
+def make_extra(out, rgb):
+    """Orientation, CMYK TIFF, size-check and ICC fixtures. Writes OUT/extra.txt, a line a
+    file: "file reference tolerance orientation has_alpha bits" (reference '-': only that it
+    loads), OUT/icc.icc, the profile the icc.* files hold (when PIL has littlecms), and
+    OUT/gicc.icc, the gray profile of gicc.jpg."""
+    man = []
+    lvl8 = 1.0 / 255 + 1e-6
+
+    def line(name, arr, tol, orient, alpha, bits):
+        ref = '-'
+        if arr is not None:
+            ref = name + '.ref.npy'
+            np.save(os.path.join(out, ref), arr)
+        man.append('%s %s %.9g %d %d %d' % (name, ref, tol, orient, alpha, bits))
+
+    small = rgb[:32, :48].copy()  # not square, no symmetry: every orientation differs
+    for o in range(1, 9):
+        ex = Image.Exif()
+        ex[0x0112] = o
+        # JPEG: PIL decodes the stored pixels (it ignores EXIF); the reference turns them
+        name = 'orient%d.jpg' % o
+        p = os.path.join(out, name)
+        Image.fromarray(small).save(p, exif=ex.tobytes(), quality=95, subsampling=0)
+        line(name, pil_array(ImageOps.exif_transpose(Image.open(p))), lvl8, o, 0, 8)
+        # TIFF tag 274, read by GEGL as stored (RGB) or through libtiff's RGBA interface
+        # (palette). References from the array: PIL turns TIFFs itself as it loads them.
+        name = 'orient%d.tif' % o
+        Image.fromarray(small).save(os.path.join(out, name), tiffinfo={274: o})
+        line(name, pil_array(upright(Image.fromarray(small), o)), lvl8, o, 0, 8)
+        name = 'orientp%d.tif' % o
+        pal = Image.fromarray(small).quantize(16)
+        pal.save(os.path.join(out, name), tiffinfo={274: o})
+        line(name, pil_array(upright(pal.convert('RGB'), o)), lvl8, o, 1, 8)
+        if o in (2, 6, 7):
+            for ext, kw in (('png', {}), ('webp', {'lossless': True})):
+                name = 'orient%d.%s' % (o, ext)
+                Image.fromarray(small).save(os.path.join(out, name), exif=ex.tobytes(), **kw)
+                line(name, pil_array(upright(Image.fromarray(small), o)), lvl8, o, 0, 8)
+
+    # CMYK TIFF: 8-bit from PIL; 16-bit and 8-bit with alpha written here, their references
+    # as PIL computes CMYK -> RGB: R = (1 - C)(1 - K)
+    h, w = 60, 80
+    yy, xx = np.mgrid[0:h, 0:w]
+    grad = np.stack([xx * 255 // (w - 1), yy * 255 // (h - 1), (xx + yy) % 256], -1)
+    name = 'cmyk.tif'
+    Image.fromarray(grad.astype(np.uint8)).convert('CMYK').save(os.path.join(out, name))
+    line(name, pil_decode(os.path.join(out, name)), lvl8, 1, 0, 8)
+    c16 = np.stack([xx * 65535 // (w - 1), yy * 65535 // (h - 1),
+                    (xx * 811 + yy * 997) % 65536, (xx * 97 + yy * 89) * 8], -1)
+    c16 = c16.astype(np.uint16)
+    name = 'cmyk16.tif'
+    tiff_write(os.path.join(out, name), w, h, 16, 4, 5, [c16.astype('<u2').tobytes()])
+    f = c16.astype(np.float64) / 65535
+    ref = np.ones((h, w, 4))
+    ref[:, :, :3] = (1 - f[:, :, :3]) * (1 - f[:, :, 3:4])
+    line(name, ref.astype('<f4'), 1.0 / 65535 + 1e-6, 1, 0, 16)
+    c8 = np.dstack([grad, (xx * 2) % 256, (yy * 37) % 256]).astype(np.uint8)
+    name = 'cmyka.tif'
+    tiff_write(os.path.join(out, name), w, h, 8, 5, 5, [c8.tobytes()], extra=2)
+    f = c8.astype(np.float64) / 255
+    ref = np.empty((h, w, 4))
+    ref[:, :, :3] = (1 - f[:, :, :3]) * (1 - f[:, :, 3:4])
+    ref[:, :, 3] = f[:, :, 4]
+    line(name, ref.astype('<f4'), 1e-6, 1, 1, 8)
+
+    # Highly compressible but genuine: flat images near deflate's greatest ratio must load.
+    fh, fw = 1500, 2000
+    png_write(os.path.join(out, 'flat9.png'), np.zeros((fh, fw * 3), np.uint8), 8, 2, fw, fh,
+              level=9)
+    line('flat9.png', None, 0, 1, 0, 8)
+    im = Image.fromarray(np.full((fh, fw, 3), 200, np.uint8))
+    im.save(os.path.join(out, 'flat_opt.png'), optimize=True)
+    line('flat_opt.png', None, 0, 1, 0, 8)
+    for comp in ('tiff_adobe_deflate', 'tiff_lzw', 'packbits'):
+        name = 'flat_%s.tif' % comp
+        im.save(os.path.join(out, name), compression=comp)
+        line(name, None, 0, 1, 0, 8)
+    im.save(os.path.join(out, 'flat.jpg'), quality=95)
+    line('flat.jpg', None, 0, 1, 0, 8)
+    im.save(os.path.join(out, 'flat_prog.jpg'), quality=50, progressive=True,
+            subsampling=2)
+    line('flat_prog.jpg', None, 0, 1, 0, 8)
+
+    # Forged sizes: a 74-byte PNG declaring 20000 x 20000, TIFFs declaring 23000 x 23000
+    # over one tiny strip (uncompressed, deflate, LZW), a JPEG frame of 20000 x 20000.
+    def chunk(kind, payload):
+        return (struct.pack('>I', len(payload)) + kind + payload +
+                struct.pack('>I', zlib.crc32(kind + payload) & 0xffffffff))
+    with open(os.path.join(out, 'bomb.png'), 'wb') as fp:
+        fp.write(b'\x89PNG\r\n\x1a\n' +
+                 chunk(b'IHDR', struct.pack('>IIBBBBB', 20000, 20000, 8, 2, 0, 0, 0)) +
+                 chunk(b'IDAT', zlib.compress(bytes(1000))) + chunk(b'IEND', b''))
+    tiff_write(os.path.join(out, 'bomb.tif'), 23000, 23000, 8, 3, 2, [bytes(64)])
+    tiff_write(os.path.join(out, 'bomb_deflate.tif'), 23000, 23000, 8, 3, 2,
+               [zlib.compress(bytes(69000))], compression=8, rows_per_strip=1)
+    tiff_write(os.path.join(out, 'bomb_lzw.tif'), 23000, 23000, 8, 3, 2, [bytes(64)],
+               compression=5)
+    data = bytearray(open(os.path.join(out, 'orient1.jpg'), 'rb').read())
+    i = 2
+    while i + 9 < len(data):
+        if data[i] == 0xFF and data[i + 1] in (0xC0, 0xC1, 0xC2):
+            data[i + 5:i + 9] = struct.pack('>HH', 20000, 20000)
+            break
+        i += 2 + struct.unpack('>H', data[i + 2:i + 4])[0]
+    open(os.path.join(out, 'bomb.jpg'), 'wb').write(bytes(data))
+
+    # ICC profiles: lcms' sRGB (not babl's) in each format, and CMYK files that carry it
+    try:
+        from PIL import ImageCms
+        icc = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes()
+    except ImportError:
+        icc = None
+    if icc:
+        open(os.path.join(out, 'icc.icc'), 'wb').write(icc)
+        im = Image.fromarray(small)
+        im.save(os.path.join(out, 'icc.png'), icc_profile=icc)
+        im.save(os.path.join(out, 'icc.jpg'), icc_profile=icc, quality=95)
+        im.save(os.path.join(out, 'icc.tif'), icc_profile=icc)
+        im.save(os.path.join(out, 'icc.webp'), icc_profile=icc, lossless=True)
+        im.convert('CMYK').save(os.path.join(out, 'icc_cmyk.jpg'), icc_profile=icc)
+        im.convert('CMYK').save(os.path.join(out, 'icc_cmyk.tif'), icc_profile=icc)
+    gicc = gray_icc()
+    open(os.path.join(out, 'gicc.icc'), 'wb').write(gicc)
+    Image.fromarray(small).convert('L').save(os.path.join(out, 'gicc.jpg'), icc_profile=gicc,
+                                             quality=95)
+
+    with open(os.path.join(out, 'extra.txt'), 'w') as fp:
+        fp.write('\n'.join(man) + '\n')
 
 
 def make(out):
@@ -275,6 +485,8 @@ def make(out):
     np.save(os.path.join(out, 'npy_u8.npy'), rgb)
     np.save(os.path.join(out, 'npy_gray.npy'), arr[:, :, 0].astype('<f4'))
 
+    make_extra(out, rgb)
+
     with open(os.path.join(out, 'manifest.txt'), 'w') as f:
         f.write('\n'.join(man) + '\n')
 
@@ -291,12 +503,20 @@ def npycheck(src, dst):
     np.save(dst, arr)
 
 
-USAGE = """usage: gen_images.py make OUTDIR | decode IN OUT.npy | npycheck IN OUT.npy
+def icc_of(src, dst):
+    """Writes the ICC profile PIL finds in src to dst (an empty file when there is none)."""
+    im = Image.open(src)
+    im.load()
+    open(dst, 'wb').write(im.info.get('icc_profile') or b'')
+
+
+USAGE = """usage: gen_images.py make OUTDIR | decode IN OUT.npy | npycheck IN OUT.npy | icc IN OUT
   make OUTDIR          PIL-made images (from GIMP's splash photo when installed, else a
                        texture), their PIL decodings as .npy, numpy .npy variants, and
                        OUTDIR/manifest.txt ("file reference tolerance" per line)
   decode IN OUT.npy    decode IN without GEGL into float32 RGBA (H, W, 4)
-  npycheck IN OUT.npy  load IN with numpy, check 64-byte alignment, re-save with numpy"""
+  npycheck IN OUT.npy  load IN with numpy, check 64-byte alignment, re-save with numpy
+  icc IN OUT           write the ICC profile PIL reads from IN to OUT (empty: none)"""
 
 
 def main():
@@ -306,6 +526,8 @@ def main():
         np.save(sys.argv[3], decode(sys.argv[2]))
     elif len(sys.argv) == 4 and sys.argv[1] == 'npycheck':
         npycheck(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 4 and sys.argv[1] == 'icc':
+        icc_of(sys.argv[2], sys.argv[3])
     else:
         raise SystemExit(USAGE)
 

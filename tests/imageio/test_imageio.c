@@ -2,12 +2,14 @@
  * Round trips for every format and depth, PIL's decoding as an independent oracle (through
  * gen_images.py run by /usr/bin/python3; those checks are skipped when it lacks numpy or
  * PIL), every corrupt-input and unwritable-output case with the destination checked
- * untouched, and the .npy header parser's malformed cases. Not a benchmark or a fuzzer.
+ * untouched, EXIF/TIFF orientation, CMYK TIFF, forged sizes, FIFOs, ICC profiles kept, and
+ * the .npy header parser's malformed cases. Not a benchmark or a fuzzer.
  * Usage: test_imageio GEN_IMAGES.PY WORKDIR; ends with "N passed, N failed". */
 #include "imageio.h"
 #include "npy.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <math.h>
@@ -1012,6 +1014,490 @@ static void test_save_errors(void)
   g_free(under_file);
 }
 
+/* ---- orientation, CMYK, forged sizes, FIFOs, ICC profiles ---------------------------- */
+
+/* gen_images.py's extra.txt: "file reference tolerance orientation has_alpha bits". */
+static void test_extra_fixtures(void)
+{
+  char *man_path = wpath("extra.txt");
+  gchar *man = NULL, **lines;
+  char err[512];
+  section("orientation (EXIF, TIFF 274), CMYK TIFF, highly compressible files");
+  if (!CHECK(g_file_get_contents(man_path, &man, NULL, NULL), "read %s", man_path)) {
+    g_free(man_path);
+    return;
+  }
+  lines = g_strsplit(man, "\n", -1);
+  for (int i = 0; lines[i]; i++) {
+    char file[128], ref[160];
+    float tol;
+    int orient, alpha, bits;
+    char *fp;
+    i2i_img im;
+    if (sscanf(lines[i], "%127s %159s %f %d %d %d", file, ref, &tol, &orient, &alpha,
+               &bits) != 6)
+      continue;
+    fp = wpath(file);
+    if (strcmp(ref, "-") != 0) {
+      char *rp = wpath(ref);
+      compare_with_ref(fp, rp, tol);
+      g_free(rp);
+    }
+    if (CHECK(i2i_img_load(fp, &im, err, sizeof err), "load %s: %s", file, err)) {
+      CHECK(im.info.orientation == orient, "%s: orientation %d, expected %d", file,
+            im.info.orientation, orient);
+      CHECK(im.info.has_alpha == (alpha != 0), "%s: has_alpha %d", file, im.info.has_alpha);
+      CHECK(im.info.bits == bits, "%s: bits %d", file, im.info.bits);
+      CHECK(!im.info.is_gray, "%s: not gray", file);
+      i2i_img_free(&im);
+    }
+    g_free(fp);
+  }
+  g_strfreev(lines);
+  g_free(man);
+  g_free(man_path);
+
+  /* An oriented image is written upright, with no orientation of its own. */
+  {
+    static const char *const outs[] = {"up6.jpg", "up6.png", "up6.tif", "up6.webp"};
+    char *src = wpath("orient6.jpg");
+    i2i_img im, back;
+    if (CHECK(i2i_img_load(src, &im, err, sizeof err), "load orient6.jpg: %s", err)) {
+      CHECK(im.info.width == 32 && im.info.height == 48, "orient6.jpg: upright 32 x 48, "
+            "not %d x %d", im.info.width, im.info.height);
+      for (size_t k = 0; k < G_N_ELEMENTS(outs); k++) {
+        i2i_img_save_opts o;
+        char *p = wpath(outs[k]);
+        gchar *refname = g_strconcat(outs[k], ".ours.npy", NULL);
+        char *ref = wpath(refname);
+        i2i_img_save_opts_from_info(&o, &im.info, i2i_img_type_from_name(p));
+        if (CHECK(i2i_img_save(p, im.pixels, im.info.width, im.info.height, &o, err,
+                               sizeof err), "save %s: %s", outs[k], err) &&
+            CHECK(i2i_img_load(p, &back, err, sizeof err), "reload %s: %s", outs[k], err)) {
+          CHECK(back.info.orientation == 1 && back.info.width == 32 && back.info.height == 48,
+                "%s: written upright without orientation (%d, %d x %d)", outs[k],
+                back.info.orientation, back.info.width, back.info.height);
+          i2i_img_free(&back);
+          /* PIL, which applies EXIF, sees the same upright picture */
+          if (run_python("decode", p, ref))
+            compare_with_ref(p, ref, LVL8 + 1e-6f);
+        }
+        g_free(p);
+        g_free(ref);
+        g_free(refname);
+      }
+      i2i_img_free(&im);
+    }
+    g_free(src);
+  }
+}
+
+/* Loads `path` expecting a refusal naming the declared size, within two seconds (before the
+ * check, such files took 11-22 s and gigabytes). */
+static void expect_fast_refusal(const char *name, const char *what)
+{
+  char *p = wpath(name);
+  gint64 t0 = g_get_monotonic_time();
+  expect_load_error(p, "declares", what);
+  CHECK(g_get_monotonic_time() - t0 < 2 * G_USEC_PER_SEC, "%s: refused in %.2f s, not at once",
+        what, (double)(g_get_monotonic_time() - t0) / G_USEC_PER_SEC);
+  g_free(p);
+}
+
+static void test_forged_sizes(void)
+{
+  section("forged sizes refused before allocating");
+  expect_fast_refusal("bomb.png", "74-byte PNG of 20000^2");
+  expect_fast_refusal("bomb.tif", "TIFF 23000^2, one strip");
+  expect_fast_refusal("bomb_deflate.tif", "deflate TIFF 23000^2");
+  expect_fast_refusal("bomb_lzw.tif", "LZW TIFF 23000^2");
+  expect_fast_refusal("bomb.jpg", "JPEG frame 20000^2");
+}
+
+typedef struct {
+  const char *path;
+  bool sniff;
+  bool done, ok;
+  char err[512];
+  GMutex m;
+  GCond c;
+} fifo_job;
+
+static gpointer fifo_load(gpointer data)
+{
+  fifo_job *j = data;
+  i2i_img im;
+  i2i_img_type t;
+  bool ok = j->sniff ? i2i_img_sniff(j->path, &t, j->err, sizeof j->err)
+                     : i2i_img_load(j->path, &im, j->err, sizeof j->err);
+  if (ok && !j->sniff)
+    i2i_img_free(&im);
+  g_mutex_lock(&j->m);
+  j->ok = ok;
+  j->done = true;
+  g_cond_signal(&j->c);
+  g_mutex_unlock(&j->m);
+  return NULL;
+}
+
+/* A FIFO named like an image is refused at once, without waiting for a writer. On a hang
+ * the test opens the FIFO's other end itself, so that the load returns and the run goes on. */
+static void test_fifo(void)
+{
+  char *p = wpath("fifo.png");
+  section("a FIFO as input");
+  if (!CHECK(mkfifo(p, 0600) == 0, "mkfifo %s: %s", p, g_strerror(errno))) {
+    g_free(p);
+    return;
+  }
+  for (int sniff = 0; sniff <= 1; sniff++) {
+    fifo_job j = {.path = p, .sniff = sniff != 0};
+    gint64 deadline = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
+    GThread *t;
+    g_mutex_init(&j.m);
+    g_cond_init(&j.c);
+    t = g_thread_new("fifo-load", fifo_load, &j);
+    g_mutex_lock(&j.m);
+    while (!j.done && g_cond_wait_until(&j.c, &j.m, deadline))
+      ;
+    bool in_time = j.done;
+    g_mutex_unlock(&j.m);
+    CHECK(in_time, "%s of a FIFO still waits for a writer after 5 s", sniff ? "sniff" : "load");
+    if (!in_time) {
+      int fd = open(p, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+      if (fd >= 0)
+        close(fd);
+    }
+    g_thread_join(t);
+    CHECK(!j.ok && strstr(j.err, "not a regular file"), "%s of a FIFO: '%s'",
+          sniff ? "sniff" : "load", j.err);
+    if (!sniff)
+      printf("  %-26s -> %s\n", "FIFO named .png", j.err);
+    g_mutex_clear(&j.m);
+    g_cond_clear(&j.c);
+  }
+  g_unlink(p);
+  g_free(p);
+}
+
+/* Writes `jpg` with `seg` (a whole marker segment) inserted after SOI. */
+static bool jpeg_with_segment(const char *jpg, const char *dst, const unsigned char *seg,
+                              size_t n)
+{
+  gsize len = 0;
+  gchar *d = read_bytes(jpg, &len);
+  GByteArray *b = g_byte_array_new();
+  bool ok;
+  if (!d || len < 2) {
+    g_free(d);
+    g_byte_array_free(b, TRUE);
+    return false;
+  }
+  g_byte_array_append(b, (const guint8 *)d, 2);
+  g_byte_array_append(b, seg, (guint)n);
+  g_byte_array_append(b, (const guint8 *)d + 2, (guint)(len - 2));
+  ok = write_bytes(dst, b->data, b->len);
+  g_byte_array_free(b, TRUE);
+  g_free(d);
+  return ok;
+}
+
+/* An APP1 segment: "Exif\0\0" and the TIFF block `t` (n bytes). */
+static size_t app1_exif(unsigned char *seg, const unsigned char *t, size_t n)
+{
+  size_t len = 2 + 6 + n;
+  seg[0] = 0xFF, seg[1] = 0xE1, seg[2] = (unsigned char)(len >> 8), seg[3] = (unsigned char)len;
+  memcpy(seg + 4, "Exif\0\0", 6);
+  memcpy(seg + 10, t, n);
+  return 2 + len;
+}
+
+/* A TIFF block with IFD0 at 8 holding one entry (tag, type, count, 4-byte value). */
+static size_t exif_block(unsigned char *t, bool be, unsigned tag, unsigned type,
+                         uint32_t count, uint32_t value)
+{
+  memset(t, 0, 26);
+#define PUT16(p, v) (be ? ((p)[0] = (unsigned char)((v) >> 8), (p)[1] = (unsigned char)(v)) \
+                        : ((p)[1] = (unsigned char)((v) >> 8), (p)[0] = (unsigned char)(v)))
+#define PUT32(p, v) (be ? (PUT16(p, (v) >> 16), PUT16((p) + 2, (v) & 0xFFFF)) \
+                        : (PUT16((p) + 2, (v) >> 16), PUT16(p, (v) & 0xFFFF)))
+  memcpy(t, be ? "MM\0*" : "II*\0", 4);
+  PUT32(t + 4, 8u);
+  PUT16(t + 8, 1u);
+  PUT16(t + 10, tag);
+  PUT16(t + 12, type);
+  PUT32(t + 14, count);
+  if (type == 3 && count == 1)
+    PUT16(t + 18, value);
+  else
+    PUT32(t + 18, value);
+  PUT32(t + 22, 0u);
+#undef PUT16
+#undef PUT32
+  return 26;
+}
+
+/* Pixel (x, y) of the upright image for orientation o, from the stored w x h `src`. */
+static const float *stored_px(const float *src, int w, int h, int o, int x, int y)
+{
+  int sx, sy;
+  switch (o) {
+  case 3: sx = w - 1 - x, sy = h - 1 - y; break;
+  case 6: sx = y, sy = h - 1 - x; break;      /* turned 90 degrees clockwise */
+  case 8: sx = w - 1 - y, sy = x; break;      /* turned 90 degrees counter-clockwise */
+  default: sx = x, sy = y; break;
+  }
+  return src + ((size_t)sy * (size_t)w + (size_t)sx) * 4;
+}
+
+static void test_exif_blocks(void)
+{
+  const int w = 40, h = 24;
+  float *px = make_texture(w, h, 0);
+  char *base = wpath("exif_base.jpg"), *p = wpath("exif_case.jpg");
+  i2i_img_save_opts o = opts_for(I2I_IMG_JPEG, 8, false, false, false);
+  i2i_img plain, im;
+  char err[512];
+  unsigned char t[64], seg[128];
+  section("EXIF blocks, well-formed and malformed");
+  if (!CHECK(i2i_img_save(base, px, w, h, &o, err, sizeof err), "save base: %s", err) ||
+      !CHECK(i2i_img_load(base, &plain, err, sizeof err), "load base: %s", err))
+    goto out;
+  CHECK(plain.info.orientation == 1, "no EXIF: orientation 1");
+  {
+    static const struct { bool be; int o; } good[] = {{false, 6}, {true, 3}, {false, 8}};
+    for (size_t k = 0; k < G_N_ELEMENTS(good); k++) {
+      size_t n = exif_block(t, good[k].be, 0x0112, 3, 1, (uint32_t)good[k].o);
+      bool turned = good[k].o >= 5, same = true;
+      jpeg_with_segment(base, p, seg, app1_exif(seg, t, n));
+      if (!CHECK(i2i_img_load(p, &im, err, sizeof err), "EXIF %s orientation %d: %s",
+                 good[k].be ? "MM" : "II", good[k].o, err))
+        continue;
+      CHECK(im.info.orientation == good[k].o, "EXIF %s: orientation %d read as %d",
+            good[k].be ? "MM" : "II", good[k].o, im.info.orientation);
+      CHECK(im.info.width == (turned ? h : w) && im.info.height == (turned ? w : h),
+            "orientation %d: %d x %d", good[k].o, im.info.width, im.info.height);
+      for (int y = 0; same && y < im.info.height; y++)
+        for (int x = 0; same && x < im.info.width; x++)
+          same = memcmp(im.pixels + ((size_t)y * (size_t)im.info.width + (size_t)x) * 4,
+                        stored_px(plain.pixels, w, h, good[k].o, x, y), 16) == 0;
+      CHECK(same, "orientation %d: the stored pixels, turned", good[k].o);
+      i2i_img_free(&im);
+    }
+  }
+  {
+    /* each is ignored: the image loads as stored */
+    struct { const char *what; size_t n; } bad[8];
+    unsigned char blocks[8][64];
+    size_t nb = 0;
+    bad[nb].what = "IFD offset past the end";
+    bad[nb].n = exif_block(blocks[nb], false, 0x0112, 3, 1, 6);
+    blocks[nb][4] = 0xF0, blocks[nb][5] = 0xFF, blocks[nb][6] = 0xFF, blocks[nb][7] = 0xFF;
+    nb++;
+    bad[nb].what = "65535 entries announced";
+    bad[nb].n = exif_block(blocks[nb], false, 0x0112, 3, 1, 6);
+    blocks[nb][8] = 0xFF, blocks[nb][9] = 0xFF;
+    nb++;
+    bad[nb].what = "orientation 9";
+    bad[nb].n = exif_block(blocks[nb], false, 0x0112, 3, 1, 9);
+    nb++;
+    bad[nb].what = "orientation 0";
+    bad[nb].n = exif_block(blocks[nb], true, 0x0112, 3, 1, 0);
+    nb++;
+    bad[nb].what = "2^30 LONGs out of bounds";
+    bad[nb].n = exif_block(blocks[nb], false, 0x0112, 4, 1u << 30, 0xFFFFFF00u);
+    nb++;
+    bad[nb].what = "orientation as ASCII";
+    bad[nb].n = exif_block(blocks[nb], false, 0x0112, 2, 2, '6');
+    nb++;
+    bad[nb].what = "cut TIFF header";
+    memcpy(blocks[nb], "II*", 3);
+    bad[nb].n = 3;
+    nb++;
+    bad[nb].what = "bad byte order mark";
+    bad[nb].n = exif_block(blocks[nb], false, 0x0112, 3, 1, 6);
+    blocks[nb][0] = 'X';
+    nb++;
+    for (size_t k = 0; k < nb; k++) {
+      jpeg_with_segment(base, p, seg, app1_exif(seg, blocks[k], bad[k].n));
+      if (CHECK(i2i_img_load(p, &im, err, sizeof err), "EXIF with %s: %s", bad[k].what, err)) {
+        CHECK(im.info.orientation == 1 && im.info.width == w && im.info.height == h &&
+              bit_equal(im.pixels, plain.pixels, (size_t)w * h, 15),
+              "EXIF with %s: ignored (orientation %d)", bad[k].what, im.info.orientation);
+        CHECK(im.info.warnings == 0, "EXIF with %s: no warning", bad[k].what);
+        i2i_img_free(&im);
+      }
+    }
+  }
+  {
+    /* a bare "Exif" APP1 and a profile in pieces that do not add up are ignored too */
+    static const unsigned char short_app1[] = {0xFF, 0xE1, 0x00, 0x08, 'E', 'x', 'i', 'f', 0, 0};
+    static const unsigned char bad_icc[] = {0xFF, 0xE2, 0x00, 0x10, 'I', 'C', 'C', '_', 'P', 'R',
+                                            'O', 'F', 'I', 'L', 'E', 0, 2, 1};
+    jpeg_with_segment(base, p, short_app1, sizeof short_app1);
+    if (CHECK(i2i_img_load(p, &im, err, sizeof err), "empty EXIF: %s", err)) {
+      CHECK(im.info.orientation == 1, "empty EXIF ignored");
+      i2i_img_free(&im);
+    }
+    jpeg_with_segment(base, p, bad_icc, sizeof bad_icc);
+    if (CHECK(i2i_img_load(p, &im, err, sizeof err), "ICC piece 2 of 1: %s", err)) {
+      CHECK(im.info.icc == NULL && im.info.warnings == 0, "ICC piece 2 of 1 ignored");
+      i2i_img_free(&im);
+    }
+  }
+  i2i_img_free(&plain);
+out:
+  g_free(px);
+  g_free(base);
+  g_free(p);
+}
+
+/* Whether the PNG at `path` has a chunk of type `kind`. */
+static bool png_has_chunk(const char *path, const char *kind)
+{
+  gsize n = 0;
+  gchar *d = read_bytes(path, &n);
+  bool found = false;
+  for (gsize pos = 8; d && pos + 8 <= n;) {
+    const unsigned char *c = (const unsigned char *)d + pos;
+    uint32_t len = (uint32_t)c[0] << 24 | (uint32_t)c[1] << 16 | (uint32_t)c[2] << 8 | c[3];
+    if (memcmp(c + 4, kind, 4) == 0)
+      found = true;
+    pos += 12 + (gsize)len;
+  }
+  g_free(d);
+  return found;
+}
+
+static void test_icc(void)
+{
+  static const char *const srcs[] = {"icc.png", "icc.jpg", "icc.tif", "icc.webp"};
+  static const char *const exts[] = {"png", "jpg", "tif", "webp"};
+  char *icc_path = wpath("icc.icc");
+  gsize icc_len = 0;
+  gchar *icc = read_bytes(icc_path, &icc_len);
+  char err[512];
+  section("ICC profiles kept from input to output");
+  g_free(icc_path);
+  if (!icc) {
+    printf("  (PIL lacks littlecms: no ICC fixtures, skipped)\n");
+    return;
+  }
+  for (size_t i = 0; i < G_N_ELEMENTS(srcs); i++) {
+    char *sp = wpath(srcs[i]);
+    i2i_img im;
+    if (!CHECK(i2i_img_load(sp, &im, err, sizeof err), "load %s: %s", srcs[i], err)) {
+      g_free(sp);
+      continue;
+    }
+    CHECK(im.info.icc && im.info.icc_len == icc_len && memcmp(im.info.icc, icc, icc_len) == 0,
+          "%s: the profile's %zu bytes are kept (got %zu)", srcs[i], (size_t)icc_len,
+          im.info.icc_len);
+    for (size_t k = 0; k < G_N_ELEMENTS(exts); k++) {
+      gchar *name = g_strdup_printf("icc_%zu.%s", i, exts[k]);
+      gchar *pname = g_strconcat(name, ".icc", NULL);
+      char *op = wpath(name), *pp = wpath(pname);
+      i2i_img_save_opts o;
+      i2i_img back;
+      gsize got_len = 0;
+      gchar *got = NULL;
+      i2i_img_save_opts_from_info(&o, &im.info, i2i_img_type_from_name(op));
+      if (!CHECK(i2i_img_save(op, im.pixels, im.info.width, im.info.height, &o, err,
+                              sizeof err), "save %s: %s", name, err))
+        goto next;
+      if (CHECK(run_python("icc", op, pp), "PIL reads %s", name))
+        got = read_bytes(pp, &got_len);
+      CHECK(got && got_len == icc_len && memcmp(got, icc, icc_len) == 0,
+            "%s -> %s: PIL finds the input's profile (%zu bytes, expected %zu)", srcs[i],
+            name, (size_t)got_len, (size_t)icc_len);
+      if (k == 0)
+        CHECK(!png_has_chunk(op, "sRGB") && png_has_chunk(op, "iCCP"),
+              "%s: iCCP and no sRGB chunk", name);
+      if (CHECK(i2i_img_load(op, &back, err, sizeof err), "reload %s: %s", name, err)) {
+        CHECK(back.info.icc_len == icc_len, "%s: our loader finds the profile too", name);
+        if (k != 1 && im.info.lossless)
+          CHECK(bit_equal(back.pixels, im.pixels, (size_t)im.info.width * im.info.height, 15),
+                "%s: pixels unchanged by the profile", name);
+        i2i_img_free(&back);
+      }
+    next:
+      g_free(got);
+      g_free(op);
+      g_free(pp);
+      g_free(name);
+      g_free(pname);
+    }
+    if (i == 0) {
+      /* a colour profile does not go into a gray file */
+      i2i_img_save_opts o;
+      char *gp = wpath("icc_gray.png"), *pp = wpath("icc_gray.png.icc");
+      gsize n = 1;
+      gchar *got = NULL;
+      i2i_img_save_opts_from_info(&o, &im.info, I2I_IMG_PNG);
+      o.gray = true;
+      if (CHECK(i2i_img_save(gp, im.pixels, im.info.width, im.info.height, &o, err,
+                             sizeof err), "save gray: %s", err) &&
+          run_python("icc", gp, pp))
+        got = read_bytes(pp, &n);
+      CHECK(got && n == 0, "RGB profile left out of a gray PNG (%zu bytes)", (size_t)n);
+      g_free(got);
+      g_free(gp);
+      g_free(pp);
+    }
+    i2i_img_free(&im);
+    g_free(sp);
+  }
+  {
+    /* a gray profile goes into gray PNG, JPEG and TIFF files; WebP, always RGB, leaves it */
+    char *gp = wpath("gicc.jpg"), *gicc_path = wpath("gicc.icc");
+    gsize glen = 0;
+    gchar *gicc = read_bytes(gicc_path, &glen);
+    i2i_img im;
+    if (CHECK(gicc != NULL, "read gicc.icc") &&
+        CHECK(i2i_img_load(gp, &im, err, sizeof err), "load gicc.jpg: %s", err)) {
+      CHECK(im.info.is_gray && im.info.icc_len == glen &&
+            memcmp(im.info.icc, gicc, glen) == 0, "gicc.jpg: gray profile kept");
+      for (size_t k = 0; k < G_N_ELEMENTS(exts); k++) {
+        gchar *name = g_strdup_printf("gicc_out.%s", exts[k]);
+        gchar *pname = g_strconcat(name, ".icc", NULL);
+        char *op = wpath(name), *pp = wpath(pname);
+        i2i_img_save_opts o;
+        gsize got_len = 0;
+        gchar *got = NULL;
+        bool want = strcmp(exts[k], "webp") != 0;
+        i2i_img_save_opts_from_info(&o, &im.info, i2i_img_type_from_name(op));
+        if (CHECK(i2i_img_save(op, im.pixels, im.info.width, im.info.height, &o, err,
+                               sizeof err), "save %s: %s", name, err) &&
+            CHECK(run_python("icc", op, pp), "PIL reads %s", name))
+          got = read_bytes(pp, &got_len);
+        CHECK(got && (want ? got_len == glen && memcmp(got, gicc, glen) == 0 : got_len == 0),
+              "%s: gray profile %s (PIL finds %zu bytes)", name, want ? "kept" : "left out",
+              (size_t)got_len);
+        g_free(got);
+        g_free(op);
+        g_free(pp);
+        g_free(name);
+        g_free(pname);
+      }
+      i2i_img_free(&im);
+    }
+    g_free(gicc);
+    g_free(gp);
+    g_free(gicc_path);
+  }
+  for (int k = 0; k < 2; k++) {
+    const char *name = k ? "icc_cmyk.tif" : "icc_cmyk.jpg";
+    char *cp = wpath(name);
+    i2i_img im;
+    if (CHECK(i2i_img_load(cp, &im, err, sizeof err), "load %s: %s", name, err)) {
+      CHECK(im.info.icc == NULL, "%s: a CMYK file's profile is not kept for R'G'B'", name);
+      i2i_img_free(&im);
+    }
+    g_free(cp);
+  }
+  g_free(icc);
+}
+
 /* ---- .npy --------------------------------------------------------------------------- */
 
 /* Builds a .npy in memory: magic, version, header (padded as given), then data_len bytes. */
@@ -1385,6 +1871,13 @@ int main(int argc, char **argv)
   }
   test_load_errors();
   test_save_errors();
+  test_exif_blocks();
+  test_fifo();
+  if (have_python) {
+    test_extra_fixtures();
+    test_forged_sizes();
+    test_icc();
+  }
   test_npy();
 
   i2i_img_shutdown();
