@@ -55,7 +55,7 @@ static GPtrArray *list_images(const char *dir, int *skipped) {
     }
   }
   if (other)
-    fprintf(stderr, "i2i finetune: skipping %d file%s of %s that i2i does not read as pictures (PNG, JPEG, TIFF, WebP)%s%s\n",
+    cli_error("finetune", "skipping %d file%s of %s that i2i does not read as pictures (PNG, JPEG, TIFF, WebP)%s%s",
             other, other == 1 ? "" : "s", dir, other == 1 ? ": " : ", the first ", first);
   *skipped += other;
   g_ptr_array_free(all, TRUE);
@@ -158,7 +158,7 @@ static int load_folder(i2i_ctx *ctx, const char *dir, int load, GArray *out, con
     char err[512] = "";
     uint8_t *rgb = load_one(ctx, files->pdata[i], 0, load, err, sizeof err);
     if (!rgb) {
-      fprintf(stderr, "i2i finetune: skipping %s (%s image): %s\n", (char *)files->pdata[i], what, err);
+      cli_error("finetune", "skipping %s (%s image): %s", (char *)files->pdata[i], what, err);
       skipped++;
       continue;
     }
@@ -194,7 +194,7 @@ static int load_pair_folders(i2i_ctx *ctx, const char *src, const char *dst, int
     }
     g_free(sa);
     if (!match) {
-      fprintf(stderr, "i2i finetune: skipping %s: no image of the same name in %s\n", (char *)fa->pdata[i], dst);
+      cli_error("finetune", "skipping %s: no image of the same name in %s", (char *)fa->pdata[i], dst);
       skipped++;
       continue;
     }
@@ -202,7 +202,7 @@ static int load_pair_folders(i2i_ctx *ctx, const char *src, const char *dst, int
     uint8_t *a = load_one(ctx, fa->pdata[i], 0, load, err, sizeof err);
     uint8_t *b = a ? load_one(ctx, match, 0, load, err, sizeof err) : NULL;
     if (!a || !b) {
-      fprintf(stderr, "i2i finetune: skipping the pair %s / %s: %s\n", (char *)fa->pdata[i], match, err);
+      cli_error("finetune", "skipping the pair %s / %s: %s", (char *)fa->pdata[i], match, err);
       g_free(a);
       skipped++;
       continue;
@@ -219,7 +219,7 @@ static int load_pair_folders(i2i_ctx *ctx, const char *src, const char *dst, int
       g_free(sa);
     }
     if (!found) {
-      fprintf(stderr, "i2i finetune: skipping %s: no image of the same name in %s\n", (char *)fb->pdata[j], src);
+      cli_error("finetune", "skipping %s: no image of the same name in %s", (char *)fb->pdata[j], src);
       skipped++;
     }
     g_free(sb);
@@ -242,7 +242,7 @@ static int load_side_by_side(i2i_ctx *ctx, const char *dir, bool src_right, int 
     uint8_t *s = load_one(ctx, files->pdata[i], src_right ? 2 : 1, load, err, sizeof err);
     uint8_t *t = s ? load_one(ctx, files->pdata[i], src_right ? 1 : 2, load, err, sizeof err) : NULL;
     if (!s || !t) {
-      fprintf(stderr, "i2i finetune: skipping %s: %s\n", (char *)files->pdata[i], err);
+      cli_error("finetune", "skipping %s: %s", (char *)files->pdata[i], err);
       g_free(s);
       skipped++;
       continue;

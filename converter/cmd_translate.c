@@ -224,7 +224,7 @@ static int save_finish(job *j, image_file *f) {
   j->written += f->ok;
   if (f->ok) return 0;
   cli_progress_done(j->bar);
-  fprintf(stderr, "i2i translate: %s: %s\n", f->in, f->err);
+  cli_error("translate", "%s: %s", f->in, f->err);
   return 1;
 }
 
@@ -325,7 +325,7 @@ static int check_pairs(GPtrArray *ins, GPtrArray *outs, i2i_img_type out_type, i
     }
     g_free(obase);
     if (msg[0]) {
-      if (bad < 20) fprintf(stderr, "i2i translate: %s: %s\n", in, msg);
+      if (bad < 20) cli_error("translate", "%s: %s", in, msg);
       bad++;
     }
     if (!first) g_hash_table_insert(seen, canon, (gpointer)in);
@@ -538,7 +538,7 @@ int cmd_translate(int argc, char **argv) {
     failed += save_finish(&j, prev);
     if (!ok && !interrupted) {
       cli_progress_done(&bar);
-      fprintf(stderr, "i2i translate: %s: %s\n", in, err);
+      cli_error("translate", "%s: %s", in, err);
       failed++;
     }
     if (!ok) image_release(cur);
