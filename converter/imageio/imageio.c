@@ -1,9 +1,9 @@
 /* converter/imageio/imageio.c: image files <-> float RGBA for the `i2i` tool (imageio.h).
- * PNG and TIFF go through GEGL, whose operations report failure only through GLib's log and
- * printerr (captured here while they run); JPEG and WebP use libjpeg and libwebp directly,
- * since GEGL 0.4.42's JPEG operations exit() on malformed files and hang on write errors and
- * its WebP ones cannot write lossless files or notice truncation. Orientation, ICC bytes and
- * size checks are read here from the files' own structure. No colour management. */
+ * Decoding uses libpng, libjpeg, libtiff and libwebp directly: GEGL 0.4.42's loaders hand ICC
+ * profiles to babl (which aborts or overreads on crafted ones), overrun a row buffer on TIFFs
+ * with fewer samples than colours and exit() on bad JPEGs. PNG and TIFF are written through
+ * GEGL (its messages captured from GLib's log), JPEG and WebP with their libraries. Profiles
+ * are carried over as bytes, only bounds-checked, never interpreted: no colour management. */
 #include "imageio.h"
 
 #include "atomicfile.h"
@@ -27,6 +27,8 @@
 #include <gmodule.h>
 #include <jpeglib.h>
 #include <jerror.h>
+#include <png.h>
+#include <tiffio.h>
 #include <webp/decode.h>
 #include <webp/encode.h>
 
@@ -393,12 +395,43 @@ static int exif_orientation(const unsigned char *b, size_t n)
   return (int)d.orientation;
 }
 
-/* Whether `icc` is an ICC profile (signature 'acsp') of the colour space that goes with the
- * pixels: 'GRAY' for gray, 'RGB ' for colour. */
+/* Whether a profile's structure holds together: its declared size is its length, its tags
+ * and the entries of its curves ('curv', 'para') lie inside it, and its tone curve tags hold
+ * curves. Only such a profile is carried into an output: babl (GIMP 3 reads profiles with it)
+ * aborts or reads out of bounds on a curve whose entry count passes its tag. Checks bounds
+ * only; nothing is interpreted. */
+static bool icc_well_formed(const unsigned char *icc, size_t len)
+{
+  static const unsigned char para_params[5] = {1, 3, 4, 5, 7};
+  uint32_t n = rd_u32(icc + 128, true);
+  if (rd_u32(icc, true) != len || n > (len - 132) / 12)
+    return false;
+  for (uint32_t i = 0; i < n; i++) {
+    const unsigned char *e = icc + 132 + 12 * (size_t)i, *t;
+    uint32_t at = rd_u32(e + 4, true), size = rd_u32(e + 8, true), kind;
+    if (at > len || size > len - at)
+      return false;
+    t = icc + at;
+    /* a tone curve tag (rTRC, gTRC, bTRC, kTRC) must hold a curve */
+    if (memcmp(e + 1, "TRC", 3) == 0 &&
+        (size < 4 || (memcmp(t, "curv", 4) != 0 && memcmp(t, "para", 4) != 0)))
+      return false;
+    if (size >= 4 && memcmp(t, "curv", 4) == 0 &&
+        (size < 12 || (uint64_t)rd_u32(t + 8, true) * 2 > size - 12))
+      return false;
+    if (size >= 4 && memcmp(t, "para", 4) == 0 &&
+        (size < 12 || (kind = rd_u16(t + 8, true)) > 4 || para_params[kind] * 4u > size - 12))
+      return false;
+  }
+  return true;
+}
+
+/* Whether `icc` is a well-formed ICC profile (signature 'acsp') of the colour space that goes
+ * with the pixels: 'GRAY' for gray, 'RGB ' for colour. */
 static bool icc_suits(const unsigned char *icc, size_t len, bool gray)
 {
   return icc && len >= 132 && len <= I2I_IMG_MAX_ICC && memcmp(icc + 36, "acsp", 4) == 0 &&
-         memcmp(icc + 16, gray ? "GRAY" : "RGB ", 4) == 0;
+         memcmp(icc + 16, gray ? "GRAY" : "RGB ", 4) == 0 && icc_well_formed(icc, len);
 }
 
 /* Inflates (compress = false) or deflates a zlib stream through GIO; NULL when the data is
@@ -570,9 +603,7 @@ static gboolean gegl_started;
 static gboolean gegl_failed;
 static char gegl_fail_msg[256];
 
-static const char *const gegl_ops[] = {"gegl:png-load", "gegl:png-save", "gegl:tiff-load",
-                                       "gegl:tiff-save", "gegl:buffer-sink",
-                                       "gegl:buffer-source"};
+static const char *const gegl_ops[] = {"gegl:png-save", "gegl:tiff-save", "gegl:buffer-source"};
 
 /* The first of gegl_ops GEGL lacks, or NULL. */
 static const char *gegl_missing_op(void)
@@ -584,18 +615,17 @@ static const char *gegl_missing_op(void)
 }
 
 /* gegl_init loads every module of GEGL's folder, about 80 with their libraries (libavcodec,
- * poppler, libraw, librsvg, ...): 0.2 s of a short translation. Image I/O needs the PNG and TIFF
- * loaders and savers and GEGL's own operations (gegl-*.so: gegl:buffer-sink and -source), so
- * unless GEGL_PATH is set GEGL starts from a private folder of links to those alone. GEGL
+ * poppler, libraw, librsvg, ...): 0.2 s of a short translation. Saving needs the PNG and TIFF
+ * savers and GEGL's own operations (gegl-*.so: gegl:buffer-source), so unless GEGL_PATH is
+ * set GEGL starts from a private folder of links to those alone. GEGL
  * unloads a module between uses and reopens it by its path; each is held open here under that
  * path, so that GLib's module list answers the reopening, and the folder is removed at once
  * (nothing is left behind when the tool is interrupted). */
 static bool lean_module(const char *name)
 {
-  static const char *const loaders[] = {"png-load.so", "png-save.so", "tiff-load.so",
-                                        "tiff-save.so"};
-  for (size_t i = 0; i < G_N_ELEMENTS(loaders); i++)
-    if (!strcmp(name, loaders[i]))
+  static const char *const savers[] = {"png-save.so", "tiff-save.so"};
+  for (size_t i = 0; i < G_N_ELEMENTS(savers); i++)
+    if (!strcmp(name, savers[i]))
       return true;
   return g_str_has_prefix(name, "gegl-") && g_str_has_suffix(name, ".so");
 }
@@ -702,17 +732,10 @@ typedef struct {
 
 static capture *active_capture; /* guarded by gegl_lock */
 
-/* Messages that only say a colour profile was not understood: profiles are never applied
- * (their bytes are read and written apart from GEGL). */
-static gboolean benign_message(const gchar *msg)
-{
-  return msg && (strstr(msg, "babl space from icc") || strstr(msg, "space from icc"));
-}
-
 static void capture_record(const gchar *msg)
 {
   capture *c = active_capture;
-  if (!c || benign_message(msg))
+  if (!c)
     return;
   c->n_fatal++;
   if (c->first->len == 0 && msg) {
@@ -904,7 +927,7 @@ bool i2i_img_sniff(const char *path, i2i_img_type *type, char *err, size_t errle
 }
 
 /* ------------------------------------------------------------------------------------ */
-/* Loading through GEGL: PNG, TIFF */
+/* PNG and TIFF structure, read before decoding */
 
 /* Reads PNG's iCCP chunk (data at `at`, `len` bytes: name, NUL, method 0, zlib stream) into
  * meta; a chunk it cannot read or inflate is ignored. */
@@ -922,12 +945,11 @@ static void png_read_iccp(int fd, uint64_t at, uint32_t len, file_meta *meta)
   g_free(b);
 }
 
-/* Walks the PNG's chunk list up to IEND. GEGL's PNG loader must not see a file that ends
- * early: its read callback ignores end-of-file, so libpng re-reads stale bytes and can loop
- * forever on a cut file. Checks IHDR's size against the limits and against what the IDAT
- * chunks can hold (deflate gives at most 1032 bytes a byte: 2 bits for a 258-byte match),
- * so a forged or cut header fails before anything is allocated. Fills meta with the eXIf
- * orientation and the iCCP profile. */
+/* Walks the PNG's chunk list up to IEND, so that a cut file is refused, with a message naming
+ * where it ends, before libpng starts. Checks IHDR's size against the limits and against what
+ * the IDAT chunks can hold (deflate gives at most 1032 bytes a byte: 2 bits for a 258-byte
+ * match), so a forged or cut header fails before anything is allocated. Fills meta with the
+ * eXIf orientation and the iCCP profile's bytes. */
 static bool png_scan(int fd, off_t size, const char *path, file_meta *meta, char *err,
                      size_t errlen)
 {
@@ -999,14 +1021,12 @@ static bool png_scan(int fd, off_t size, const char *path, file_meta *meta, char
   return true;
 }
 
-/* Reads the TIFF's first IFD before GEGL opens it: checks the declared size against the
+/* Reads the TIFF's first IFD before libtiff opens it: checks the declared size against the
  * limits and against what the file could hold at its compression's greatest ratio, and fills
- * meta with the orientation (tag 274) and ICC profile (tag 34675). A structure it cannot read
- * is left to libtiff to report. *fallback: GEGL reads this layout through libtiff's RGBA
- * interface (not 8/16/32/64-bit gray, RGB or CMYK), which applies the flips of the
- * orientation itself. */
-static bool tiff_scan(int fd, off_t size, const char *path, file_meta *meta, bool *fallback,
-                      char *err, size_t errlen)
+ * meta with the orientation (tag 274) and ICC profile (tag 34675, bytes only: no profile is
+ * parsed). A structure it cannot read is left to libtiff to report. */
+static bool tiff_scan(int fd, off_t size, const char *path, file_meta *meta, char *err,
+                      size_t errlen)
 {
   tiff_src s = {0};
   tiff_ifd d;
@@ -1014,7 +1034,6 @@ static bool tiff_scan(int fd, off_t size, const char *path, file_meta *meta, boo
   uint64_t row, raw, cap, ratio;
   s.fd = fd;
   s.size = (uint64_t)size;
-  *fallback = false;
   if (!tiff_read_ifd0(&s, &d) || !d.has_width || !d.has_height)
     return true;
   if (!check_dims("cannot decode", path, (int)MIN(d.width, (uint32_t)INT_MAX),
@@ -1029,8 +1048,6 @@ static bool tiff_scan(int fd, off_t size, const char *path, file_meta *meta, boo
     return fail(err, errlen, "cannot decode '%s': the TIFF declares %u x %u pixels but the "
                 "file is only %llu bytes: truncated or corrupt TIFF file", path, d.width,
                 d.height, (unsigned long long)size);
-  *fallback = !(d.photometric <= 2 || d.photometric == 5 || d.photometric == UINT32_MAX) ||
-              !(d.bps == 8 || d.bps == 16 || d.bps == 32 || d.bps == 64);
   if (d.orientation >= 1 && d.orientation <= 8)
     meta->orientation = meta->pending = (int)d.orientation;
   /* a CMYK file's profile describes the inks, not the R'G'B' made from them */
@@ -1046,228 +1063,635 @@ static bool tiff_scan(int fd, off_t size, const char *path, file_meta *meta, boo
   return true;
 }
 
-/* Parses a babl encoding such as "R'G'B'A u16" into the info's depth, alpha and gray. */
-static bool info_from_encoding(const char *enc, i2i_img_info *info)
-{
-  const char *type = strrchr(enc, ' ');
-  if (!type)
-    return false;
-  type++;
-  info->is_gray = enc[0] == 'Y';
-  info->is_float = false;
-  if (strcmp(type, "u8") == 0)
-    info->bits = 8;
-  else if (strcmp(type, "u16") == 0)
-    info->bits = 16;
-  else if (strcmp(type, "u32") == 0)
-    info->bits = 32;
-  else if (strcmp(type, "half") == 0)
-    info->bits = 16, info->is_float = true;
-  else if (strcmp(type, "float") == 0)
-    info->bits = 32, info->is_float = true;
-  else if (strcmp(type, "double") == 0)
-    info->bits = 64, info->is_float = true;
-  else
-    return false;
-  return true;
-}
+/* ------------------------------------------------------------------------------------ */
+/* Loading PNG with libpng */
 
-/* Widens n_px gray+alpha float pairs at the start of `p` into RGBA, in place, back to
- * front so no pair is overwritten before it is read. */
-static void expand_ya_to_rgba(float *p, size_t n_px)
-{
-  for (size_t i = n_px; i-- > 0;) {
-    float y = p[2 * i], a = p[2 * i + 1];
-    p[4 * i + 0] = y;
-    p[4 * i + 1] = y;
-    p[4 * i + 2] = y;
-    p[4 * i + 3] = a;
-  }
-}
-
-/* Converts bands of rows from the decoded buffer into the caller's float RGBA on GEGL's
- * worker threads; that also spreads the page faults of the fresh output buffer. */
+/* What libpng's callbacks share with load_png: the file, read with every read checked against
+ * its size, and the messages. */
 typedef struct {
-  GeglBuffer *buf;
-  const Babl *fmt;
-  float *dst;
-  int width;
-  bool gray;
-  /* perceptual 8/16-bit files: the samples are read as stored (`fmt` is the buffer's own
-   * format, a copy) and scaled here as v / 255 or v / 65535, because babl picks its u8/u16 ->
-   * float path by timing and some paths are a rounding step off (results would vary between
-   * runs) */
-  int int_bytes;        /* 1 or 2; 0: babl converts to float */
-  int int_channels;     /* 1..4: Y', Y'A, R'G'B', R'G'B'A; CMYK: 4 or 5 (CMYK, CMYKA) */
-  /* CMYK (TIFF's ink amounts, 0 = no ink): made R'G'B' here as R = (1 - C)(1 - K), like PIL
-   * and the JPEG loader, since babl would take the inks as linear light (washed out). With
-   * int_bytes 0, `fmt` is "CMYKA float" in the file's space. */
-  bool cmyk;
-} get_job;
+  int fd;
+  uint64_t pos, size;
+  char msg[256];        /* libpng's error */
+  bool in_data;         /* decoding the image data: a warning then means damaged data */
+  int n_data_warnings;
+} png_io;
 
-static void cmyk_to_rgba(const float *v, bool alpha, float *o)
+/* State that must survive libpng's longjmp lives here, not in locals. */
+typedef struct {
+  png_structp png;
+  png_infop info;
+  png_io io;
+  prefault pf;
+} png_load_state;
+
+static void png_io_read(png_structp png, png_bytep buf, size_t n)
 {
-  float k1 = 1.0f - v[3];
-  o[0] = (1.0f - v[0]) * k1;
-  o[1] = (1.0f - v[1]) * k1;
-  o[2] = (1.0f - v[2]) * k1;
-  o[3] = alpha ? v[4] : 1.0f;
+  png_io *io = png_get_io_ptr(png);
+  if (io->pos > io->size || n > io->size - io->pos || !pread_full(io->fd, buf, n, io->pos))
+    png_error(png, "the file ends early or cannot be read");
+  io->pos += n;
 }
 
-static void get_rows(gsize y0, gsize n, gpointer data)
+static void png_io_error(png_structp png, png_const_charp msg)
 {
-  get_job *j = data;
-  GeglRectangle r = {0, (gint)y0, j->width, (gint)n};
-  float *d = j->dst + y0 * (size_t)j->width * 4;
-  size_t n_px = n * (size_t)j->width;
-  if (j->int_bytes) {
-    /* the raw samples fit in the band's own output floats (at most 10 bytes a pixel of 16) */
-    unsigned char *raw = (unsigned char *)d + n_px * 16 - n_px * (size_t)(j->int_channels * j->int_bytes);
-    gegl_buffer_get(j->buf, &r, 1.0, j->fmt, raw, GEGL_AUTO_ROWSTRIDE, GEGL_ABYSS_NONE);
-    int c = j->int_channels;
-    bool alpha = j->cmyk ? c == 5 : c == 2 || c == 4, gray = !j->cmyk && c <= 2;
-    for (size_t i = 0; i < n_px; i++) {
-      float v[5] = {0, 0, 0, 0, 0};
-      for (int k = 0; k < c; k++) {
-        size_t at = (i * (size_t)c + (size_t)k) * (size_t)j->int_bytes;
-        if (j->int_bytes == 1) {
-          v[k] = raw[at] / 255.0f;
-        } else {
-          uint16_t u;
-          memcpy(&u, raw + at, 2);
-          v[k] = u / 65535.0f;
-        }
-      }
-      float *o = d + i * 4;
-      if (j->cmyk) {
-        cmyk_to_rgba(v, alpha, o);
-        continue;
-      }
-      o[0] = v[0];
-      o[1] = gray ? v[0] : v[1];
-      o[2] = gray ? v[0] : v[2];
-      o[3] = alpha ? v[c - 1] : 1.0f;
+  png_io *io = png_get_error_ptr(png);
+  snprintf(io->msg, sizeof io->msg, "%s", msg ? msg : "error");
+  png_longjmp(png, 1);
+}
+
+static void png_io_warning(png_structp png, png_const_charp msg)
+{
+  png_io *io = png_get_error_ptr(png);
+  (void)msg;
+  if (io->in_data)
+    io->n_data_warnings++;
+}
+
+/* Widens n decoded pixels of `ch` samples of `depth` bits (big-endian 16-bit) at raw into
+ * float RGBA at dst, front to back; raw may lie in the end of dst's own buffer, from byte
+ * n * (16 - ch * depth / 8) on: float pixel i ends where raw pixel i + 1 starts at the latest,
+ * and each pixel is read whole before it is written. */
+static void png_widen(const unsigned char *raw, int ch, int depth, size_t n, float *dst)
+{
+  size_t px_bytes = (size_t)ch * (size_t)depth / 8;
+  float lut[256];
+  for (int i = 0; i < 256; i++)
+    lut[i] = (float)i / 255.0f;
+  for (size_t i = 0; i < n; i++) {
+    const unsigned char *p = raw + i * px_bytes;
+    float v[4] = {0, 0, 0, 1.0f}, *d = dst + 4 * i;
+    for (int k = 0; k < ch; k++)
+      v[k] = depth == 8 ? lut[p[k]]
+                        : (float)((unsigned)p[2 * k] << 8 | p[2 * k + 1]) / 65535.0f;
+    if (ch <= 2) {
+      d[0] = d[1] = d[2] = v[0];
+      d[3] = ch == 2 ? v[1] : 1.0f;
+    } else {
+      d[0] = v[0], d[1] = v[1], d[2] = v[2], d[3] = v[3];
     }
-    return;
   }
-  if (j->cmyk) {
-    /* five floats a pixel do not fit in the output's four: a row piece at a time */
-    float tmp[1024 * 5];
-    for (gsize y = y0; y < y0 + n; y++)
-      for (int x0 = 0; x0 < j->width; x0 += 1024) {
-        GeglRectangle piece = {x0, (gint)y, MIN(1024, j->width - x0), 1};
-        gegl_buffer_get(j->buf, &piece, 1.0, j->fmt, tmp, GEGL_AUTO_ROWSTRIDE, GEGL_ABYSS_NONE);
-        float *o = j->dst + ((size_t)y * (size_t)j->width + (size_t)x0) * 4;
-        for (int i = 0; i < piece.width; i++)
-          cmyk_to_rgba(tmp + 5 * i, true, o + 4 * i);
-      }
-    return;
-  }
-  gegl_buffer_get(j->buf, &r, 1.0, j->fmt, d, GEGL_AUTO_ROWSTRIDE, GEGL_ABYSS_NONE);
-  if (j->gray)
-    expand_ya_to_rgba(d, n_px);
 }
 
-/* Loads a PNG (already checked by png_scan) or TIFF through GEGL. */
-static bool load_gegl(const char *path, i2i_img_type type, i2i_img *out, char *err,
-                      size_t errlen)
+/* Decodes a PNG that png_scan has checked: samples as stored (no gamma or colour change),
+ * 8 or 16 bits as in the file, palette and gray below 8 bits widened to 8, tRNS made alpha.
+ * libpng handles only the critical chunks and tRNS; every other chunk, iCCP among them, is
+ * skipped unparsed (png_scan has read the iCCP and eXIf bytes). */
+static bool load_png(const char *path, int fd, off_t size, i2i_img *out, char *err,
+                     size_t errlen)
 {
-  const char *op = type == I2I_IMG_PNG ? "gegl:png-load" : "gegl:tiff-load";
-  const char *tname = i2i_img_type_name(type);
-  GeglBuffer *buf = NULL;
-  GeglNode *graph, *load, *sink;
-  GeglRectangle bb;
-  const GeglRectangle *ext;
-  const Babl *native, *want;
-  const char *enc;
-  capture cap;
-  prefault pf = {0};
-  size_t n_px = 0;
-  bool ok = false, cmyk;
+  png_load_state *s = g_try_new0(png_load_state, 1);
+  png_uint_32 w, h;
+  int depth, ctype, interlace, passes, ch;
+  size_t n_px = 0, rowbytes;
+  unsigned char *raw;
+  volatile bool ok = false;
 
-  g_mutex_lock(&gegl_lock);
-  capture_begin(&cap);
-  graph = gegl_node_new();
-  load = gegl_node_new_child(graph, "operation", op, "path", path, NULL);
-  sink = gegl_node_new_child(graph, "operation", "gegl:buffer-sink", "buffer", &buf, NULL);
-  gegl_node_link(load, sink);
-
-  bb = gegl_node_get_bounding_box(load);
-  if (bb.width <= 0 || bb.height <= 0) {
-    fail(err, errlen, "cannot decode '%s': invalid or truncated %s file%s%s%s", path, tname,
-         cap.first->len ? " (" : "", cap.first->str, cap.first->len ? ")" : "");
+  if (!s)
+    return fail(err, errlen, "out of memory");
+  s->io.fd = fd;
+  s->io.size = (uint64_t)size;
+  s->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &s->io, png_io_error, png_io_warning);
+  if (s->png)
+    s->info = png_create_info_struct(s->png);
+  if (!s->png || !s->info) {
+    fail(err, errlen, "out of memory");
     goto done;
   }
-  if (!check_dims("cannot decode", path, bb.width, bb.height, &n_px, err, errlen))
+  if (setjmp(png_jmpbuf(s->png))) {
+    fail(err, errlen, "cannot decode '%s': truncated or corrupt PNG file (%s)", path,
+         s->io.msg);
     goto done;
-  out->pixels = alloc_rgba(path, bb.width, bb.height, n_px, err, errlen);
+  }
+  png_set_read_fn(s->png, &s->io, png_io_read);
+  png_set_keep_unknown_chunks(s->png, PNG_HANDLE_CHUNK_NEVER, NULL, -1);
+  png_set_user_limits(s->png, I2I_IMG_MAX_SIDE, I2I_IMG_MAX_SIDE);
+  png_read_info(s->png, s->info);
+  png_get_IHDR(s->png, s->info, &w, &h, &depth, &ctype, &interlace, NULL, NULL);
+  if (!check_dims("cannot decode", path, (int)w, (int)h, &n_px, err, errlen))
+    goto done;
+  if (ctype == PNG_COLOR_TYPE_PALETTE)
+    png_set_palette_to_rgb(s->png);
+  else if (depth < 8)
+    png_set_expand_gray_1_2_4_to_8(s->png);
+  if (png_get_valid(s->png, s->info, PNG_INFO_tRNS))
+    png_set_tRNS_to_alpha(s->png);
+  passes = png_set_interlace_handling(s->png);
+  png_read_update_info(s->png, s->info);
+  depth = png_get_bit_depth(s->png, s->info);
+  ch = png_get_channels(s->png, s->info);
+  rowbytes = png_get_rowbytes(s->png, s->info);
+  if ((depth != 8 && depth != 16) || ch < 1 || ch > 4 ||
+      rowbytes != (size_t)w * (size_t)ch * (size_t)depth / 8) {
+    fail(err, errlen, "cannot decode '%s': unsupported PNG layout (%d samples of %d bits)",
+         path, ch, depth);
+    goto done;
+  }
+  out->pixels = alloc_rgba(path, (int)w, (int)h, n_px, err, errlen);
   if (!out->pixels)
     goto done;
-  prefault_start(&pf, out->pixels, n_px * 4 * sizeof(float));
-
-  gegl_node_process(sink);
-
-  if (cap.n_fatal > 0 || !buf) {
-    fail(err, errlen, "cannot decode '%s': truncated or corrupt %s file%s%s%s", path, tname,
-         cap.first->len ? " (" : "", cap.first->str, cap.first->len ? ")" : "");
-    goto done;
-  }
-  ext = gegl_buffer_get_extent(buf);
-  if (ext->width != bb.width || ext->height != bb.height) {
-    fail(err, errlen, "cannot decode '%s': the %s decoder returned %d x %d pixels for a "
-         "%d x %d image", path, tname, ext->width, ext->height, bb.width, bb.height);
-    goto done;
-  }
-
-  native = gegl_buffer_get_format(buf);
-  enc = babl_format_get_encoding(native);
-  out->info.width = bb.width;
-  out->info.height = bb.height;
-  out->info.type = type;
+  prefault_start(&s->pf, out->pixels, n_px * 4 * sizeof(float));
+  /* the rows go into the end of the float buffer (at most 8 of each pixel's 16 bytes);
+   * interlaced passes fill them in place */
+  raw = (unsigned char *)out->pixels + n_px * (16 - (size_t)ch * (size_t)depth / 8);
+  s->io.in_data = true;
+  for (int pass = 0; pass < passes; pass++)
+    for (png_uint_32 y = 0; y < h; y++)
+      png_read_row(s->png, raw + (size_t)y * rowbytes, NULL);
+  png_read_end(s->png, NULL);
+  png_widen(raw, ch, depth, n_px, out->pixels);
+  out->info.width = (int)w;
+  out->info.height = (int)h;
+  out->info.type = I2I_IMG_PNG;
+  out->info.bits = depth;
+  out->info.has_alpha = ch == 2 || ch == 4;
+  out->info.is_gray = ch <= 2;
   out->info.lossless = true;
-  out->info.has_alpha = babl_format_has_alpha(native) != 0;
-  if (!info_from_encoding(enc, &out->info)) {
-    fail(err, errlen, "cannot decode '%s': unsupported %s sample format '%s'", path, tname,
-         enc);
-    goto done;
-  }
-
-  /* Ask for the file's own space so babl converts only the sample type (no colour
-   * conversion); CMYK is converted in get_rows. */
-  cmyk = enc[0] == 'C' || enc[0] == 'c';
-  if (cmyk)
-    want = babl_format_with_space("CMYKA float", native);
-  else
-    want = babl_format_with_space(out->info.is_gray ? "Y'A float" : "R'G'B'A float", native);
-  {
-    get_job job = {buf, want, out->pixels, bb.width, out->info.is_gray, 0, 0, cmyk};
-    static const char *const models[5] = {"Y'", "Y'A", "R'G'B'", "R'G'B'A", "CMYKA"};
-    int nc = babl_format_get_n_components(native);
-    if (!out->info.is_float && (out->info.bits == 8 || out->info.bits == 16) && nc >= 1 &&
-        nc <= 5 && (cmyk ? nc >= 4 : nc <= 4)) {
-      char name[32];
-      snprintf(name, sizeof name, "%s u%d", cmyk && nc == 4 ? "CMYK" : models[nc - 1],
-               out->info.bits);
-      if (!strcmp(enc, name)) {
-        job.fmt = native;
-        job.int_bytes = out->info.bits / 8;
-        job.int_channels = nc;
-      }
-    }
-    gegl_parallel_distribute_range((gsize)bb.height, 16.0, get_rows, &job);
-  }
-  if (out->info.is_float)
-    sanitize_info(out, n_px);
+  if (s->io.n_data_warnings)
+    out->info.warnings |= I2I_IMG_WARN_DATA;
   ok = true;
 
 done:
+  prefault_join(&s->pf);
+  png_destroy_read_struct(&s->png, &s->info, NULL);
+  g_free(s);
+  return ok;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Loading TIFF with libtiff */
+
+/* libtiff reads the file through these, never mapped (a file cut while mapped raises SIGBUS),
+ * and reports to this handle's own handlers, so loads on several threads do not mix. */
+typedef struct {
+  int fd;
+  uint64_t pos, size;
+  const char *name;     /* the path, which libtiff puts before its messages */
+  char msg[256];        /* libtiff's first error, without the path */
+  int n_errors;
+} tiff_io;
+
+static tmsize_t tiff_io_read(thandle_t h, void *buf, tmsize_t n)
+{
+  tiff_io *io = h;
+  size_t got = 0;
+  while (n > 0 && got < (size_t)n && io->pos < io->size) {
+    size_t want = (size_t)MIN((uint64_t)((size_t)n - got), io->size - io->pos);
+    ssize_t r = pread(io->fd, (unsigned char *)buf + got, want, (off_t)io->pos);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0)
+      return -1;
+    if (r == 0)
+      break;
+    got += (size_t)r;
+    io->pos += (uint64_t)r;
+  }
+  return (tmsize_t)got;
+}
+
+static tmsize_t tiff_io_write(thandle_t h, void *buf, tmsize_t n)
+{
+  return -1;
+}
+
+/* Offsets are unsigned: a negative SEEK_CUR or SEEK_END offset wraps, as libtiff intends. */
+static toff_t tiff_io_seek(thandle_t h, toff_t off, int whence)
+{
+  tiff_io *io = h;
+  if (whence == SEEK_SET)
+    io->pos = off;
+  else if (whence == SEEK_CUR)
+    io->pos += off;
+  else if (whence == SEEK_END)
+    io->pos = io->size + off;
+  else
+    return (toff_t)-1;
+  return io->pos;
+}
+
+static int tiff_io_close(thandle_t h)
+{
+  return 0;
+}
+
+static toff_t tiff_io_size(thandle_t h)
+{
+  return ((tiff_io *)h)->size;
+}
+
+static int tiff_io_error(TIFF *tif, void *data, const char *module, const char *fmt,
+                         va_list ap)
+{
+  tiff_io *io = data;
+  size_t n = strlen(io->name);
+  if (io->n_errors++ == 0) {
+    vsnprintf(io->msg, sizeof io->msg, fmt, ap);
+    if (n + 2 < sizeof io->msg && strncmp(io->msg, io->name, n) == 0 &&
+        strncmp(io->msg + n, ": ", 2) == 0)
+      memmove(io->msg, io->msg + n + 2, strlen(io->msg + n + 2) + 1);
+  }
+  return 1; /* handled: libtiff's process-wide handler (stderr) is not called */
+}
+
+static int tiff_io_warning(TIFF *tif, void *data, const char *module, const char *fmt,
+                           va_list ap)
+{
+  return 1;
+}
+
+typedef enum { TS_U8, TS_U16, TS_U32, TS_F16, TS_F32, TS_F64 } tiff_kind;
+
+/* IEEE half precision to single (exact: every half is a float). */
+static float half_to_float(uint16_t v)
+{
+  uint32_t sign = (uint32_t)(v >> 15) << 31, e = (v >> 10) & 0x1F, m = v & 0x3FF, bits;
+  float f;
+  if (e == 0x1F) {
+    bits = sign | 0x7F800000u | m << 13;
+  } else if (e > 0) {
+    bits = sign | (e + 112) << 23 | m << 13;
+  } else if (m == 0) {
+    bits = sign;
+  } else {
+    int x = -14; /* subnormal: m * 2^-24, normalised */
+    while (!(m & 0x400))
+      m <<= 1, x--;
+    bits = sign | (uint32_t)(x + 127) << 23 | (m & 0x3FF) << 13;
+  }
+  memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+/* n samples of kind k, `step` bytes apart from s (native byte order, as libtiff returns them),
+ * as floats: integers scaled into [0,1], floats as they are. */
+static void tiff_to_float(tiff_kind k, const unsigned char *s, size_t step, size_t n, float *d)
+{
+  for (size_t i = 0; i < n; i++, s += step) {
+    uint16_t u16;
+    uint32_t u32;
+    double f64;
+    switch (k) {
+    case TS_U8: d[i] = (float)s[0] / 255.0f; break;
+    case TS_U16: memcpy(&u16, s, 2), d[i] = (float)u16 / 65535.0f; break;
+    case TS_U32: memcpy(&u32, s, 4), d[i] = (float)(u32 / 4294967295.0); break;
+    case TS_F16: memcpy(&u16, s, 2), d[i] = half_to_float(u16); break;
+    case TS_F32: memcpy(d + i, s, 4); break;
+    default: memcpy(&f64, s, 8), d[i] = (float)f64; break;
+    }
+  }
+}
+
+/* How the samples of a TIFF decoded here become float RGBA. */
+typedef struct {
+  tiff_kind kind;
+  size_t bytes;         /* per sample: 1, 2, 4 or 8 */
+  size_t spp;           /* samples per pixel in the file */
+  int colours;          /* 1: Y', 3: R'G'B', 4: CMYK (inks) */
+  int used;             /* the samples read: colours, and alpha after them when there is one */
+  bool min_is_white;    /* Y' stored inverted */
+  bool premultiplied;   /* associated alpha */
+  float *tmp;           /* used rows of `tmp_w` floats */
+  size_t tmp_w;
+} tiff_plan;
+
+/* Writes n pixels as float RGBA at dst; sample p of pixel i is at src[p] + i * step. CMYK
+ * becomes R'G'B' as (1 - C)(1 - K), like PIL and the JPEG loader; associated alpha is
+ * divided out (colour 0 where alpha is 0; the caller clamps). n <= pl->tmp_w. */
+static void tiff_put(const tiff_plan *pl, const unsigned char *const *src, size_t step,
+                     size_t n, float *dst)
+{
+  const float *v[5];
+  bool alpha = pl->used > pl->colours;
+  for (int p = 0; p < pl->used; p++) {
+    float *t = pl->tmp + (size_t)p * pl->tmp_w;
+    tiff_to_float(pl->kind, src[p], step, n, t);
+    v[p] = t;
+  }
+  for (size_t i = 0; i < n; i++) {
+    float c[4] = {0, 0, 0, 0}, a = alpha ? v[pl->colours][i] : 1.0f, *d = dst + 4 * i;
+    for (int k = 0; k < pl->colours; k++)
+      c[k] = v[k][i];
+    if (pl->min_is_white)
+      c[0] = 1.0f - c[0];
+    if (pl->premultiplied)
+      for (int k = 0; k < pl->colours; k++)
+        c[k] = a > 0.0f ? c[k] / a : 0.0f;
+    if (pl->colours == 1) {
+      d[0] = d[1] = d[2] = c[0];
+    } else if (pl->colours == 3) {
+      d[0] = c[0], d[1] = c[1], d[2] = c[2];
+    } else {
+      float k1 = 1.0f - c[3];
+      d[0] = (1.0f - c[0]) * k1;
+      d[1] = (1.0f - c[1]) * k1;
+      d[2] = (1.0f - c[2]) * k1;
+    }
+    d[3] = a;
+  }
+}
+
+/* The message for a failed read: libtiff's first error, or a short read. */
+static bool tiff_read_failed(const tiff_io *io, const char *path, char *err, size_t errlen)
+{
+  return fail(err, errlen, "cannot decode '%s': truncated or corrupt TIFF file (%s)", path,
+              io->n_errors ? io->msg : "data missing");
+}
+
+/* Reads a chunky stripped image a row at a time. Each row is read into a buffer of the size
+ * computed here from the fields, which libtiff must agree with. */
+static bool tiff_read_rows(TIFF *tif, tiff_io *io, const tiff_plan *pl, size_t w, size_t h,
+                           float *px, const char *path, char *err, size_t errlen)
+{
+  size_t row_bytes, step = pl->spp * pl->bytes;
+  unsigned char *buf;
+  bool ok = true;
+  if (!g_size_checked_mul(&row_bytes, w, step) || TIFFScanlineSize64(tif) != row_bytes)
+    return fail(err, errlen, "cannot decode '%s': corrupt TIFF file (its rows are not %zu "
+                "samples of %zu bytes)", path, pl->spp, pl->bytes);
+  buf = g_try_malloc(row_bytes);
+  if (!buf)
+    return fail(err, errlen, "out of memory decoding '%s'", path);
+  for (size_t y = 0; ok && y < h; y++) {
+    const unsigned char *src[5];
+    if (TIFFReadScanline(tif, buf, (uint32_t)y, 0) < 0 || io->n_errors) {
+      ok = tiff_read_failed(io, path, err, errlen);
+      break;
+    }
+    for (int p = 0; p < pl->used; p++)
+      src[p] = buf + (size_t)p * pl->bytes;
+    tiff_put(pl, src, step, w, px + y * w * 4);
+  }
+  g_free(buf);
+  return ok;
+}
+
+/* Reads a planar stripped image a band of strips at a time: the band's strip of each plane
+ * used (rows are never read plane by plane, which would restart compressed strips). */
+static bool tiff_read_planar_strips(TIFF *tif, tiff_io *io, const tiff_plan *pl, size_t w,
+                                    size_t h, float *px, const char *path, char *err,
+                                    size_t errlen)
+{
+  uint32_t rps = 0;
+  size_t band, plane_bytes, all;
+  unsigned char *buf;
+  bool ok = true;
+  TIFFGetFieldDefaulted(tif, TIFFTAG_ROWSPERSTRIP, &rps);
+  if (rps == 0)
+    return fail(err, errlen, "cannot decode '%s': corrupt TIFF file (0 rows per strip)", path);
+  band = MIN((size_t)rps, h);
+  if (TIFFScanlineSize64(tif) != (uint64_t)w * pl->bytes ||
+      !g_size_checked_mul(&plane_bytes, band, w * pl->bytes) ||
+      !g_size_checked_mul(&all, plane_bytes, (size_t)pl->used))
+    return fail(err, errlen, "cannot decode '%s': corrupt TIFF file (its planes' rows are "
+                "not %zu samples of %zu bytes)", path, w, pl->bytes);
+  buf = g_try_malloc(all);
+  if (!buf)
+    return fail(err, errlen, "out of memory decoding '%s' (%zu MB a band of strips)", path,
+                all >> 20);
+  for (size_t y0 = 0; ok && y0 < h; y0 += band) {
+    size_t rows = MIN(band, h - y0), need = rows * w * pl->bytes;
+    for (int p = 0; ok && p < pl->used; p++) {
+      uint32_t strip = TIFFComputeStrip(tif, (uint32_t)y0, (uint16_t)p);
+      if (strip >= TIFFNumberOfStrips(tif) ||
+          TIFFReadEncodedStrip(tif, strip, buf + (size_t)p * plane_bytes, (tmsize_t)need) !=
+              (tmsize_t)need || io->n_errors)
+        ok = tiff_read_failed(io, path, err, errlen);
+    }
+    for (size_t r = 0; ok && r < rows; r++) {
+      const unsigned char *src[5];
+      for (int p = 0; p < pl->used; p++)
+        src[p] = buf + (size_t)p * plane_bytes + r * w * pl->bytes;
+      tiff_put(pl, src, pl->bytes, w, px + (y0 + r) * w * 4);
+    }
+  }
+  g_free(buf);
+  return ok;
+}
+
+/* Reads a tiled image of tw x th tiles (checked by the caller) a tile at a time (chunky: one
+ * tile; planar: the tile of each plane used), each into a buffer of the size computed here
+ * from the fields. */
+static bool tiff_read_tiles(TIFF *tif, tiff_io *io, const tiff_plan *pl, bool planar,
+                            uint32_t tw, uint32_t th, size_t w, size_t h, float *px,
+                            const char *path, char *err, size_t errlen)
+{
+  size_t step = planar ? pl->bytes : pl->spp * pl->bytes, tile_row, tile_bytes, all;
+  int n_buf = planar ? pl->used : 1;
+  unsigned char *buf;
+  bool ok = true;
+  if (!g_size_checked_mul(&tile_row, tw, step) || TIFFTileRowSize64(tif) != tile_row ||
+      !g_size_checked_mul(&tile_bytes, tile_row, th) ||
+      !g_size_checked_mul(&all, tile_bytes, (size_t)n_buf))
+    return fail(err, errlen, "cannot decode '%s': corrupt TIFF file (its tiles' rows are not "
+                "%u pixels of %zu bytes)", path, tw, step);
+  buf = g_try_malloc(all);
+  if (!buf)
+    return fail(err, errlen, "out of memory decoding '%s' (%zu MB a tile)", path, all >> 20);
+  for (size_t ty = 0; ok && ty < h; ty += th)
+    for (size_t tx = 0; ok && tx < w; tx += tw) {
+      size_t cw = MIN((size_t)tw, w - tx), ch = MIN((size_t)th, h - ty);
+      for (int b = 0; ok && b < n_buf; b++) {
+        uint32_t t = TIFFComputeTile(tif, (uint32_t)tx, (uint32_t)ty, 0, (uint16_t)b);
+        if (t >= TIFFNumberOfTiles(tif) ||
+            TIFFReadEncodedTile(tif, t, buf + (size_t)b * tile_bytes, (tmsize_t)tile_bytes) !=
+                (tmsize_t)tile_bytes || io->n_errors)
+          ok = tiff_read_failed(io, path, err, errlen);
+      }
+      for (size_t r = 0; ok && r < ch; r++) {
+        const unsigned char *src[5];
+        for (int p = 0; p < pl->used; p++)
+          src[p] = planar ? buf + (size_t)p * tile_bytes + r * tile_row
+                          : buf + r * tile_row + (size_t)p * pl->bytes;
+        tiff_put(pl, src, step, cw, px + ((ty + r) * w + tx) * 4);
+      }
+    }
+  g_free(buf);
+  return ok;
+}
+
+/* Reads any other layout libtiff knows (palette, YCbCr, 1..7-bit, Lab, ...) through its RGBA
+ * interface (`img`, begun by the caller), as 8-bit R'G'B'A: into the last quarter of the float
+ * buffer, then widened front to back, associated alpha divided out. The interface applies the
+ * flips of the orientation (the caller turns what remains). */
+static bool tiff_read_rgba(TIFFRGBAImage *img, tiff_io *io, size_t w, size_t h, float *px,
+                           const char *path, char *err, size_t errlen)
+{
+  size_t n_px = w * h;
+  uint32_t *raster = (uint32_t *)((unsigned char *)px + n_px * 12);
+  float lut[256];
+  img->req_orientation = ORIENTATION_TOPLEFT;
+  if (!TIFFRGBAImageGet(img, raster, (uint32_t)w, (uint32_t)h) || io->n_errors)
+    return tiff_read_failed(io, path, err, errlen);
+  for (int i = 0; i < 256; i++)
+    lut[i] = (float)i / 255.0f;
+  for (size_t i = 0; i < n_px; i++) {
+    uint32_t v = raster[i];
+    float a = lut[TIFFGetA(v)], *d = px + 4 * i;
+    float r = lut[TIFFGetR(v)], g = lut[TIFFGetG(v)], b = lut[TIFFGetB(v)];
+    d[0] = a > 0.0f ? r / a : 0.0f;
+    d[1] = a > 0.0f ? g / a : 0.0f;
+    d[2] = a > 0.0f ? b / a : 0.0f;
+    d[3] = a;
+  }
+  return true;
+}
+
+/* Decodes the first image of a TIFF that tiff_scan has checked. 8, 16 (integer or half), 32
+ * (integer or float) and 64-bit (float) gray, RGB and CMYK, with an alpha sample after the
+ * colours when there are more samples than colours, chunky or planar, in strips or tiles, are
+ * read here; any other layout through libtiff's RGBA interface (8-bit R'G'B'A, as GEGL read
+ * them). A file with fewer samples per pixel than its colours is refused. The ICC profile
+ * is never parsed. */
+static bool load_tiff(const char *path, int fd, off_t size, i2i_img *out, file_meta *meta,
+                      char *err, size_t errlen)
+{
+  tiff_io io = {0};
+  tiff_plan pl = {0};
+  TIFFOpenOptions *opts = TIFFOpenOptionsAlloc();
+  TIFF *tif = NULL;
+  uint32_t w = 0, h = 0;
+  uint16_t bps = 1, spp = 1, fmt = 1, photo = 0, planar = 1, comp = 1;
+  uint16_t n_extra = 0, *extra = NULL;
+  uint32_t tw = 0, th = 0;
+  size_t n_px = 0;
+  prefault pf = {0};
+  TIFFRGBAImage img;
+  bool ok = false, rgba, rgba_begun = false, tiled;
+
+  if (!opts)
+    return fail(err, errlen, "out of memory");
+  io.fd = fd;
+  io.size = (uint64_t)size;
+  io.name = path;
+  TIFFOpenOptionsSetErrorHandlerExtR(opts, tiff_io_error, &io);
+  TIFFOpenOptionsSetWarningHandlerExtR(opts, tiff_io_warning, &io);
+  tif = TIFFClientOpenExt(path, "rm", &io, tiff_io_read, tiff_io_write, tiff_io_seek,
+                          tiff_io_close, tiff_io_size, NULL, NULL, opts);
+  TIFFOpenOptionsFree(opts);
+  if (!tif || io.n_errors) {
+    fail(err, errlen, "cannot decode '%s': invalid or truncated TIFF file (%s)", path,
+         io.n_errors ? io.msg : "no image");
+    goto done;
+  }
+  /* refused before the pixels are allocated, not after */
+  TIFFGetFieldDefaulted(tif, TIFFTAG_COMPRESSION, &comp);
+  if (!TIFFIsCODECConfigured(comp)) {
+    fail(err, errlen, "cannot decode '%s': unsupported TIFF compression (scheme %u)", path, comp);
+    goto done;
+  }
+  TIFFGetField(tif, TIFFTAG_IMAGEWIDTH, &w);
+  TIFFGetField(tif, TIFFTAG_IMAGELENGTH, &h);
+  TIFFGetFieldDefaulted(tif, TIFFTAG_BITSPERSAMPLE, &bps);
+  TIFFGetFieldDefaulted(tif, TIFFTAG_SAMPLESPERPIXEL, &spp);
+  TIFFGetFieldDefaulted(tif, TIFFTAG_SAMPLEFORMAT, &fmt);
+  TIFFGetFieldDefaulted(tif, TIFFTAG_PLANARCONFIG, &planar);
+  if (!TIFFGetField(tif, TIFFTAG_PHOTOMETRIC, &photo)) {
+    fail(err, errlen, "cannot decode '%s': corrupt TIFF file (no PhotometricInterpretation)",
+         path);
+    goto done;
+  }
+  if (!TIFFGetField(tif, TIFFTAG_EXTRASAMPLES, &n_extra, &extra))
+    n_extra = 0;
+  if (!check_dims("cannot decode", path, (int)MIN(w, (uint32_t)INT_MAX),
+                  (int)MIN(h, (uint32_t)INT_MAX), &n_px, err, errlen))
+    goto done;
+
+  pl.colours = photo <= PHOTOMETRIC_MINISBLACK ? 1 : photo == PHOTOMETRIC_RGB ? 3
+             : photo == PHOTOMETRIC_SEPARATED ? 4 : 0;
+  rgba = pl.colours == 0 || !(bps == 8 || bps == 16 || bps == 32 || bps == 64);
+  if (rgba) {
+    /* before the pixels are allocated: Begin picks the routine for the layout, or fails */
+    char msg[1024] = "";
+    rgba_begun = TIFFRGBAImageOK(tif, msg) && TIFFRGBAImageBegin(&img, tif, 1, msg);
+    if (!rgba_begun || io.n_errors) {
+      fail(err, errlen, "cannot decode '%s': unsupported TIFF layout (%s)", path,
+           msg[0] ? msg : io.msg);
+      goto done;
+    }
+  } else {
+    bool flt = fmt == SAMPLEFORMAT_IEEEFP;
+    if (!(fmt == SAMPLEFORMAT_UINT || fmt == SAMPLEFORMAT_VOID || flt) || (flt && bps == 8) ||
+        (!flt && bps == 64)) {
+      fail(err, errlen, "cannot decode '%s': unsupported TIFF sample format (%u bits, %s)",
+           path, bps, fmt == SAMPLEFORMAT_INT ? "signed integers" : flt ? "floating point"
+                                              : "neither unsigned integers nor floats");
+      goto done;
+    }
+    if (spp < pl.colours) {
+      fail(err, errlen, "cannot decode '%s': corrupt TIFF file (SamplesPerPixel %u, fewer "
+           "than its %d colours)", path, spp, pl.colours);
+      goto done;
+    }
+    pl.kind = bps == 8 ? TS_U8 : bps == 16 ? (flt ? TS_F16 : TS_U16)
+            : bps == 32 ? (flt ? TS_F32 : TS_U32) : TS_F64;
+    pl.bytes = bps / 8;
+    pl.spp = spp;
+    pl.used = pl.colours + (spp > pl.colours ? 1 : 0);
+    pl.min_is_white = photo == PHOTOMETRIC_MINISWHITE;
+    pl.premultiplied = pl.used > pl.colours && n_extra > 0 && extra &&
+                       extra[0] == EXTRASAMPLE_ASSOCALPHA;
+  }
+  tiled = TIFFIsTiled(tif);
+  if (tiled) {
+    TIFFGetField(tif, TIFFTAG_TILEWIDTH, &tw);
+    TIFFGetField(tif, TIFFTAG_TILELENGTH, &th);
+    /* a tile may pass the image's edge, not dwarf it (a few bytes declaring huge tiles) */
+    if (tw == 0 || th == 0 || (uint64_t)tw * th > MAX((uint64_t)n_px * 4, (uint64_t)1 << 22)) {
+      fail(err, errlen, "cannot decode '%s': corrupt TIFF file (tiles of %u x %u pixels for a "
+           "%u x %u image)", path, tw, th, w, h);
+      goto done;
+    }
+  }
+
+  out->pixels = alloc_rgba(path, (int)w, (int)h, n_px, err, errlen);
+  if (!out->pixels)
+    goto done;
+  prefault_start(&pf, out->pixels, n_px * 4 * sizeof(float));
+  if (rgba) {
+    ok = tiff_read_rgba(&img, &io, w, h, out->pixels, path, err, errlen);
+  } else {
+    pl.tmp_w = MAX((size_t)w, (size_t)tw);
+    pl.tmp = g_try_new(float, pl.tmp_w * (size_t)pl.used);
+    if (!pl.tmp)
+      ok = fail(err, errlen, "out of memory decoding '%s'", path);
+    else if (tiled)
+      ok = tiff_read_tiles(tif, &io, &pl, planar == PLANARCONFIG_SEPARATE, tw, th, w, h,
+                           out->pixels, path, err, errlen);
+    else if (planar == PLANARCONFIG_SEPARATE)
+      ok = tiff_read_planar_strips(tif, &io, &pl, w, h, out->pixels, path, err, errlen);
+    else
+      ok = tiff_read_rows(tif, &io, &pl, w, h, out->pixels, path, err, errlen);
+    g_free(pl.tmp);
+  }
   prefault_join(&pf);
-  if (buf)
-    g_object_unref(buf);
-  g_object_unref(graph);
-  capture_end(&cap);
-  capture_free(&cap);
-  g_mutex_unlock(&gegl_lock);
+  if (!ok)
+    goto done;
+  out->info.width = (int)w;
+  out->info.height = (int)h;
+  out->info.type = I2I_IMG_TIFF;
+  out->info.lossless = true;
+  if (rgba) {
+    /* the RGBA interface has applied the flips: 2..4 are done, and of 5..8 what remains is
+     * a transpose (5, 7) or a transverse (6, 8) */
+    meta->pending = meta->orientation < 5 ? 1 : meta->orientation % 2 ? 5 : 7;
+    out->info.bits = 8;
+    out->info.has_alpha = true;
+  } else {
+    out->info.bits = bps;
+    out->info.is_float = fmt == SAMPLEFORMAT_IEEEFP;
+    out->info.has_alpha = pl.used > pl.colours;
+    out->info.is_gray = pl.colours == 1;
+  }
+  /* floats may lie anywhere, and colour over alpha does where the file breaks the rule of
+   * associated alpha (colour <= alpha) */
+  if (out->info.is_float || pl.premultiplied || rgba)
+    sanitize_info(out, n_px);
+
+done:
+  if (rgba_begun)
+    TIFFRGBAImageEnd(&img);
+  if (tif)
+    TIFFClose(tif);
   return ok;
 }
 
@@ -1742,7 +2166,7 @@ bool i2i_img_load(const char *path, i2i_img *out, char *err, size_t errlen)
   struct stat st;
   i2i_img_type type;
   file_meta meta;
-  bool ok, tiff_fallback = false;
+  bool ok;
   int fd;
 
   if (err && errlen)
@@ -1765,18 +2189,15 @@ bool i2i_img_load(const char *path, i2i_img *out, char *err, size_t errlen)
   case I2I_IMG_WEBP:
     ok = load_webp(path, fd, st.st_size, out, &meta, err, errlen);
     break;
-  default:
-    if (type == I2I_IMG_PNG) {
-      ok = png_scan(fd, st.st_size, path, &meta, err, errlen);
-    } else {
-      ok = tiff_scan(fd, st.st_size, path, &meta, &tiff_fallback, err, errlen);
-      /* libtiff's RGBA interface has already applied the flips: 2..4 are done, and of 5..8
-       * what remains is a transpose (5, 7) or a transverse (6, 8) */
-      if (tiff_fallback)
-        meta.pending = meta.orientation < 5 ? 1 : meta.orientation % 2 ? 5 : 7;
-    }
+  case I2I_IMG_PNG:
+    ok = png_scan(fd, st.st_size, path, &meta, err, errlen) &&
+         load_png(path, fd, st.st_size, out, err, errlen);
     close(fd);
-    ok = ok && i2i_img_init(err, errlen) && load_gegl(path, type, out, err, errlen);
+    break;
+  default:
+    ok = tiff_scan(fd, st.st_size, path, &meta, err, errlen) &&
+         load_tiff(path, fd, st.st_size, out, &meta, err, errlen);
+    close(fd);
     break;
   }
   if (ok && meta.pending > 1)

@@ -1,9 +1,9 @@
 /* converter/imageio/imageio.h: image files <-> interleaved float RGBA for the `i2i` tool.
  * Loads and saves PNG, JPEG, TIFF and WebP as "R'G'B'A float" in [0,1] (the file's own gamma
  * encoding), with the file's depth, alpha and gray flags, its orientation applied and its ICC
- * profile's bytes kept for the save, atomic writes and readable errors. PNG and TIFF go
- * through GEGL; JPEG and WebP use libjpeg and libwebp directly (see imageio.c for why). Not an
- * image editor: no resizing, no colour management, no multi-page or animated images. */
+ * profile's bytes kept for the save, atomic writes and readable errors. Loads use libpng,
+ * libjpeg, libtiff and libwebp; PNG and TIFF saves go through GEGL (see imageio.c for why). Not
+ * an image editor: no resizing, no colour management, no multi-page or animated images. */
 #ifndef I2I_IMAGEIO_H
 #define I2I_IMAGEIO_H
 
@@ -14,9 +14,9 @@
 extern "C" {
 #endif
 
-/* Threads: every call may be made from several threads at once; PNG and TIFF loads and
- * saves take a process-wide lock (GEGL's messages are captured through GLib's global log
- * and printerr handlers while they run), JPEG and WebP run in parallel. */
+/* Threads: every call may be made from several threads at once; PNG and TIFF saves take a
+ * process-wide lock (GEGL's messages are captured through GLib's global log and printerr
+ * handlers while they run), loads of every type and JPEG and WebP saves run in parallel. */
 
 /* Limits checked before anything is allocated: each side and the pixel count. A load also
  * refuses, before allocating, a PNG, TIFF or (Huffman-coded) JPEG whose declared size is more
@@ -55,8 +55,9 @@ typedef struct {
   int orientation;     /* EXIF / TIFF orientation the file declared (1..8), already applied:
                           width and height are as displayed; 1 when the file has none */
   unsigned char *icc;  /* the file's embedded ICC profile (icc_len bytes) when it is an RGB
-                          profile of a colour image or a gray one of a gray image, else NULL;
-                          owned by the i2i_img that holds this info, freed by i2i_img_free */
+                          profile of a colour image or a gray one of a gray image and its
+                          tags and curves lie inside it, else NULL; owned by the i2i_img
+                          that holds this info, freed by i2i_img_free */
   size_t icc_len;
 } i2i_img_info;
 
@@ -76,13 +77,14 @@ typedef struct {
   int png_compression; /* zlib level 1..9; 0: 3 */
   const unsigned char *icc; /* ICC profile to embed (icc_len bytes), or NULL: read only, not
                           kept. Written only when it suits the output (an RGB profile into a
-                          colour file, a gray one into a gray file; WebP takes RGB only) */
+                          colour file, a gray one into a gray file; WebP takes RGB only) and
+                          its tags and curves lie inside it */
   size_t icc_len;
 } i2i_img_save_opts;
 
 /* Initialises GEGL and babl once per process (later calls are no-ops) and checks which
- * GEGL operations exist. Load and save call it themselves. Returns false with a message
- * when GEGL cannot start. Thread-safe. */
+ * GEGL operations exist. PNG and TIFF saves call it themselves; loads do not need it.
+ * Returns false with a message when GEGL cannot start. Thread-safe. */
 bool i2i_img_init(char *err, size_t errlen);
 
 /* Calls gegl_exit() if i2i_img_init() started GEGL. Optional, at process end only; no
@@ -97,8 +99,8 @@ i2i_img_type i2i_img_type_from_name(const char *path);
  * no file content; the load still checks the bytes. */
 bool i2i_img_path_is_supported(const char *path);
 
-/* Whether loading or saving files of this type goes through GEGL (PNG, TIFF), which takes one
- * such file at a time in the process: a load waits for a save on another thread to finish. */
+/* Whether saving files of this type goes through GEGL (PNG, TIFF), which takes one such save
+ * at a time in the process. Loads no longer use GEGL: a load never waits for a save. */
 bool i2i_img_type_uses_gegl(i2i_img_type type);
 
 /* The type's short name ("PNG", "JPEG", "TIFF", "WebP", "unknown"); static storage. */
@@ -114,10 +116,12 @@ bool i2i_img_sniff(const char *path, i2i_img_type *type, char *err, size_t errle
  * become 0 and float values are clamped into [0,1], counted in out->info. The orientation
  * (JPEG, PNG and WebP EXIF; TIFF tag 274) is applied, as PIL's ImageOps.exif_transpose does;
  * a malformed EXIF block is ignored. CMYK (JPEG, TIFF) becomes R'G'B' as (1 - C)(1 - K),
- * like PIL. `path` must be a regular file (a FIFO or device is refused without being read).
- * On failure returns false, leaves out zeroed and writes a message naming the file into err
- * (errlen bytes, NUL-terminated; err may be NULL). Safe on any file content: never exits or
- * aborts. */
+ * like PIL; TIFF min-is-white gray is inverted and associated alpha divided out. A TIFF with
+ * fewer samples per pixel than its colours, or with signed or complex samples, is refused.
+ * An embedded ICC profile is never interpreted (only bounds-checked before it is kept).
+ * `path` must be a regular file (a FIFO or device is refused without being read). On failure
+ * returns false, leaves out zeroed and writes a message naming the file into err (errlen
+ * bytes, NUL-terminated; err may be NULL). Safe on any file content: never exits or aborts. */
 bool i2i_img_load(const char *path, i2i_img *out, char *err, size_t errlen);
 
 /* Frees the pixels and ICC profile of an image filled by i2i_img_load and zeroes it. NULL is
