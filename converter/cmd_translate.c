@@ -128,8 +128,7 @@ static bool translate_npy(job *j, const char *in, const char *out, char *err, si
 
 /* An image file of the run: loaded (one file ahead), translated, then written. Encoding runs on
  * one core (a 4000x3000 JPEG: 0.3 s of 1.4 s a photo on two cores, a PNG 1 s; bench/NOTES.md), so
- * while the next file is read and translated a thread of its own writes it. Where either of the
- * two goes through GEGL (PNG, TIFF), which takes one file at a time, the next is read first. */
+ * while the next file is read and translated a thread of its own writes it. */
 typedef struct {
   bool loaded;           /* img holds the file's pixels */
   bool active;           /* img is translated and its writing not reported yet */
@@ -542,14 +541,11 @@ int cmd_translate(int argc, char **argv) {
       failed++;
     }
     if (!ok) image_release(cur);
-    /* the next image is read while this one is written, unless one of them goes through GEGL */
+    /* the next image is read while this one is written (loads never wait for GEGL, which only
+     * saves PNG and TIFF) */
     bool more = i + 1 < ins->len && !interrupted && is_image_input(ins->pdata[i + 1]);
-    bool writing = ok && cur->active;
-    bool read_first = !more || !writing || i2i_img_type_uses_gegl(cur->so.type) ||
-                      i2i_img_type_uses_gegl(i2i_img_type_from_name(ins->pdata[i + 1]));
-    if (more && read_first) image_load(prev, ins->pdata[i + 1], outs->pdata[i + 1]);
-    if (writing) save_start(cur, i + 1 < ins->len);
-    if (more && !read_first) image_load(prev, ins->pdata[i + 1], outs->pdata[i + 1]);
+    if (ok && cur->active) save_start(cur, i + 1 < ins->len);
+    if (more) image_load(prev, ins->pdata[i + 1], outs->pdata[i + 1]);
   }
   for (int k = 0; k < 2; k++) {
     failed += save_finish(&j, &slot[k]);
