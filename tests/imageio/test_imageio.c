@@ -1,9 +1,9 @@
 /* tests/imageio/test_imageio.c: tests of converter/imageio (image files and .npy).
  * Round trips for every format and depth, PIL's decoding as an independent oracle (through
- * gen_images.py run by /usr/bin/python3; those checks are skipped when it lacks numpy or
- * PIL), every corrupt-input and unwritable-output case with the destination checked
- * untouched, EXIF/TIFF orientation, CMYK TIFF, forged sizes, FIFOs, ICC profiles kept, and
- * the .npy header parser's malformed cases. Not a benchmark or a fuzzer.
+ * gen_images.py run by /usr/bin/python3; skipped without numpy or PIL), every corrupt-input and
+ * unwritable-output case, EXIF/TIFF orientation, CMYK TIFF, forged sizes, FIFOs, ICC profiles
+ * kept, crafted profiles, inconsistent TIFFs and 1200 fixed mutants loaded in a child process
+ * (this program with --load-list LIST FIRST; a crash fails a check), the .npy header parser.
  * Usage: test_imageio GEN_IMAGES.PY WORKDIR; ends with "N passed, N failed". */
 #include "imageio.h"
 #include "npy.h"
@@ -21,7 +21,9 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #define PHOTO_PATH "/usr/share/gimp/2.0/images/gimp-splash.png"
 #define LVL8 (1.0f / 255.0f)
@@ -32,6 +34,7 @@ static const char *gen_script;
 static const char *work;
 static const char *python = "/usr/bin/python3";
 static bool have_python;
+static char *self_exe; /* this program, run again as the child that loads hostile files */
 
 static bool check(bool ok, int line, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 
@@ -1498,6 +1501,620 @@ static void test_icc(void)
   g_free(icc);
 }
 
+/* ---- hostile files: crafted ICC profiles, inconsistent TIFFs, mutants ------------------ */
+
+/* Hostile files are loaded in a child process (this program run with --load-list), so that a
+ * crash fails a check instead of ending the run. GEGL 0.4.42's loaders, used before, exited in
+ * babl (babl_fatal) or read out of bounds on a tone curve whose entry count passes its tag,
+ * and read past a row buffer on a TIFF with fewer samples per pixel than its colours. */
+
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+
+static void put_be32(GByteArray *b, uint32_t v)
+{
+  unsigned char q[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16),
+                        (unsigned char)(v >> 8), (unsigned char)v};
+  g_byte_array_append(b, q, 4);
+}
+
+static void put_le(GByteArray *b, uint32_t v, int n)
+{
+  for (int i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)(v >> (8 * i));
+    g_byte_array_append(b, &c, 1);
+  }
+}
+
+static void set_be32(unsigned char *p, uint32_t v)
+{
+  p[0] = (unsigned char)(v >> 24), p[1] = (unsigned char)(v >> 16);
+  p[2] = (unsigned char)(v >> 8), p[3] = (unsigned char)v;
+}
+
+static uint32_t get_be32(const unsigned char *p)
+{
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void put_s15(GByteArray *b, double v)
+{
+  put_be32(b, (uint32_t)(int32_t)lround(v * 65536.0));
+}
+
+/* How a test profile is broken, as the fuzz run found (each crashed babl). */
+typedef enum {
+  ICC_GOOD,
+  ICC_CURVE_PAST_TAG,   /* the tone curve's entry count 0xFFFF in a 14-byte tag */
+  ICC_CURVE_HUGE,       /* entry count 0xE87DE234: babl's allocation goes negative */
+  ICC_CURVE_AT_HEADER   /* a tone curve tag pointing into the header ("mntr" as count) */
+} icc_flaw;
+
+/* A minimal ICC v2 display profile (RGB: matrix and gamma 2.2 curves; gray: gamma curve),
+ * broken as `flaw` says. Caller frees with g_byte_array_unref. */
+static GByteArray *icc_build(bool gray, icc_flaw flaw)
+{
+  static const char *const rgb_tags[] = {"desc", "wtpt", "rXYZ", "gXYZ", "bXYZ", "rTRC",
+                                         "gTRC", "bTRC"};
+  static const char *const gray_tags[] = {"desc", "wtpt", "kTRC"};
+  static const double xyz[4][3] = {{0.9642, 1.0, 0.8249}, {0.4361, 0.2225, 0.0139},
+                                   {0.3851, 0.7169, 0.0971}, {0.1431, 0.0606, 0.7141}};
+  const char *const *tags = gray ? gray_tags : rgb_tags;
+  int n = gray ? 3 : 8;
+  GByteArray *body = g_byte_array_new(), *p = g_byte_array_new();
+  uint32_t at[8], len[8], curve_at = 0, table = 128 + 4 + 12 * (uint32_t)n;
+  for (int i = 0; i < n; i++) {
+    at[i] = table + body->len;
+    if (!strcmp(tags[i], "desc")) {
+      static const char text[] = "i2i test";
+      g_byte_array_append(body, (const guint8 *)"desc\0\0\0\0", 8);
+      put_be32(body, sizeof text);
+      g_byte_array_append(body, (const guint8 *)text, sizeof text);
+      for (int k = 0; k < 8 + 3 + 67; k++)
+        g_byte_array_append(body, (const guint8 *)"", 1);
+    } else if (strstr(tags[i], "TRC")) {
+      if (curve_at) { /* the three colour curves share one tag, as in many profiles */
+        at[i] = curve_at;
+        len[i] = 14;
+        continue;
+      }
+      curve_at = at[i];
+      g_byte_array_append(body, (const guint8 *)"curv\0\0\0\0", 8);
+      put_be32(body, flaw == ICC_CURVE_PAST_TAG ? 0xFFFFu : flaw == ICC_CURVE_HUGE ? 0xE87DE234u
+                                                                               : 1u);
+      g_byte_array_append(body, (const guint8 *)"\x02\x33", 2);
+    } else {
+      int k = !strcmp(tags[i], "wtpt") ? 0 : tags[i][0] == 'r' ? 1 : tags[i][0] == 'g' ? 2 : 3;
+      g_byte_array_append(body, (const guint8 *)"XYZ \0\0\0\0", 8);
+      for (int c = 0; c < 3; c++)
+        put_s15(body, xyz[k][c]);
+    }
+    len[i] = table + body->len - at[i];
+    while (body->len % 4)
+      g_byte_array_append(body, (const guint8 *)"", 1);
+  }
+  put_be32(p, table + body->len);
+  g_byte_array_append(p, (const guint8 *)"lcms", 4);
+  put_be32(p, 0x02100000u);
+  g_byte_array_append(p, (const guint8 *)"mntr", 4);
+  g_byte_array_append(p, (const guint8 *)(gray ? "GRAY" : "RGB "), 4);
+  g_byte_array_append(p, (const guint8 *)"XYZ ", 4);
+  for (int k = 0; k < 12; k++)
+    g_byte_array_append(p, (const guint8 *)"", 1);
+  g_byte_array_append(p, (const guint8 *)"acspAPPL", 8);
+  for (int k = 0; k < 4 + 4 + 4 + 8 + 4; k++)
+    g_byte_array_append(p, (const guint8 *)"", 1);
+  for (int c = 0; c < 3; c++)
+    put_s15(p, xyz[0][c]);
+  g_byte_array_append(p, (const guint8 *)"lcms", 4);
+  for (int k = 0; k < 16 + 28; k++)
+    g_byte_array_append(p, (const guint8 *)"", 1);
+  put_be32(p, (uint32_t)n);
+  for (int i = 0; i < n; i++) {
+    /* gTRC, bTRC or kTRC moved onto the header */
+    bool moved = flaw == ICC_CURVE_AT_HEADER && strstr(tags[i], "TRC") && tags[i][0] != 'r';
+    g_byte_array_append(p, (const guint8 *)tags[i], 4);
+    put_be32(p, moved ? 4 : at[i]);
+    put_be32(p, len[i]);
+  }
+  g_byte_array_append(p, body->data, body->len);
+  g_byte_array_unref(body);
+  return p;
+}
+
+static void png_put_chunk(GByteArray *b, const char *type, const unsigned char *d, size_t n)
+{
+  uLong crc = crc32(0, (const Bytef *)type, 4);
+  if (n) /* zlib's crc32 of a NULL buffer is its initial value, not the CRC so far */
+    crc = crc32(crc, d, (uInt)n);
+  put_be32(b, (uint32_t)n);
+  g_byte_array_append(b, (const guint8 *)type, 4);
+  g_byte_array_append(b, d, (guint)n);
+  put_be32(b, (uint32_t)crc);
+}
+
+static GByteArray *zlib_bytes(const unsigned char *d, size_t n)
+{
+  uLongf out = compressBound((uLong)n);
+  GByteArray *z = g_byte_array_sized_new((guint)out);
+  g_byte_array_set_size(z, (guint)out);
+  if (compress2(z->data, &out, d, (uLong)n, 6) != Z_OK)
+    out = 0;
+  g_byte_array_set_size(z, (guint)out);
+  return z;
+}
+
+/* A w x h 8-bit PNG (gray or RGB gradient) with `icc` as its iCCP chunk (NULL: none). */
+static GByteArray *png_build(int w, int h, bool gray, const GByteArray *icc)
+{
+  static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  int ch = gray ? 1 : 3;
+  GByteArray *b = g_byte_array_new(), *raw = g_byte_array_new(), *z;
+  unsigned char ihdr[13];
+  g_byte_array_append(b, sig, 8);
+  set_be32(ihdr, (uint32_t)w);
+  set_be32(ihdr + 4, (uint32_t)h);
+  ihdr[8] = 8, ihdr[9] = gray ? 0 : 2, ihdr[10] = ihdr[11] = ihdr[12] = 0;
+  png_put_chunk(b, "IHDR", ihdr, 13);
+  if (icc) {
+    GByteArray *c = g_byte_array_new();
+    z = zlib_bytes(icc->data, icc->len);
+    g_byte_array_append(c, (const guint8 *)"icc\0\0", 5);
+    g_byte_array_append(c, z->data, z->len);
+    png_put_chunk(b, "iCCP", c->data, c->len);
+    g_byte_array_unref(z);
+    g_byte_array_unref(c);
+  }
+  for (int y = 0; y < h; y++) {
+    unsigned char f = 0;
+    g_byte_array_append(raw, &f, 1);
+    for (int x = 0; x < w * ch; x++) {
+      unsigned char v = (unsigned char)((x * 7 + y * 13) & 0xFF);
+      g_byte_array_append(raw, &v, 1);
+    }
+  }
+  z = zlib_bytes(raw->data, raw->len);
+  png_put_chunk(b, "IDAT", z->data, z->len);
+  png_put_chunk(b, "IEND", NULL, 0);
+  g_byte_array_unref(z);
+  g_byte_array_unref(raw);
+  return b;
+}
+
+/* One TIFF field: SHORT (3), LONG (4) or UNDEFINED (7) values. */
+typedef struct {
+  uint16_t tag, type;
+  uint32_t count;
+  const void *values;   /* uint16_t, uint32_t or bytes, by type */
+} tiff_field;
+
+/* A little-endian TIFF: header, the IFD (fields sorted by tag), the values that do not fit in
+ * an entry, then `data` as the one strip (StripOffsets and StripByteCounts are added). */
+static GByteArray *tiff_build(const tiff_field *fields, int n, const unsigned char *data,
+                              size_t data_len)
+{
+  GByteArray *b = g_byte_array_new(), *extra = g_byte_array_new();
+  uint32_t strip_len = (uint32_t)data_len, strip_at;
+  tiff_field all[24];
+  int m = 0;
+  for (int i = 0; i < n; i++)
+    all[m++] = fields[i];
+  all[m++] = (tiff_field){273, 4, 1, NULL};
+  all[m++] = (tiff_field){279, 4, 1, &strip_len};
+  for (int i = 1; i < m; i++) /* insertion sort by tag */
+    for (int k = i; k > 0 && all[k].tag < all[k - 1].tag; k--) {
+      tiff_field t = all[k];
+      all[k] = all[k - 1];
+      all[k - 1] = t;
+    }
+  uint32_t extra_at = 8 + 2 + 12 * (uint32_t)m + 4;
+  for (int i = 0; i < m; i++) {
+    uint32_t size = all[i].count * (all[i].type == 3 ? 2 : all[i].type == 4 ? 4 : 1);
+    if (size > 4) {
+      extra_at += size + (size & 1);
+    }
+  }
+  strip_at = extra_at;
+  g_byte_array_append(b, (const guint8 *)"II*\0", 4);
+  put_le(b, 8, 4);
+  put_le(b, (uint32_t)m, 2);
+  extra_at = 8 + 2 + 12 * (uint32_t)m + 4;
+  for (int i = 0; i < m; i++) {
+    const tiff_field *f = &all[i];
+    uint32_t unit = f->type == 3 ? 2 : f->type == 4 ? 4 : 1, size = f->count * unit;
+    GByteArray *v = g_byte_array_new();
+    for (uint32_t k = 0; k < f->count; k++) {
+      uint32_t x = f->tag == 273 ? strip_at : unit == 2 ? ((const uint16_t *)f->values)[k]
+                 : unit == 4 ? ((const uint32_t *)f->values)[k]
+                             : ((const unsigned char *)f->values)[k];
+      put_le(v, x, (int)unit);
+    }
+    put_le(b, f->tag, 2);
+    put_le(b, f->type, 2);
+    put_le(b, f->count, 4);
+    if (size <= 4) {
+      while (v->len < 4)
+        g_byte_array_append(v, (const guint8 *)"", 1);
+      g_byte_array_append(b, v->data, 4);
+    } else {
+      put_le(b, extra_at, 4);
+      g_byte_array_append(extra, v->data, v->len);
+      if (size & 1)
+        g_byte_array_append(extra, (const guint8 *)"", 1);
+      extra_at += size + (size & 1);
+    }
+    g_byte_array_unref(v);
+  }
+  put_le(b, 0, 4);
+  g_byte_array_append(b, extra->data, extra->len);
+  g_byte_array_append(b, data, (guint)data_len);
+  g_byte_array_unref(extra);
+  return b;
+}
+
+/* A w x h 8-bit chunky TIFF of `photometric` whose SamplesPerPixel field says `spp` (0: no
+ * field, which means 1) over `stored` samples a pixel; `extra` ExtraSamples values (n_extra)
+ * and `icc` (NULL: none) are added when given. */
+static GByteArray *tiff_case(uint32_t w, uint32_t h, uint16_t photometric, uint16_t spp,
+                             int stored, const uint16_t *extra, int n_extra,
+                             const GByteArray *icc)
+{
+  static const uint16_t bps[8] = {8, 8, 8, 8, 8, 8, 8, 8};
+  uint16_t one = 1;
+  uint32_t rows = h;
+  size_t n = (size_t)w * h * (size_t)stored;
+  unsigned char *px = g_malloc(n);
+  tiff_field f[12];
+  int k = 0;
+  GByteArray *b;
+  for (size_t i = 0; i < n; i++)
+    px[i] = (unsigned char)(i * 37 + i / 97);
+  f[k++] = (tiff_field){256, 4, 1, &w};
+  f[k++] = (tiff_field){257, 4, 1, &h};
+  f[k++] = (tiff_field){258, 3, (uint32_t)stored, bps};
+  f[k++] = (tiff_field){259, 3, 1, &one};
+  f[k++] = (tiff_field){262, 3, 1, &photometric};
+  if (spp)
+    f[k++] = (tiff_field){277, 3, 1, &spp};
+  f[k++] = (tiff_field){278, 4, 1, &rows};
+  f[k++] = (tiff_field){284, 3, 1, &one};
+  if (n_extra)
+    f[k++] = (tiff_field){338, 3, (uint32_t)n_extra, extra};
+  if (icc)
+    f[k++] = (tiff_field){34675, 7, icc->len, icc->data};
+  b = tiff_build(f, k, px, n);
+  g_free(px);
+  return b;
+}
+
+/* The child: loads the files listed in `list` (one path a line) from line `first` on, with
+ * memory and time bounded (a forged size then fails to allocate instead of taking the
+ * machine), printing "start I" before each and then "ok W H ALPHA GRAY ICC_LEN" or
+ * "refused MESSAGE". A crash shows as the parent's last "start". */
+static int child_load(const char *list, int first)
+{
+  gchar *text = NULL, **lines;
+  char err[512];
+#ifndef UNDER_ASAN
+  struct rlimit lim = {(rlim_t)1 << 30, (rlim_t)1 << 30};
+  setrlimit(RLIMIT_AS, &lim);
+#endif
+  alarm(120);
+  if (!g_file_get_contents(list, &text, NULL, NULL))
+    return 2;
+  lines = g_strsplit(text, "\n", -1);
+  for (int i = first; lines[i] && lines[i][0]; i++) {
+    i2i_img im;
+    printf("start %d\n", i);
+    fflush(stdout);
+    if (i2i_img_load(lines[i], &im, err, sizeof err)) {
+      printf("ok %d %d %d %d %zu\n", im.info.width, im.info.height, im.info.has_alpha,
+             im.info.is_gray, im.info.icc_len);
+      i2i_img_free(&im);
+    } else {
+      for (char *c = err; *c; c++)
+        if (*c == '\n')
+          *c = ' ';
+      printf("refused %s\n", err);
+    }
+    fflush(stdout);
+  }
+  g_strfreev(lines);
+  g_free(text);
+  return 0;
+}
+
+/* Loads each of `paths` in child processes (restarted after a file that killed one) and
+ * returns their result lines ("ok ...", "refused ..." or "crashed: ..."), one a path. */
+static GPtrArray *load_in_children(GPtrArray *paths, int *n_crashed)
+{
+  GPtrArray *res = g_ptr_array_new_with_free_func(g_free);
+  char *list = wpath("hostile-list.txt");
+  GString *all = g_string_new(NULL);
+  int next = 0;
+  *n_crashed = 0;
+  for (guint i = 0; i < paths->len; i++)
+    g_string_append_printf(all, "%s\n", (const char *)g_ptr_array_index(paths, i));
+  write_bytes(list, all->str, all->len);
+  g_string_free(all, TRUE);
+  for (guint i = 0; i < paths->len; i++)
+    g_ptr_array_add(res, g_strdup("crashed: not reached"));
+  while (next < (int)paths->len) {
+    char first[16];
+    const char *argv[] = {self_exe, "--load-list", list, first, NULL};
+    const char *asan = g_getenv("ASAN_OPTIONS");
+    gchar *opts = g_strdup_printf("%s%sallocator_may_return_null=1:max_allocation_size_mb=512",
+                                  asan ? asan : "", asan ? ":" : "");
+    gchar **envp = g_environ_setenv(g_get_environ(), "ASAN_OPTIONS", opts, TRUE);
+    gchar *out = NULL, **lines;
+    gint status = 0;
+    int last = -1;
+    snprintf(first, sizeof first, "%d", next);
+    if (!g_spawn_sync(NULL, (gchar **)argv, envp, G_SPAWN_DEFAULT, NULL, NULL,
+                      &out, NULL, &status, NULL)) {
+      g_free(opts);
+      g_strfreev(envp);
+      break;
+    }
+    lines = g_strsplit(out ? out : "", "\n", -1);
+    for (int k = 0; lines[k]; k++) {
+      if (g_str_has_prefix(lines[k], "start "))
+        last = atoi(lines[k] + 6);
+      else if (last >= 0 && last < (int)paths->len && lines[k][0]) {
+        g_free(g_ptr_array_index(res, last));
+        g_ptr_array_index(res, last) = g_strdup(lines[k]);
+      }
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+      next = (int)paths->len;
+    } else if (last >= 0) {
+      g_free(g_ptr_array_index(res, last));
+      g_ptr_array_index(res, last) =
+          WIFSIGNALED(status) ? g_strdup_printf("crashed: signal %d (%s)", WTERMSIG(status),
+                                                g_strsignal(WTERMSIG(status)))
+                              : g_strdup_printf("crashed: exit status %d", WEXITSTATUS(status));
+      (*n_crashed)++;
+      next = last + 1;
+    } else {
+      (*n_crashed)++;
+      next = (int)paths->len;
+    }
+    g_strfreev(lines);
+    g_free(out);
+    g_free(opts);
+    g_strfreev(envp);
+  }
+  g_free(list);
+  return res;
+}
+
+/* One crafted file: written, loaded in a child, expected to load (with or without its
+ * profile) or to be refused with a message holding `needle`. */
+typedef struct {
+  const char *name;
+  GByteArray *bytes;
+  bool loads;
+  size_t icc_len;      /* when it loads: the profile length kept (0: dropped) */
+  bool alpha;
+  const char *needle;  /* when refused */
+} hostile_case;
+
+static void test_crafted_files(void)
+{
+  GByteArray *good = icc_build(false, ICC_GOOD), *ggood = icc_build(true, ICC_GOOD);
+  GByteArray *past = icc_build(false, ICC_CURVE_PAST_TAG);
+  GByteArray *huge = icc_build(true, ICC_CURVE_HUGE);
+  GByteArray *header = icc_build(false, ICC_CURVE_AT_HEADER);
+  static const uint16_t alpha_extra[1] = {2}, two_extra[2] = {2, 0};
+  hostile_case cases[] = {
+    {"icc_good.png", png_build(16, 12, false, good), true, good->len, false, NULL},
+    {"icc_curve_past_tag.png", png_build(16, 12, false, past), true, 0, false, NULL},
+    {"icc_curve_huge.png", png_build(16, 12, true, huge), true, 0, false, NULL},
+    {"icc_curve_at_header.png", png_build(16, 12, false, header), true, 0, false, NULL},
+    {"icc_curve_past_tag.tif", tiff_case(16, 12, 2, 3, 3, NULL, 0, past), true, 0, false, NULL},
+    {"icc_curve_huge.tif", tiff_case(16, 12, 1, 1, 1, NULL, 0, huge), true, 0, false, NULL},
+    {"icc_good.tif", tiff_case(16, 12, 2, 3, 3, NULL, 0, good), true, good->len, false, NULL},
+    {"icc_gray_good.tif", tiff_case(16, 12, 1, 1, 1, NULL, 0, ggood), true, ggood->len, false,
+     NULL},
+    /* RGB whose SamplesPerPixel is missing (1): GEGL read 3 samples a pixel from 1 */
+    {"rgb_spp_missing.tif", tiff_case(262144, 2, 2, 0, 1, NULL, 0, NULL), false, 0, false,
+     "SamplesPerPixel"},
+    {"rgb_spp1_alpha.tif", tiff_case(262144, 2, 2, 1, 1, alpha_extra, 1, NULL), false, 0, false,
+     "SamplesPerPixel"},
+    {"cmyk_spp2.tif", tiff_case(64, 8, 5, 2, 2, NULL, 0, NULL), false, 0, false,
+     "SamplesPerPixel"},
+    /* alpha declared by ExtraSamples but not stored: GEGL read 4 samples a pixel from 3 */
+    {"rgb_extra_not_stored.tif", tiff_case(65536, 2, 2, 3, 3, alpha_extra, 1, NULL), true, 0,
+     false, NULL},
+    {"rgb_two_extra_not_stored.tif", tiff_case(64, 8, 2, 3, 3, two_extra, 2, NULL), true, 0,
+     false, NULL},
+    {"gray_spp3.tif", tiff_case(64, 8, 1, 3, 3, NULL, 0, NULL), true, 0, true, NULL},
+  };
+  GPtrArray *paths = g_ptr_array_new_with_free_func(g_free), *res;
+  int n_crashed;
+  char err[512];
+  section("crafted ICC profiles and inconsistent TIFFs, loaded in a child");
+  for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+    char *p = wpath(cases[i].name);
+    write_bytes(p, cases[i].bytes->data, cases[i].bytes->len);
+    g_ptr_array_add(paths, p);
+  }
+  res = load_in_children(paths, &n_crashed);
+  CHECK(n_crashed == 0, "%d crafted files killed the loading process", n_crashed);
+  for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+    const char *r = g_ptr_array_index(res, i);
+    int w = 0, h = 0, alpha = 0, gray = 0;
+    size_t icc_len = 0;
+    printf("  %-30s -> %s\n", cases[i].name, r);
+    if (!cases[i].loads) {
+      CHECK(g_str_has_prefix(r, "refused ") && strstr(r, cases[i].needle), "%s: refused "
+            "naming '%s', not '%s'", cases[i].name, cases[i].needle, r);
+      continue;
+    }
+    if (!CHECK(sscanf(r, "ok %d %d %d %d %zu", &w, &h, &alpha, &gray, &icc_len) == 5,
+               "%s loads: %s", cases[i].name, r))
+      continue;
+    CHECK(icc_len == cases[i].icc_len, "%s: profile of %zu bytes kept, expected %zu",
+          cases[i].name, icc_len, cases[i].icc_len);
+    CHECK((alpha != 0) == cases[i].alpha, "%s: has_alpha %d", cases[i].name, alpha);
+  }
+  /* what loaded safely in the child is compared here: the profile changes no pixel */
+  {
+    GByteArray *plain = png_build(16, 12, false, NULL);
+    char *pp = wpath("icc_none.png"), *cp = wpath("icc_curve_past_tag.png");
+    i2i_img a, b;
+    write_bytes(pp, plain->data, plain->len);
+    if (g_str_has_prefix(g_ptr_array_index(res, 1), "ok ") &&
+        CHECK(i2i_img_load(pp, &a, err, sizeof err), "load icc_none.png: %s", err)) {
+      if (CHECK(i2i_img_load(cp, &b, err, sizeof err), "load crafted PNG: %s", err)) {
+        CHECK(bit_equal(a.pixels, b.pixels, 16 * 12, 15) && b.info.icc == NULL,
+              "crafted iCCP: same pixels as without it, profile dropped");
+        i2i_img_free(&b);
+      }
+      i2i_img_free(&a);
+    }
+    g_byte_array_unref(plain);
+    g_free(pp);
+    g_free(cp);
+  }
+  for (size_t i = 0; i < G_N_ELEMENTS(cases); i++)
+    g_byte_array_unref(cases[i].bytes);
+  g_ptr_array_unref(res);
+  g_ptr_array_unref(paths);
+  g_byte_array_unref(good);
+  g_byte_array_unref(ggood);
+  g_byte_array_unref(past);
+  g_byte_array_unref(huge);
+  g_byte_array_unref(header);
+}
+
+/* Recomputes the CRC of every whole chunk of a PNG in place (a mutant then reaches libpng's
+ * decoding instead of failing its CRC check). */
+static void png_fix_crcs(unsigned char *d, size_t n)
+{
+  for (size_t pos = 8; pos + 12 <= n;) {
+    uint32_t len = get_be32(d + pos);
+    if (len > n - pos - 12)
+      break;
+    set_be32(d + pos + 8 + len, (uint32_t)crc32(0, d + pos + 4, len + 4));
+    pos += 12 + (size_t)len;
+  }
+}
+
+/* A deterministic mutant of `src` (PNG or TIFF): a few bytes set to values that matter in
+ * headers (0, 1, 2, 3, 4, 8, 16, 255, ...), biased toward the start where the structure is;
+ * PNG CRCs are fixed afterwards. For a PNG with a profile, half the mutants change the
+ * profile's bytes instead (recompressed). */
+static GByteArray *mutate(const GByteArray *src, bool png, const GByteArray *icc, bool gray)
+{
+  static const unsigned char vals[] = {0, 1, 2, 3, 4, 5, 6, 8, 16, 32, 64, 0x7F, 0x80, 0xFF};
+  GByteArray *m;
+  int n_changes = 1 + (int)(rnd() % 4);
+  if (png && icc && rnd() % 2) {
+    GByteArray *p = g_byte_array_new();
+    g_byte_array_append(p, icc->data, icc->len);
+    for (int k = 0; k < n_changes; k++) {
+      size_t at = rnd() % 2 ? 128 + rnd() % (p->len - 128) : rnd() % p->len;
+      p->data[at] = rnd() % 3 ? vals[rnd() % sizeof vals] : (unsigned char)rnd();
+    }
+    m = png_build(16, 12, gray, p);
+    g_byte_array_unref(p);
+    return m;
+  }
+  m = g_byte_array_new();
+  g_byte_array_append(m, src->data, src->len);
+  for (int k = 0; k < n_changes; k++) {
+    size_t span = rnd() % 4 ? MIN((size_t)m->len, (size_t)256) : m->len;
+    size_t at = (png ? 8 : 2) + rnd() % (span - (png ? 8 : 2));
+    m->data[at] = rnd() % 3 ? vals[rnd() % sizeof vals] : (unsigned char)rnd();
+  }
+  if (png)
+    png_fix_crcs(m->data, m->len);
+  return m;
+}
+
+static void test_mutants(void)
+{
+  const int w = 24, h = 16, per_base = 150;
+  float *px = make_texture(w, h, 0);
+  GByteArray *icc = icc_build(false, ICC_GOOD), *gicc = icc_build(true, ICC_GOOD);
+  GPtrArray *bases = g_ptr_array_new_with_free_func((GDestroyNotify)g_byte_array_unref);
+  GPtrArray *paths = g_ptr_array_new_with_free_func(g_free), *res;
+  bool base_png[12], base_gray[12];
+  const GByteArray *base_icc[12];
+  int n_crashed, n_ok = 0, n_refused = 0;
+  gint64 t0 = g_get_monotonic_time();
+  static const struct {
+    const char *name;
+    int bits;
+    bool is_float, gray, alpha;
+  } saved[] = {{"mut_rgb8.png", 8, false, false, false}, {"mut_ya16.png", 16, false, true, true},
+               {"mut_rgb8.tif", 8, false, false, false}, {"mut_ya16.tif", 16, false, true, true},
+               {"mut_rgbaf.tif", 32, true, false, true}};
+  section("mutants of small PNG and TIFF files, loaded in a child");
+  rng_state = 20250601u;
+  g_ptr_array_add(bases, png_build(16, 12, false, icc));
+  base_png[0] = true, base_gray[0] = false, base_icc[0] = icc;
+  g_ptr_array_add(bases, png_build(16, 12, true, gicc));
+  base_png[1] = true, base_gray[1] = true, base_icc[1] = gicc;
+  g_ptr_array_add(bases, tiff_case(16, 12, 2, 3, 3, NULL, 0, icc));
+  base_png[2] = false, base_icc[2] = NULL;
+  for (size_t i = 0; i < G_N_ELEMENTS(saved); i++) {
+    char err[512], *p = wpath(saved[i].name);
+    i2i_img_type t = i2i_img_type_from_name(p);
+    i2i_img_save_opts o = opts_for(t, saved[i].bits, saved[i].is_float, saved[i].gray,
+                                   saved[i].alpha);
+    gsize n = 0;
+    gchar *d;
+    if (CHECK(i2i_img_save(p, px, w, h, &o, err, sizeof err), "save %s: %s", saved[i].name,
+              err) && (d = read_bytes(p, &n)) != NULL) {
+      GByteArray *b = g_byte_array_new_take((guint8 *)d, n);
+      base_png[bases->len] = t == I2I_IMG_PNG;
+      base_gray[bases->len] = saved[i].gray;
+      base_icc[bases->len] = NULL;
+      g_ptr_array_add(bases, b);
+    }
+    g_free(p);
+  }
+  for (guint b = 0; b < bases->len; b++)
+    for (int k = 0; k < per_base; k++) {
+      GByteArray *m = mutate(g_ptr_array_index(bases, b), base_png[b], base_icc[b],
+                             base_gray[b]);
+      gchar *name = g_strdup_printf("mutant_%u_%02d.%s", b, k, base_png[b] ? "png" : "tif");
+      char *p = wpath(name);
+      write_bytes(p, m->data, m->len);
+      g_ptr_array_add(paths, p);
+      g_byte_array_unref(m);
+      g_free(name);
+    }
+  res = load_in_children(paths, &n_crashed);
+  for (guint i = 0; i < res->len; i++) {
+    const char *r = g_ptr_array_index(res, i);
+    if (g_str_has_prefix(r, "ok "))
+      n_ok++;
+    else if (g_str_has_prefix(r, "refused "))
+      n_refused++;
+    else
+      CHECK(false, "%s: %s", (const char *)g_ptr_array_index(paths, i), r);
+  }
+  CHECK(n_crashed == 0 && n_ok + n_refused == (int)paths->len, "%u mutants: %d loaded, %d "
+        "refused, %d killed the loading process", paths->len, n_ok, n_refused, n_crashed);
+  printf("  %u mutants of %u files: %d loaded, %d refused with a message, %d crashed "
+         "(%.1f s)\n", paths->len, bases->len, n_ok, n_refused, n_crashed,
+         (double)(g_get_monotonic_time() - t0) / G_USEC_PER_SEC);
+  g_ptr_array_unref(res);
+  g_ptr_array_unref(paths);
+  g_ptr_array_unref(bases);
+  g_byte_array_unref(icc);
+  g_byte_array_unref(gicc);
+  g_free(px);
+}
+
 /* ---- .npy --------------------------------------------------------------------------- */
 
 /* Builds a .npy in memory: magic, version, header (padded as given), then data_len bytes. */
@@ -1836,12 +2453,17 @@ static void rm_rf_contents(const char *dir)
 int main(int argc, char **argv)
 {
   char err[512];
+  if (argc == 4 && strcmp(argv[1], "--load-list") == 0)
+    return child_load(argv[2], atoi(argv[3]));
   if (argc != 3) {
     fprintf(stderr, "usage: %s GEN_IMAGES.PY WORKDIR\n", argv[0]);
     return 2;
   }
   gen_script = argv[1];
   work = argv[2];
+  self_exe = g_file_read_link("/proc/self/exe", NULL);
+  if (!self_exe)
+    self_exe = g_strdup(argv[0]);
   if (g_getenv("I2I_TEST_PYTHON"))
     python = g_getenv("I2I_TEST_PYTHON");
   g_mkdir_with_parents(work, 0755);
@@ -1878,9 +2500,12 @@ int main(int argc, char **argv)
     test_forged_sizes();
     test_icc();
   }
+  test_crafted_files();
+  test_mutants();
   test_npy();
 
   i2i_img_shutdown();
+  g_free(self_exe);
   printf("%d passed, %d failed\n", n_pass, n_fail);
   return n_fail ? 1 : 0;
 }
