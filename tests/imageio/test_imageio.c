@@ -594,17 +594,26 @@ static void compare_with_ref(const char *file, const char *ref, float tol)
   i2i_img_free(&im);
 }
 
+/* The lines of gen_images.py's manifest `name` in the work folder, or NULL (a failed check)
+ * when it cannot be read; free with g_strfreev. */
+static gchar **manifest_lines(const char *name)
+{
+  char *path = wpath(name);
+  gchar *text = NULL, **lines = NULL;
+  if (CHECK(g_file_get_contents(path, &text, NULL, NULL), "read %s", path))
+    lines = g_strsplit(text, "\n", -1);
+  g_free(text);
+  g_free(path);
+  return lines;
+}
+
 static void test_pil_fixtures(void)
 {
-  char *man_path = wpath("manifest.txt");
-  gchar *man = NULL, **lines;
+  gchar **lines;
   char err[512];
   section("PIL-written files decoded like PIL");
-  if (!CHECK(g_file_get_contents(man_path, &man, NULL, NULL), "read %s", man_path)) {
-    g_free(man_path);
+  if (!(lines = manifest_lines("manifest.txt")))
     return;
-  }
-  lines = g_strsplit(man, "\n", -1);
   for (int i = 0; lines[i]; i++) {
     char file[128], ref[160];
     float tol;
@@ -629,8 +638,6 @@ static void test_pil_fixtures(void)
     g_free(rp);
   }
   g_strfreev(lines);
-  g_free(man);
-  g_free(man_path);
 
   if (g_file_test(PHOTO_PATH, G_FILE_TEST_IS_REGULAR)) {
     char *ref = wpath("splash.ref.npy");
@@ -1022,15 +1029,11 @@ static void test_save_errors(void)
 /* gen_images.py's extra.txt: "file reference tolerance orientation has_alpha bits". */
 static void test_extra_fixtures(void)
 {
-  char *man_path = wpath("extra.txt");
-  gchar *man = NULL, **lines;
+  gchar **lines;
   char err[512];
   section("orientation (EXIF, TIFF 274), CMYK TIFF, highly compressible files");
-  if (!CHECK(g_file_get_contents(man_path, &man, NULL, NULL), "read %s", man_path)) {
-    g_free(man_path);
+  if (!(lines = manifest_lines("extra.txt")))
     return;
-  }
-  lines = g_strsplit(man, "\n", -1);
   for (int i = 0; lines[i]; i++) {
     char file[128], ref[160];
     float tol;
@@ -1057,8 +1060,6 @@ static void test_extra_fixtures(void)
     g_free(fp);
   }
   g_strfreev(lines);
-  g_free(man);
-  g_free(man_path);
 
   /* An oriented image is written upright, with no orientation of its own. */
   {
