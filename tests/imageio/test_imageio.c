@@ -2046,8 +2046,8 @@ static void test_mutants(void)
   GByteArray *icc = icc_build(false, ICC_GOOD), *gicc = icc_build(true, ICC_GOOD);
   GPtrArray *bases = g_ptr_array_new_with_free_func((GDestroyNotify)g_byte_array_unref);
   GPtrArray *paths = g_ptr_array_new_with_free_func(g_free), *res;
-  bool base_png[12], base_gray[12];
-  const GByteArray *base_icc[12];
+  bool base_png[12] = {false}, base_gray[12] = {false};
+  const GByteArray *base_icc[12] = {NULL};
   int n_crashed, n_ok = 0, n_refused = 0;
   gint64 t0 = g_get_monotonic_time();
   static const struct {
@@ -2064,7 +2064,7 @@ static void test_mutants(void)
   g_ptr_array_add(bases, png_build(16, 12, true, gicc));
   base_png[1] = true, base_gray[1] = true, base_icc[1] = gicc;
   g_ptr_array_add(bases, tiff_case(16, 12, 2, 3, 3, NULL, 0, icc));
-  base_png[2] = false, base_icc[2] = NULL;
+  base_png[2] = false, base_gray[2] = false, base_icc[2] = NULL;
   for (size_t i = 0; i < G_N_ELEMENTS(saved); i++) {
     char err[512], *p = wpath(saved[i].name);
     i2i_img_type t = i2i_img_type_from_name(p);
