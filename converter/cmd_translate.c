@@ -148,6 +148,15 @@ static void image_load(image_file *f, const char *in, const char *out) {
   f->loaded = i2i_img_load(in, &f->img, f->err, sizeof f->err);
 }
 
+/* What the reader noticed in a loaded file (reported in the files' order, with its errors). */
+static void report_warnings(const image_file *f) {
+  unsigned w = f->loaded ? f->img.info.warnings : 0;
+  if (w & I2I_IMG_WARN_PAGES) cli_error("translate", "warning: %s has several pages: the first is translated", f->in);
+  if (w & I2I_IMG_WARN_NONFINITE) cli_error("translate", "warning: %s holds NaN or infinite values, read as 0", f->in);
+  if (w & I2I_IMG_WARN_CLAMPED) cli_error("translate", "warning: %s holds values outside 0..1, clamped", f->in);
+  if (w & I2I_IMG_WARN_DATA) cli_error("translate", "warning: %s has corrupt data the decoder skipped", f->in);
+}
+
 static void image_release(image_file *f) {
   if (f->loaded) i2i_img_free(&f->img);
   f->loaded = f->active = false;
@@ -535,6 +544,7 @@ int cmd_translate(int argc, char **argv) {
       }
     }
     failed += save_finish(&j, prev);
+    if (is_image_input(in)) report_warnings(cur);
     if (!ok && !interrupted) {
       cli_progress_done(&bar);
       cli_error("translate", "%s: %s", in, err);

@@ -1686,6 +1686,8 @@ static bool load_tiff(const char *path, int fd, off_t size, i2i_img *out, file_m
    * associated alpha (colour <= alpha) */
   if (out->info.is_float || pl.premultiplied || rgba)
     sanitize_info(out, n_px);
+  if (ok && TIFFNumberOfDirectories(tif) > 1)
+    out->info.warnings |= I2I_IMG_WARN_PAGES;
 
 done:
   if (rgba_begun)

@@ -38,7 +38,8 @@ typedef enum {
 enum {
   I2I_IMG_WARN_NONFINITE = 1u << 0, /* NaN or infinity in a float file, replaced by 0 */
   I2I_IMG_WARN_CLAMPED   = 1u << 1, /* float values outside [0,1], clamped */
-  I2I_IMG_WARN_DATA      = 1u << 2  /* the decoder reported minor corrupt data it skipped */
+  I2I_IMG_WARN_DATA      = 1u << 2, /* the decoder reported minor corrupt data it skipped */
+  I2I_IMG_WARN_PAGES     = 1u << 3  /* a TIFF of several pages (images): the first was read */
 };
 
 typedef struct {

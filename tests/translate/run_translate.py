@@ -16,7 +16,7 @@ Ctrl-C keeps what was written whole and leaves no temporary; a short OpenMP spin
 chose one; a model whose output overflows to inf is refused, no file written; an output name of a
 format i2i does not write, or one -f contradicts, refused; options out of range named; a .pth as
 the model told to convert; a FIFO model refused at once; a .npy holding inf refused; RGBA to JPEG
-warns; GEGL
+warns; a TIFF of several pages warns that the first is translated; GEGL
 started with the image modules alone, nothing left in TMPDIR or the working folder (no GEGL swap
 folder), GEGL_PATH and an unwritable TMPDIR obeyed.
 Usage: run_translate.py BUILD_DIR SOURCE_DIR WORK_DIR.
@@ -278,6 +278,14 @@ r = subprocess.run([i2i, "translate", model, bad_npy, os.path.join(work, "inf_ou
 check(r.returncode == 1 and "inf at row 2, column 5, channel 1" in r.stderr and
       not os.path.exists(os.path.join(work, "inf_out.npy")), "a .npy holding inf is refused, naming the element",
       r.stderr.strip()[-200:])
+# a TIFF of two pages: the first is translated, with a warning that says so
+pages = os.path.join(work, "pages.tif")
+first_page = Image.fromarray((np.random.default_rng(8).random((40, 60, 3)) * 255).astype(np.uint8))
+first_page.save(pages, save_all=True, append_images=[first_page.rotate(90)])
+r = subprocess.run([i2i, "translate", model, pages, os.path.join(work, "pages_out.tif")], capture_output=True, text=True)
+check(r.returncode == 0 and "has several pages: the first is translated" in r.stderr and
+      Image.open(os.path.join(work, "pages_out.tif")).size == (60, 40),
+      "a TIFF of several pages: the first is translated, with a warning", r.stderr.strip()[-200:])
 # RGBA written as JPEG: a warning that the transparency is dropped
 r = subprocess.run([i2i, "translate", model, os.path.join(work, "in", "c_rgba8.png"), os.path.join(work, "rgba.jpg")],
                    capture_output=True, text=True)
