@@ -134,19 +134,6 @@ static char *installed_path(fetch_run *r, const char *task) {
   return s;
 }
 
-/* Removes what a failed or finished conversion left in the staging folder. */
-static void clear_stage(const char *stage) {
-  GDir *d = g_dir_open(stage, 0, NULL);
-  if (!d) return;
-  const char *n;
-  while ((n = g_dir_read_name(d))) {
-    gchar *p = g_build_filename(stage, n, NULL);
-    unlink(p);
-    g_free(p);
-  }
-  g_dir_close(d);
-}
-
 /* Makes the model folder and a staging folder inside it: the check that it is writable, done
  * before anything is downloaded. */
 static bool ensure_stage(fetch_run *r) {
@@ -221,10 +208,10 @@ static char *download(fetch_run *r, const i2i_manifest_entry *e, const char *lab
 /* Prints the report lines and renames the converted files from the stage into the model folder. */
 static bool install_set(fetch_run *r, const convert_set *set) {
   char err[1024];
-  clear_stage(r->stage);
+  convert_clear_stage(r->stage);
   if (convert_write(r->ctx, set, r->stage, NULL, err, sizeof err)) {
     cli_error(CMD, "writing the models: %s", err);
-    clear_stage(r->stage);
+    convert_clear_stage(r->stage);
     return false;
   }
   bool ok = true;
@@ -250,7 +237,7 @@ static bool install_set(fetch_run *r, const convert_set *set) {
       g_free(from);
       g_free(to);
     }
-  clear_stage(r->stage);
+  convert_clear_stage(r->stage);
   return ok;
 }
 
@@ -597,7 +584,7 @@ int cmd_fetch(int argc, char **argv) {
   rc = failed ? 1 : 0;
 out:
   if (r.stage) {
-    clear_stage(r.stage);
+    convert_clear_stage(r.stage);
     rmdir(r.stage);
   }
   for (guint k = 0; k < jobs->len; k++) {

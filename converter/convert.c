@@ -1228,17 +1228,16 @@ done:
 static volatile sig_atomic_t deferred_signal;
 static void defer_signal(int sig) { deferred_signal = sig; }
 
-/* Removes the staging folder and what is in it. */
-static void remove_stage(const char *stage) {
+void convert_clear_stage(const char *stage) {
   GDir *d = g_dir_open(stage, 0, NULL);
+  if (!d) return;
   const char *n;
-  while (d && (n = g_dir_read_name(d))) {
+  while ((n = g_dir_read_name(d))) {
     gchar *p = g_build_filename(stage, n, NULL);
     unlink(p);
     g_free(p);
   }
-  if (d) g_dir_close(d);
-  rmdir(stage);
+  g_dir_close(d);
 }
 
 i2i_status convert_write(i2i_ctx *ctx, const convert_set *set, const char *dir, FILE *log, char *err, size_t errlen) {
@@ -1296,7 +1295,8 @@ i2i_status convert_write(i2i_ctx *ctx, const convert_set *set, const char *dir, 
     g_free(from);
     g_free(to);
   }
-  remove_stage(stage);
+  convert_clear_stage(stage);
+  rmdir(stage);
   g_free(stage);
   sigaction(SIGINT, &old_int, NULL);
   sigaction(SIGTERM, &old_term, NULL);

@@ -58,6 +58,9 @@ void convert_set_free(convert_set *set);
  * all into a staging folder inside `dir`, then renamed into place, so a failure (a full disk)
  * changes nothing; Ctrl-C or SIGTERM meanwhile waits for the set. Prints one line per file to
  * `log` (may be NULL). */
+/* Removes the files of a staging folder (not the folder itself; not recursive). */
+void convert_clear_stage(const char *stage);
+
 i2i_status convert_write(i2i_ctx *ctx, const convert_set *set, const char *dir, FILE *log, char *err, size_t errlen);
 
 /* `i2i inspect` on a checkpoint: keys, shapes, dtypes, architecture, domains, colour order and

@@ -798,7 +798,8 @@ const char *i2i_img_type_name(i2i_img_type type)
   }
 }
 
-bool i2i_img_type_uses_gegl(i2i_img_type type)
+/* Whether saving files of this type goes through GEGL (PNG, TIFF). */
+static bool type_uses_gegl(i2i_img_type type)
 {
   return type == I2I_IMG_PNG || type == I2I_IMG_TIFF;
 }
@@ -2898,7 +2899,7 @@ bool i2i_img_save(const char *path, const float *pixels, int width, int height,
     return false;
   if (!check_save_opts(path, &o, err, errlen))
     return false;
-  if (i2i_img_type_uses_gegl(o.type) && !i2i_img_init(err, errlen))
+  if (type_uses_gegl(o.type) && !i2i_img_init(err, errlen))
     return false;
   if (!i2i_atomic_open(&af, path, err, errlen))
     return false;

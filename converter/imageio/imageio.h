@@ -100,9 +100,6 @@ i2i_img_type i2i_img_type_from_name(const char *path);
  * no file content; the load still checks the bytes. */
 bool i2i_img_path_is_supported(const char *path);
 
-/* Whether saving files of this type goes through GEGL (PNG, TIFF), which takes one such save
- * at a time in the process. Loads no longer use GEGL: a load never waits for a save. */
-bool i2i_img_type_uses_gegl(i2i_img_type type);
 
 /* The type's short name ("PNG", "JPEG", "TIFF", "WebP", "unknown"); static storage. */
 const char *i2i_img_type_name(i2i_img_type type);
