@@ -201,23 +201,12 @@ static gpointer save_now(gpointer data) {
   return NULL;
 }
 
-/* Bytes the system can still hand out (MemAvailable), or 0 when it does not say. */
-static uint64_t memory_available(void) {
-  FILE *f = fopen("/proc/meminfo", "r");
-  if (!f) return 0;
-  char line[256];
-  unsigned long long kb = 0;
-  while (fgets(line, sizeof line, f) && sscanf(line, "MemAvailable: %llu kB", &kb) != 1) kb = 0;
-  fclose(f);
-  return (uint64_t)kb * 1024;
-}
-
 /* Starts writing f: on a thread when another file follows and the image takes at most a quarter
  * of the memory still available (it is held while the next file runs), else here and now. */
 static void save_start(image_file *f, bool more) {
   f->thread = NULL;
   uint64_t bytes = (uint64_t)f->img.info.width * (uint64_t)f->img.info.height * 4 * sizeof(float);
-  if (more && bytes <= memory_available() / 4) f->thread = g_thread_try_new("i2i-save", save_now, f, NULL);
+  if (more && bytes <= i2i_host_memory_available(0) / 4) f->thread = g_thread_try_new("i2i-save", save_now, f, NULL);
   if (!f->thread) save_now(f);
 }
 

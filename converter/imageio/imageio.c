@@ -7,6 +7,7 @@
 #include "imageio.h"
 
 #include "atomicfile.h"
+#include "i2i.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -71,13 +72,22 @@ static bool check_dims(const char *verb, const char *path, int w, int h, size_t 
   return true;
 }
 
-/* Allocates n_px float RGBA pixels, with a readable message when memory is short. */
+/* Allocates the float RGBA buffer of a w x h image (n_px pixels), refusing one larger than the
+ * memory available (touching it would get the process killed) with a message. */
 static float *alloc_rgba(const char *path, int w, int h, size_t n_px, char *err, size_t errlen)
 {
+  uint64_t avail;
   size_t bytes;
   float *p;
   if (!g_size_checked_mul(&bytes, n_px, 4 * sizeof(float))) {
     fail(err, errlen, "'%s': %d x %d pixels is too large", path, w, h);
+    return NULL;
+  }
+  avail = i2i_host_memory_available(1);
+  if (bytes > avail) {
+    fail(err, errlen, "not enough memory for '%s': its %d x %d pixels need %zu MB as float "
+         "RGBA, %llu MB are available", path, w, h, bytes >> 20,
+         (unsigned long long)(avail >> 20));
     return NULL;
   }
   p = g_try_malloc(bytes);
@@ -89,18 +99,27 @@ static float *alloc_rgba(const char *path, int w, int h, size_t n_px, char *err,
 
 /* Maps the pages of a fresh output buffer on a helper thread while the decoder works, so
  * the first writes into it do not each stop for a page fault (a 24 MP float RGBA image is
- * 94 000 pages). MADV_POPULATE_WRITE leaves contents alone, so it may race the writers. */
+ * 94 000 pages). MADV_POPULATE_WRITE leaves contents alone, so it may race the writers. It
+ * maps a chunk at a time and stops when the load fails: a small file declaring a huge image
+ * (a forged header, or data that ends early) must not cost the whole buffer's memory. */
+#define PREFAULT_CHUNK ((size_t)32 << 20)
+
 typedef struct {
   GThread *thread;
   void *addr;
   size_t len;
+  gint stop;
 } prefault;
 
 static gpointer prefault_run(gpointer data)
 {
 #ifdef MADV_POPULATE_WRITE
   prefault *p = data;
-  (void)madvise(p->addr, p->len, MADV_POPULATE_WRITE);
+  for (size_t at = 0; at < p->len && !g_atomic_int_get(&p->stop); at += PREFAULT_CHUNK) {
+    size_t n = p->len - at < PREFAULT_CHUNK ? p->len - at : PREFAULT_CHUNK;
+    if (madvise((char *)p->addr + at, n, MADV_POPULATE_WRITE) != 0)
+      break;
+  }
 #else
   (void)data;
 #endif
@@ -112,6 +131,7 @@ static void prefault_start(prefault *p, void *buf, size_t bytes)
   uintptr_t page = 4096, start = ((uintptr_t)buf + page - 1) & ~(page - 1);
   uintptr_t end = ((uintptr_t)buf + bytes) & ~(page - 1);
   p->thread = NULL;
+  g_atomic_int_set(&p->stop, 0);
   if (bytes < ((size_t)16 << 20) || end <= start)
     return;
   p->addr = (void *)start;
@@ -119,8 +139,11 @@ static void prefault_start(prefault *p, void *buf, size_t bytes)
   p->thread = g_thread_try_new("i2i-prefault", prefault_run, p, NULL);
 }
 
-static void prefault_join(prefault *p)
+/* Waits for the helper; `failed`: the load failed, so the helper stops at its next chunk. */
+static void prefault_join(prefault *p, bool failed)
 {
+  if (failed)
+    g_atomic_int_set(&p->stop, 1);
   if (p->thread)
     g_thread_join(p->thread);
   p->thread = NULL;
@@ -1212,7 +1235,7 @@ static bool load_png(const char *path, int fd, off_t size, i2i_img *out, char *e
   ok = true;
 
 done:
-  prefault_join(&s->pf);
+  prefault_join(&s->pf, !ok);
   png_destroy_read_struct(&s->png, &s->info, NULL);
   g_free(s);
   return ok;
@@ -1664,7 +1687,7 @@ static bool load_tiff(const char *path, int fd, off_t size, i2i_img *out, file_m
       ok = tiff_read_rows(tif, &io, &pl, w, h, out->pixels, path, err, errlen);
     g_free(pl.tmp);
   }
-  prefault_join(&pf);
+  prefault_join(&pf, !ok);
   if (!ok)
     goto done;
   out->info.width = (int)w;
@@ -2002,7 +2025,7 @@ static bool load_jpeg(const char *path, int fd, off_t size, i2i_img *out, file_m
   ok = true;
 
 done:
-  prefault_join(&s->pf);
+  prefault_join(&s->pf, !ok);
   jpeg_destroy_decompress(&s->cinfo);
   g_free(s->rows);
   fclose(s->fp);
@@ -2156,7 +2179,7 @@ static bool load_webp(const char *path, int fd, off_t size, i2i_img *out, file_m
   ok = true;
 
 done:
-  prefault_join(&pf);
+  prefault_join(&pf, !ok);
   g_free(data);
   return ok;
 }

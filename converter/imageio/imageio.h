@@ -20,7 +20,9 @@ extern "C" {
 
 /* Limits checked before anything is allocated: each side and the pixel count. A load also
  * refuses, before allocating, a PNG, TIFF or (Huffman-coded) JPEG whose declared size is more
- * than its file could hold at the format's greatest compression ratio (truncated or forged). */
+ * than its file could hold at the format's greatest compression ratio (truncated or forged),
+ * and any image whose float RGBA buffer is larger than the memory available
+ * (i2i_host_memory_available, swap counted). */
 #define I2I_IMG_MAX_SIDE   262144
 #define I2I_IMG_MAX_PIXELS (1u << 29)
 /* Embedded ICC profiles larger than this are ignored. */

@@ -60,6 +60,14 @@ const char *i2i_version(void);
  * cannot be executed again, which then runs as before. */
 void i2i_openmp_reexec(char *argv[]);
 
+/* Bytes of host memory this process can still take without being killed for it: the least of
+ * the system's MemAvailable (plus SwapFree when `with_swap` is nonzero) and what each cgroup memory limit on
+ * the process (v1 or v2, a container's or a systemd unit's) leaves, not counting reclaimable file
+ * cache; UINT64_MAX when the system does not say. Reads /proc and /sys on each call. The engine
+ * checks a CPU run's working memory against it (without swap); callers check their own large
+ * buffers (decoded images) the same way. */
+uint64_t i2i_host_memory_available(int with_swap);
+
 /* ---------------------------------------------------------------------------------------------
  * Context
  * ------------------------------------------------------------------------------------------- */

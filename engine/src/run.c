@@ -40,21 +40,6 @@ static inline int reflect_index(int i, int n) {
   return i >= n ? period - i : i;
 }
 
-static uint64_t mem_available(void) {
-  FILE *f = fopen("/proc/meminfo", "r");
-  if (!f) return UINT64_MAX;
-  char line[256];
-  uint64_t kb = 0;
-  bool found = false;
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "MemAvailable: %lu kB", &kb) == 1) {
-      found = true;
-      break;
-    }
-  fclose(f);
-  return found ? kb * 1024 : UINT64_MAX;
-}
-
 static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -289,7 +274,7 @@ i2i_status run_native(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp
   if (!done) {
     /* memory the kept buffers will serve is already this process's */
     uint64_t avail =
-        mem_available() + kept_fits(ctx, KEPT_ARENA, arena_bytes) + kept_fits(ctx, KEPT_SCRATCH, scratch_need);
+        i2i_host_memory_available(false) + kept_fits(ctx, KEPT_ARENA, arena_bytes) + kept_fits(ctx, KEPT_SCRATCH, scratch_need);
     if ((uint64_t)total > avail)
       return i2i_fail(ctx, I2I_E_NOMEM,
                       "a %dx%d run needs %.1f GiB of working memory (%d whole-image intermediates), %.1f GiB is "

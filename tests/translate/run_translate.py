@@ -13,7 +13,9 @@ cannot hold), the inputs untouched; a missing model's message naming `i2i fetch`
 ($I2I_MODEL_PATH folders in order, then the XDG folder); --strength 0; --memory tiles, same result; the
 same bits on any --threads; a folder run's outputs equal each file run alone, reported in order;
 Ctrl-C keeps what was written whole and leaves no temporary; a short OpenMP spin unless the user
-chose one; a model whose output overflows to inf is refused, no file written; an output name of a
+chose one; a model whose output overflows to inf is refused, no file written; an image larger
+than a cgroup's memory limit refused with a message (where a cgroup can be made); a small WebP
+declaring a huge size fails without taking the memory; an output name of a
 format i2i does not write, or one -f contradicts, refused; options out of range named; a .pth as
 the model told to convert; a FIFO model refused at once; a .npy holding inf refused; RGBA to JPEG
 warns; a TIFF of several pages warns that the first is translated; GEGL
@@ -22,6 +24,7 @@ folder), GEGL_PATH and an unwritable TMPDIR obeyed.
 Usage: run_translate.py BUILD_DIR SOURCE_DIR WORK_DIR.
 Ends with "N passed, N failed".
 """
+import io
 import os
 import re
 import shutil
@@ -415,6 +418,71 @@ r = subprocess.run([i2i, "translate", over, os.path.join(work, "in", "a_rgb8.png
                    capture_output=True, text=True)
 check(r.returncode == 1 and "not finite" in r.stderr and not os.path.exists(over_out),
       "a model whose output overflows (inf): refused with a message, no file written", r.stderr.strip()[-200:])
+
+
+
+def memory_cgroup(limit):
+    # a fresh memory cgroup limited to LIMIT bytes (v2 at the root, v1 under this process's own
+    # group), or None where this machine allows none (not root, a read-only or v2-delegated tree)
+    d = None
+    try:
+        if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+            if "memory" not in open("/sys/fs/cgroup/cgroup.subtree_control").read().split():
+                return None
+            d = "/sys/fs/cgroup/i2i-test-%d" % os.getpid()
+            os.mkdir(d)
+            open(os.path.join(d, "memory.max"), "w").write(str(limit))
+        else:
+            own = [ln.split(":", 2)[2].strip() for ln in open("/proc/self/cgroup")
+                   if "memory" in ln.split(":")[1].split(",")]
+            base = "/sys/fs/cgroup/memory" + (own[0] if own else "")
+            if not os.path.isdir(base):
+                base = "/sys/fs/cgroup/memory"
+            d = os.path.join(base, "i2i-test-%d" % os.getpid())
+            os.mkdir(d)
+            open(os.path.join(d, "memory.limit_in_bytes"), "w").write(str(limit))
+        return d
+    except (OSError, IndexError):
+        if d and os.path.isdir(d):
+            os.rmdir(d)
+        return None
+
+
+# an image larger than the memory a cgroup (a container's limit) leaves: refused with a message
+# that names the figures, where it used to be killed by the kernel (the host had the memory)
+cg = memory_cgroup(192 << 20)
+if cg is None:
+    print("  (no memory cgroup can be made here: the cgroup limit check is skipped)")
+else:
+    huge = os.path.join(work, "huge.png")
+    Image.new("RGB", (4000, 4000), (30, 90, 200)).save(huge)
+    huge_out = os.path.join(work, "huge_out.png")
+    r = subprocess.run([i2i, "translate", model, huge, huge_out, "--backend", "cpu"], capture_output=True, text=True,
+                       preexec_fn=lambda: open(os.path.join(cg, "cgroup.procs"), "w").write(str(os.getpid())))
+    os.rmdir(cg)
+    check(r.returncode == 1 and "not enough memory for" in r.stderr and "244 MB" in r.stderr and
+          not os.path.exists(huge_out), "an image larger than a cgroup's memory limit is refused, not killed",
+          "rc %d: %s" % (r.returncode, r.stderr.strip()[-200:]))
+
+# a 94-byte WebP whose header declares 16383 x 16383 pixels (a 4 GiB float buffer): refused as
+# truncated after a few MB, where the buffer's pages were all mapped before the decoder failed
+forged = os.path.join(work, "forged.webp")
+buf = io.BytesIO()
+Image.new("RGB", (64, 64), (10, 200, 30)).save(buf, "WEBP", quality=50)
+data = bytearray(buf.getvalue())
+at = data.find(b"VP8 ") + 8 + 6
+data[at:at + 4] = (16383).to_bytes(2, "little") * 2
+open(forged, "wb").write(data)
+# the peak is read by a small parent: a child of this process inherits its high-water mark (torch)
+peak_of = ("import os, sys\npid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ)\n"
+           "_, st, ru = os.wait4(pid, 0)\nprint(ru.ru_maxrss >> 10)\nsys.exit(os.waitstatus_to_exitcode(st))")
+# (without meson's MALLOC_PERTURB_, which makes malloc write every byte it hands out)
+r = subprocess.run([sys.executable, "-c", peak_of, i2i, "translate", model, forged, os.path.join(work, "forged_out.webp")],
+                   capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "MALLOC_PERTURB_"})
+peak = int(r.stdout) if r.stdout.strip().isdigit() else -1
+check(r.returncode == 1 and "truncated WebP" in r.stderr and 0 < peak < 1024,
+      "a small WebP declaring 16383 x 16383 pixels fails without taking the buffer's 4 GiB",
+      "rc %d, peak %d MB: %s" % (r.returncode, peak, r.stderr.strip()[-160:]))
 
 # GEGL starts with the image modules alone, from a private folder removed at once: the others
 # (libavcodec's ff-load, poppler's pdf-load, ...) are not loaded, nothing is left in TMPDIR, and the
