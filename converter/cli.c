@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -68,19 +69,63 @@ bool cli_has_ext(const char *p, const char *ext) {
 /* g_ptr_array_sort hands the comparator pointers to the elements. */
 static gint cmp_names(gconstpointer a, gconstpointer b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-GPtrArray *cli_list_folder(const char *dir, bool (*want)(const char *path)) {
+/* What a folder listing passed over: a count and the first name of each kind. */
+typedef struct {
+  int n[4];
+  gchar *first[4];
+} skipped_kinds;
+
+enum { SKIP_FILE, SKIP_FOLDER, SKIP_BROKEN_LINK, SKIP_SPECIAL };
+
+static void skipped_add(skipped_kinds *k, int kind, const char *name) {
+  if (!k->n[kind]++ || strcmp(name, k->first[kind]) < 0) {
+    g_free(k->first[kind]);
+    k->first[kind] = g_strdup(name);
+  }
+}
+
+GPtrArray *cli_list_folder(const char *cmd, const char *dir, bool (*want)(const char *path), const char *what,
+                           int *skipped) {
   GDir *d = g_dir_open(dir, 0, NULL);
   if (!d) return NULL;
   GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
+  skipped_kinds k = {{0}, {NULL}};
   const char *n;
   while ((n = g_dir_read_name(d))) {
     if (n[0] == '.') continue;
     gchar *p = g_build_filename(dir, n, NULL);
-    if (want(p)) g_ptr_array_add(names, p);
-    else g_free(p);
+    struct stat st, lst;
+    if (want(p)) {
+      g_ptr_array_add(names, p);
+      continue;
+    }
+    if (stat(p, &st) != 0) skipped_add(&k, lstat(p, &lst) == 0 && S_ISLNK(lst.st_mode) ? SKIP_BROKEN_LINK : SKIP_SPECIAL, n);
+    else if (S_ISDIR(st.st_mode)) skipped_add(&k, SKIP_FOLDER, n);
+    else if (S_ISREG(st.st_mode)) skipped_add(&k, SKIP_FILE, n);
+    else skipped_add(&k, SKIP_SPECIAL, n);
+    g_free(p);
   }
   g_dir_close(d);
   g_ptr_array_sort(names, cmp_names);
+  static const char *const kind_one[] = {"file", "subfolder", "broken link", "other entry"};
+  static const char *const kind_many[] = {"files", "subfolders", "broken links", "other entries"};
+  GString *msg = g_string_new(NULL);
+  int total = 0;
+  for (int i = 0; i < 4; i++) {
+    if (!k.n[i]) continue;
+    total += k.n[i];
+    g_string_append_printf(msg, "%s%d %s", msg->len ? "; " : "", k.n[i], k.n[i] == 1 ? kind_one[i] : kind_many[i]);
+    gchar *shown = g_strescape(k.first[i], NULL);
+    g_string_append_printf(msg, k.n[i] == 1 ? " '%s'" : ", the first '%s'", shown);
+    g_free(shown);
+    if (i == SKIP_FILE) g_string_append_printf(msg, " (i2i reads %s)", what);
+    else if (i == SKIP_FOLDER) g_string_append(msg, " (folders are not read recursively)");
+    else if (i == SKIP_SPECIAL) g_string_append(msg, k.n[i] == 1 ? " (not a regular file)" : " (not regular files)");
+    g_free(k.first[i]);
+  }
+  if (total) cli_error(cmd, "%s: skipping %s", dir, msg->str);
+  if (skipped) *skipped += total;
+  g_string_free(msg, TRUE);
   return names;
 }
 

@@ -28,8 +28,13 @@ bool cli_parse_backend(const char *s, i2i_backend *b);
 i2i_ctx *cli_ctx(i2i_backend backend, int threads, uint64_t memory);
 
 /* The files of folder DIR (not recursive, hidden names skipped) for which WANT(path) is true,
- * as full paths sorted by name in a GPtrArray that frees them; NULL when DIR cannot be read. */
-GPtrArray *cli_list_folder(const char *dir, bool (*want)(const char *path));
+ * as full paths sorted by name in a GPtrArray that frees them; NULL when DIR cannot be read.
+ * What else the folder holds is not dropped unseen: one line on stderr under CMD counts and
+ * names the files WANT refuses (WHAT says what i2i reads, e.g. "PNG, JPEG, TIFF and WebP"),
+ * subfolders, broken links and other entries, and *skipped (NULL: not counted) grows by their
+ * number. */
+GPtrArray *cli_list_folder(const char *cmd, const char *dir, bool (*want)(const char *path), const char *what,
+                           int *skipped);
 
 /* A broken $I2I_MANIFEST must not pass unnoticed: without the manifest a published file gets no
  * task names, labels or colour order from it. Warns on stderr ("i2i <cmd>: warning: ..."), naming

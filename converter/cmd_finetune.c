@@ -35,31 +35,11 @@ typedef struct {
   bool paired;
 } dataset;
 
-static bool is_file(const char *p) { return g_file_test(p, G_FILE_TEST_IS_REGULAR); }
-
 /* The supported images of a folder, sorted by name; NULL when it cannot be read. Other files
- * (a .gif, a sidecar) are counted into *skipped and named in one line, so a picture in a
- * format i2i does not read is not dropped unseen. */
+ * (a .gif, a sidecar), subfolders and broken links are counted into *skipped and named in
+ * one line, so a picture in a format i2i does not read is not dropped unseen. */
 static GPtrArray *list_images(const char *dir, int *skipped) {
-  GPtrArray *all = cli_list_folder(dir, is_file);
-  if (!all) return NULL;
-  GPtrArray *imgs = g_ptr_array_new_with_free_func(g_free);
-  int other = 0;
-  const char *first = NULL;
-  for (guint i = 0; i < all->len; i++) {
-    char *p = all->pdata[i];
-    if (i2i_img_path_is_supported(p)) {
-      g_ptr_array_add(imgs, g_strdup(p));
-    } else {
-      if (!other++) first = p;
-    }
-  }
-  if (other)
-    cli_error("finetune", "skipping %d file%s of %s that i2i does not read as pictures (PNG, JPEG, TIFF, WebP)%s%s",
-            other, other == 1 ? "" : "s", dir, other == 1 ? ": " : ", the first ", first);
-  *skipped += other;
-  g_ptr_array_free(all, TRUE);
-  return imgs;
+  return cli_list_folder("finetune", dir, i2i_img_path_is_supported, "PNG, JPEG, TIFF and WebP pictures", skipped);
 }
 
 /* Box-averages src (w x h RGBA) by integer factors so each side stays >= target, then resizes

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "convert.h"
@@ -117,7 +118,7 @@ static bool translate_npy(job *j, const char *in, const char *out, char *err, si
   if (ok) {
     for (size_t i = 0; i < n; i++)
       for (int c = 0; c < 3; c++) img.rgba[i * 4 + (size_t)c] = rgb[i * 3 + (size_t)c];
-    ok = i2i_npy_save(out, img.rgba, img.height, img.width, 3, err, errlen);
+    ok = i2i_npy_save(out, img.rgba, img.height, img.width, img.channels, err, errlen);
   }
   if (ok && j->verbose) report(in, out, img.width, img.height, &rep);
   j->written += ok;
@@ -228,18 +229,36 @@ static int save_finish(job *j, image_file *f) {
 static bool is_image_input(const char *p) { return !is_dir(p) && !cli_has_ext(p, ".npy"); }
 
 static bool is_input_file(const char *p) {
-  return i2i_img_path_is_supported(p) || (cli_has_ext(p, ".npy") && !is_dir(p));
+  return i2i_img_path_is_supported(p) || (cli_has_ext(p, ".npy") && g_file_test(p, G_FILE_TEST_IS_REGULAR));
 }
 
 /* Adds the supported images (and .npy files) of a folder, sorted by name, non-recursively. */
 static void add_dir(GPtrArray *files, const char *dir) {
-  GPtrArray *names = cli_list_folder(dir, is_input_file);
+  GPtrArray *names = cli_list_folder("translate", dir, is_input_file, "PNG, JPEG, TIFF, WebP and .npy files", NULL);
   if (!names) {
     g_ptr_array_add(files, g_strdup(dir)); /* reported as a failure later */
     return;
   }
   for (guint i = 0; i < names->len; i++) g_ptr_array_add(files, g_strdup(names->pdata[i]));
   g_ptr_array_free(names, TRUE);
+}
+
+/* The folders mkdir -p would create for DIR, deepest first (DIR itself first when missing). */
+static GPtrArray *missing_folders(const char *dir) {
+  GPtrArray *made = g_ptr_array_new_with_free_func(g_free);
+  gchar *p = g_strdup(dir);
+  struct stat st;
+  while (lstat(p, &st) != 0 && errno == ENOENT) {
+    gchar *up = g_path_get_dirname(p);
+    g_ptr_array_add(made, p);
+    if (!strcmp(up, p) || !strcmp(up, ".") || !strcmp(up, "/")) {
+      p = up;
+      break;
+    }
+    p = up;
+  }
+  g_free(p);
+  return made;
 }
 
 static char *out_name(const char *dir, const char *in, i2i_img_type t) {
@@ -314,7 +333,17 @@ static int check_pairs(GPtrArray *ins, GPtrArray *outs, i2i_img_type out_type, i
       snprintf(msg, sizeof msg, "--bits %d does not fit '%s': %s (TIFF holds 8, 16 or 32)", bits, out, bp);
     } else if (!cli_has_ext(out, ".npy") && oext && oext != obase && named == I2I_IMG_UNKNOWN &&
                out_type == I2I_IMG_UNKNOWN) {
-      snprintf(msg, sizeof msg, "i2i does not write '%s' files: name the output .png, .jpg, .tif or .webp", oext);
+      i2i_img_type content;
+      char serr[400];
+      gchar *ibase = g_path_get_basename(in);
+      if (i2i_img_type_from_name(in) == I2I_IMG_UNKNOWN && !i2i_img_sniff(in, &content, serr, sizeof serr))
+        snprintf(msg, sizeof msg, "%s", serr); /* not a picture at all */
+      else if (!strcmp(ibase, obase)) /* the output is named after the input, under -o or into a folder */
+        snprintf(msg, sizeof msg, "i2i does not write '%s' files: give the outputs' format with -f (png, jpeg, tiff "
+                 "or webp)", oext);
+      else
+        snprintf(msg, sizeof msg, "i2i does not write '%s' files: name the output .png, .jpg, .tif or .webp", oext);
+      g_free(ibase);
     } else if (!cli_has_ext(out, ".npy") && named != I2I_IMG_UNKNOWN && out_type != I2I_IMG_UNKNOWN &&
                named != out_type) {
       snprintf(msg, sizeof msg, "-f asks for another format than the name '%s' says: change the name or leave -f out",
@@ -362,7 +391,8 @@ int cmd_translate(int argc, char **argv) {
     "installed models) or a path to an .onnx file. IN may be image files, .npy arrays or folders.\n"
     "Without -o the last path is the output (a file, or a folder: an existing one, or for several inputs), as\n"
     "with cp. Outputs that would replace an input or one another are refused before anything runs.\n"
-    ".npy files hold float32 H x W x 3 arrays in [-1,1] (the model's own range) and run natively.\n"
+    ".npy files hold float32 H x W x 3 arrays in [-1,1] (the model's own range) and run natively; a fourth\n"
+    "channel (H x W x 4) is passed through unchanged, as an image's alpha is.\n"
     "Ctrl-C stops at the file in progress; the files written are whole and nothing half-written is left.\n"
     "Exit status: 0 when every file was written, 1 when any failed, 2 on a usage error, 130 when\n"
     "interrupted (143 for SIGTERM).");
@@ -372,6 +402,8 @@ int cmd_translate(int argc, char **argv) {
   i2i_model *model = NULL;
   GPtrArray *ins = g_ptr_array_new_with_free_func(g_free);
   GPtrArray *outs = g_ptr_array_new_with_free_func(g_free);
+  GPtrArray *made = NULL; /* output folders this run creates, deepest first */
+  guint n_written = 0;
   if (!g_option_context_parse(oc, &argc, &argv, &gerr)) {
     cli_error("translate", "%s", gerr->message);
     g_error_free(gerr);
@@ -475,10 +507,25 @@ int cmd_translate(int argc, char **argv) {
     rc = 1;
     goto out;
   }
-  if (to_dir && !is_dir(dest) && g_mkdir_with_parents(dest, 0777) != 0) {
-    cli_error("translate", "cannot create the output folder '%s': %s", dest, g_strerror(errno));
-    rc = 1;
-    goto out;
+  if (to_dir && !is_dir(dest)) {
+    made = missing_folders(dest);
+    if (g_mkdir_with_parents(dest, 0777) != 0) {
+      cli_error("translate", "cannot create the output folder '%s': %s", dest, g_strerror(errno));
+      rc = 1;
+      goto out;
+    }
+  }
+  bool any_npy = false;
+  for (guint i = 0; i < ins->len; i++) any_npy |= cli_has_ext(ins->pdata[i], ".npy");
+  if (any_npy && (bits || format_s || quality != -1)) {
+    const char *given[3];
+    int ng = 0;
+    if (format_s) given[ng++] = "--format";
+    if (bits) given[ng++] = "--bits";
+    if (quality != -1) given[ng++] = "--quality";
+    cli_error("translate", "warning: %s%s%s%s%s %s not apply to .npy files, which are written as float32 arrays",
+              given[0], ng > 1 ? (ng > 2 ? ", " : " and ") : "", ng > 1 ? given[1] : "", ng > 2 ? " and " : "",
+              ng > 2 ? given[2] : "", ng > 1 ? "do" : "does");
   }
   job j = {0};
   j.ctx = ctx;
@@ -553,6 +600,7 @@ int cmd_translate(int argc, char **argv) {
   sigaction(SIGINT, &old_int, NULL);
   sigaction(SIGTERM, &old_term, NULL);
   cli_progress_done(&bar);
+  n_written = j.written;
   if (interrupted) {
     fprintf(stderr, "i2i translate: interrupted: %u of %u files written (each one whole), %u not started\n",
             j.written, ins->len, ins->len - started);
@@ -562,6 +610,11 @@ int cmd_translate(int argc, char **argv) {
   if (failed && ins->len > 1) fprintf(stderr, "i2i translate: %d of %u files failed\n", failed, ins->len);
   rc = failed ? 1 : 0;
 out:
+  if (made) {
+    /* an output folder this run made stays only when something was written into it */
+    for (guint i = 0; i < made->len && !n_written; i++) (void)rmdir(made->pdata[i]);
+    g_ptr_array_free(made, TRUE);
+  }
   g_option_context_free(oc);
   g_ptr_array_free(ins, TRUE);
   g_ptr_array_free(outs, TRUE);

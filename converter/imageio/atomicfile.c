@@ -83,9 +83,34 @@ static bool split_path(const char *path, char **dir, char **base)
   return true;
 }
 
-bool i2i_atomic_open(i2i_atomic_file *f, const char *dest, char *err, size_t errlen)
+/* The file to write for `dest` (malloc'd): `dest` itself, or when it is a symbolic link the
+ * file the link leads to, so that the link is kept and its target replaced, as cp writes
+ * through links. A link that leads nowhere (or in a loop) is refused, as cp refuses to write
+ * through a dangling link: creating its target could put a file anywhere. */
+static char *write_target(const char *dest, char *err, size_t errlen)
 {
-  char *dir = NULL, *base = NULL, *tmpl = NULL;
+  struct stat st;
+  char *real, *d;
+  if (lstat(dest, &st) != 0 || !S_ISLNK(st.st_mode)) {
+    if (!(d = dup_str(dest)))
+      fail(err, errlen, "out of memory");
+    return d;
+  }
+  real = realpath(dest, NULL);
+  if (!real) {
+    if (errno == ENOENT)
+      fail(err, errlen, "cannot write '%s': it is a symbolic link to a file that does not exist "
+           "(i2i writes through links to existing files only)", dest);
+    else
+      fail(err, errlen, "cannot write '%s': cannot follow the symbolic link (%s)", dest,
+           strerror(errno));
+  }
+  return real;
+}
+
+bool i2i_atomic_open(i2i_atomic_file *f, const char *dest_name, char *err, size_t errlen)
+{
+  char *dest = NULL, *dir = NULL, *base = NULL, *tmpl = NULL;
   struct stat st;
   mode_t mode;
   size_t n;
@@ -93,10 +118,14 @@ bool i2i_atomic_open(i2i_atomic_file *f, const char *dest, char *err, size_t err
 
   memset(f, 0, sizeof *f);
   f->fd = -1;
-  if (!dest || !*dest)
+  if (!dest_name || !*dest_name)
     return fail(err, errlen, "no output file name given");
-  if (!split_path(dest, &dir, &base))
+  if (!(dest = write_target(dest_name, err, errlen)))
+    return false;
+  if (!split_path(dest, &dir, &base)) {
+    free(dest);
     return fail(err, errlen, "out of memory");
+  }
   if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0) {
     fail(err, errlen, "'%s' names a folder, not a file", dest);
     goto out;
@@ -145,21 +174,15 @@ bool i2i_atomic_open(i2i_atomic_file *f, const char *dest, char *err, size_t err
   }
   /* On failure the file keeps mkstemp's 0600, which is only more private: not fatal. */
   (void)fchmod(fd, mode);
-  f->dest = dup_str(dest);
-  if (!f->dest) {
-    close(fd);
-    unlink(tmpl);
-    fail(err, errlen, "out of memory");
-    goto out;
-  }
+  f->dest = dest;
   f->tmp_path = tmpl;
-  tmpl = NULL;
   f->fd = fd;
   free(dir);
   free(base);
   return true;
 
 out:
+  free(dest);
   free(dir);
   free(base);
   free(tmpl);

@@ -10,15 +10,17 @@
 #include <stddef.h>
 
 typedef struct {
-  char *dest;      /* owned copy of the destination path */
+  char *dest;      /* owned: the file replaced on commit (a link's target when dest is one) */
   char *tmp_path;  /* owned; the temporary's path */
   int fd;          /* open descriptor of the temporary, or -1 once closed */
 } i2i_atomic_file;
 
 /* Creates the temporary for `dest` with the mode the result should have (the existing
  * destination's permissions, else 0666 minus the umask) and fills `f` (caller storage).
- * Fails with a readable message when the folder is missing, not a folder, or not
- * writable, or when `dest` is a directory; then `f` holds nothing to release. */
+ * A `dest` that is a symbolic link is written through, as cp does: f->dest is the file it
+ * leads to, replaced on commit, and the link stays. Fails with a readable message when the
+ * folder is missing, not a folder, or not writable, when `dest` is a directory or a link
+ * to nothing; then `f` holds nothing to release. */
 bool i2i_atomic_open(i2i_atomic_file *f, const char *dest, char *err, size_t errlen);
 
 /* Closes the descriptor if still open (the writer may have closed it or handed it to

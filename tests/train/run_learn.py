@@ -268,10 +268,12 @@ for f in ('p00.png', 'p01.png'):
     shutil.copy(os.path.join(pairs, f), mixed)
 Image.fromarray((rng.random((64, 128, 3)) * 255).astype(np.uint8)).save(os.path.join(mixed, 'anim.gif'))
 open(os.path.join(mixed, 'notes.txt'), 'w').write('pairs from the valley\n')
+os.makedirs(os.path.join(mixed, 'old'))
 r = run([i2i, 'finetune', ckpt, mixed, '--work-dir', os.path.join(work, 'w9'), '--output-dir', os.path.join(work, 'o9')] +
         common[:-10] + ['--iters', '1', '-o', 'mixed'])
-check(r.returncode == 0 and 'skipping 2 files of' in r.stderr and '2 pairs' in r.stderr and '2 skipped' in r.stderr,
-      'files i2i does not read as pictures (a .gif, a .txt) are reported as skipped', r.stderr[-400:])
+check(r.returncode == 0 and "skipping 2 files, the first 'anim.gif'" in r.stderr and "1 subfolder 'old'" in r.stderr and
+      '2 pairs' in r.stderr and '3 skipped' in r.stderr,
+      'files i2i does not read as pictures (a .gif, a .txt) and a subfolder are reported as skipped', r.stderr[-400:])
 
 
 def interrupt(wdir, signals):

@@ -15,7 +15,10 @@ same bits on any --threads; a folder run's outputs equal each file run alone, re
 Ctrl-C keeps what was written whole and leaves no temporary; a short OpenMP spin unless the user
 chose one; a model whose output overflows to inf is refused, no file written; an image larger
 than a cgroup's memory limit refused with a message (where a cgroup can be made); a small WebP
-declaring a huge size fails without taking the memory; an output name of a
+declaring a huge size fails without taking the memory; a folder's skipped entries named; a
+non-picture input said to be one, a PNG named .dat pointed to -f; an -o folder of a run that writes
+nothing removed; an H x W x 4 .npy's fourth channel kept; --bits for .npy warned of; an output
+symlink written through, a dangling one refused; an output name of a
 format i2i does not write, or one -f contradicts, refused; options out of range named; a .pth as
 the model told to convert; a FIFO model refused at once; a .npy holding inf refused; RGBA to JPEG
 warns; a TIFF of several pages warns that the first is translated; GEGL
@@ -419,6 +422,64 @@ r = subprocess.run([i2i, "translate", over, os.path.join(work, "in", "a_rgb8.png
 check(r.returncode == 1 and "not finite" in r.stderr and not os.path.exists(over_out),
       "a model whose output overflows (inf): refused with a message, no file written", r.stderr.strip()[-200:])
 
+
+# a folder's entries that are not translated are named, not dropped unseen: a file of another
+# format, a subfolder, a broken link
+odd = os.path.join(work, "odd_in")
+os.makedirs(os.path.join(odd, "sub"))
+shutil.copy(src_png, os.path.join(odd, "p.png"))
+open(os.path.join(odd, "notes.txt"), "w").write("x")
+os.symlink("gone.png", os.path.join(odd, "dead.png"))
+r = subprocess.run([i2i, "translate", model, odd, "-o", os.path.join(work, "odd_out")], capture_output=True, text=True)
+check(r.returncode == 0 and "skipping 1 file 'notes.txt'" in r.stderr and "1 subfolder 'sub'" in r.stderr and
+      "1 broken link 'dead.png'" in r.stderr and os.listdir(os.path.join(work, "odd_out")) == ["p.png"],
+      "a folder's other files, subfolders and broken links are named as skipped", r.stderr.strip()[-300:])
+# a file that is no picture given by name: said so (not "i2i does not write .txt"); a PNG with
+# another extension under -o is told to choose the format with -f, and -f png writes it
+r = subprocess.run([i2i, "translate", model, os.path.join(odd, "notes.txt"), "-o", os.path.join(work, "odd_out2")],
+                   capture_output=True, text=True)
+check(r.returncode == 2 and "is not a PNG, JPEG, TIFF or WebP image" in r.stderr, "a text file as an input: not a picture",
+      r.stderr.strip()[-200:])
+shutil.copy(src_png, os.path.join(work, "png_data.dat"))
+r = subprocess.run([i2i, "translate", model, os.path.join(work, "png_data.dat"), "-o", os.path.join(work, "odd_out3")],
+                   capture_output=True, text=True)
+r2 = subprocess.run([i2i, "translate", model, os.path.join(work, "png_data.dat"), "-o", os.path.join(work, "odd_out3"),
+                     "-f", "png"], capture_output=True, text=True)
+check(r.returncode == 2 and "give the outputs' format with -f" in r.stderr and r2.returncode == 0 and
+      os.path.exists(os.path.join(work, "odd_out3", "png_data.png")),
+      "a PNG named .dat under -o: told to give -f, and -f png writes png_data.png", r.stderr.strip()[-200:])
+# an output folder -o would create is not left behind when no file could be written
+r = subprocess.run([i2i, "translate", model, os.path.join(work, "in", "z_corrupt.png"), "-o",
+                    os.path.join(work, "never_dir", "deeper")], capture_output=True, text=True)
+check(r.returncode == 1 and not os.path.exists(os.path.join(work, "never_dir")),
+      "-o NEW/DEEPER made for a run that writes nothing is removed again", r.stderr.strip()[-200:])
+# an H x W x 4 .npy: the fourth channel comes back unchanged, RGB as the H x W x 3 run's
+rgba_npy, rgb_npy = os.path.join(work, "four.npy"), os.path.join(work, "three.npy")
+four = np.random.default_rng(12).uniform(-1, 1, (20, 24, 4)).astype(np.float32)
+np.save(rgba_npy, four)
+np.save(rgb_npy, four[:, :, :3].copy())
+r = subprocess.run([i2i, "translate", model, rgba_npy, rgb_npy, "-o", os.path.join(work, "four_out"), "--bits", "16"],
+                   capture_output=True, text=True)
+got4 = np.load(os.path.join(work, "four_out", "four.npy")) if r.returncode == 0 else None
+got3 = np.load(os.path.join(work, "four_out", "three.npy")) if r.returncode == 0 else None
+check(got4 is not None and got4.shape == (20, 24, 4) and np.array_equal(got4[:, :, 3], four[:, :, 3]) and
+      np.array_equal(got4[:, :, :3], got3), "an H x W x 4 .npy keeps its fourth channel; RGB as the 3-channel run",
+      r.stderr.strip()[-200:])
+check("--bits does not apply to .npy files" in r.stderr, "--bits given for .npy files: a warning that it does not apply",
+      r.stderr.strip()[-200:])
+# an output that is a symbolic link is written through (the link stays, its target is replaced),
+# as cp does; a link to nothing is refused and nothing is created
+target, link, dead = (os.path.join(work, n) for n in ("target.png", "link.png", "dead_link.png"))
+shutil.copy(src_png, target)
+os.symlink("target.png", link)
+os.symlink("nothing_here.png", dead)
+r = subprocess.run([i2i, "translate", model, src_png, link], capture_output=True, text=True)
+check(r.returncode == 0 and os.path.islink(link) and open(target, "rb").read() == open(single, "rb").read(),
+      "an output that is a symbolic link: its target is written, the link kept", r.stderr.strip()[-200:])
+r = subprocess.run([i2i, "translate", model, src_png, dead], capture_output=True, text=True)
+check(r.returncode == 1 and "symbolic link to a file that does not exist" in r.stderr and os.path.islink(dead) and
+      not os.path.exists(os.path.join(work, "nothing_here.png")), "an output that is a dangling link is refused",
+      r.stderr.strip()[-200:])
 
 
 def memory_cgroup(limit):
