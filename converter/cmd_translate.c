@@ -587,8 +587,7 @@ int cmd_translate(int argc, char **argv) {
       failed++;
     }
     if (!ok) image_release(cur);
-    /* the next image is read while this one is written (loads never wait for GEGL, which only
-     * saves PNG and TIFF) */
+    /* the next image is read while this one is written */
     bool more = i + 1 < ins->len && !interrupted && is_image_input(ins->pdata[i + 1]);
     if (ok && cur->active) save_start(cur, i + 1 < ins->len);
     if (more) image_load(prev, ins->pdata[i + 1], outs->pdata[i + 1]);

@@ -1,9 +1,11 @@
 /* converter/imageio/imageio.c: image files <-> float RGBA for the `i2i` tool (imageio.h).
- * Decoding uses libpng, libjpeg, libtiff and libwebp directly: GEGL 0.4.42's loaders hand ICC
- * profiles to babl (which aborts or overreads on crafted ones), overrun a row buffer on TIFFs
- * with fewer samples than colours and exit() on bad JPEGs. PNG and TIFF are written through
- * GEGL (its messages captured from GLib's log), JPEG and WebP with their libraries. Profiles
- * are carried over as bytes, only bounds-checked, never interpreted: no colour management. */
+ * libpng, libjpeg, libtiff and libwebp, called directly both ways, each reporting to the
+ * call's own handlers. GEGL 0.4.42, used before, was dropped: its loaders hand ICC profiles
+ * to babl (which aborts or overreads on crafted ones), overrun a row buffer on TIFFs with
+ * fewer samples than colours and exit() on bad JPEGs, and its savers copied the whole image
+ * (a float TIFF took 36 bytes a pixel beyond the image) and cost each process ~30 ms to
+ * start. Profiles are carried over as bytes, only bounds-checked, never interpreted: no
+ * colour management. */
 #include "imageio.h"
 
 #include "atomicfile.h"
@@ -23,7 +25,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <gegl.h>
 #include <gio/gio.h>
 #include <gmodule.h>
 #include <jpeglib.h>
@@ -35,6 +36,7 @@
 
 #define JPEG_MAX_SIDE 65500
 #define WEBP_MAX_SIDE 16383
+#define WEBP_SAVE_BYTES_PER_PX 26
 #define JPEG_MAX_SCANS 1000
 #define DEFAULT_QUALITY 95
 #define DEFAULT_PNG_COMPRESSION 3
@@ -214,12 +216,6 @@ static uint64_t rd_u64(const unsigned char *p, bool be)
   return hi << 32 | lo;
 }
 
-static void wr_u16(unsigned char *p, uint32_t v, bool be)
-{
-  p[be ? 0 : 1] = (unsigned char)(v >> 8);
-  p[be ? 1 : 0] = (unsigned char)v;
-}
-
 static void wr_u32(unsigned char *p, uint32_t v, bool be)
 {
   for (int i = 0; i < 4; i++)
@@ -237,23 +233,6 @@ static bool pread_full(int fd, void *buf, size_t n, uint64_t off)
     if (r <= 0) {
       if (r == 0)
         errno = EIO; /* the file ended early */
-      return false;
-    }
-    b += r, n -= (size_t)r, off += (uint64_t)r;
-  }
-  return true;
-}
-
-static bool pwrite_full(int fd, const void *buf, size_t n, uint64_t off)
-{
-  const unsigned char *b = buf;
-  while (n > 0) {
-    ssize_t r = pwrite(fd, b, n, (off_t)off);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r <= 0) {
-      if (r == 0)
-        errno = EIO;
       return false;
     }
     b += r, n -= (size_t)r, off += (uint64_t)r;
@@ -493,50 +472,6 @@ static unsigned char *zlib_convert(bool compress, const unsigned char *in, size_
   return ok ? g_byte_array_free(out, FALSE) : (g_byte_array_free(out, TRUE), NULL);
 }
 
-/* PNG's CRC-32 (ISO 3309) of a chunk's type and data. */
-static uint32_t png_crc(const unsigned char *b, size_t n)
-{
-  static uint32_t table[256];
-  static gsize ready;
-  uint32_t c = 0xFFFFFFFFu;
-  if (g_once_init_enter(&ready)) {
-    for (uint32_t i = 0; i < 256; i++) {
-      uint32_t v = i;
-      for (int k = 0; k < 8; k++)
-        v = v & 1 ? 0xEDB88320u ^ (v >> 1) : v >> 1;
-      table[i] = v;
-    }
-    g_once_init_leave(&ready, 1);
-  }
-  for (size_t i = 0; i < n; i++)
-    c = table[(c ^ b[i]) & 0xFF] ^ (c >> 8);
-  return c ^ 0xFFFFFFFFu;
-}
-
-/* Moves the bytes [from, size) of fd by `delta` (the file grows or shrinks by it). */
-static bool shift_tail(int fd, uint64_t from, uint64_t size, int64_t delta)
-{
-  const size_t chunk = (size_t)1 << 20;
-  unsigned char *buf = g_try_malloc(chunk);
-  bool ok = buf != NULL;
-  if (delta > 0) {
-    for (uint64_t end = size; ok && end > from;) {
-      size_t k = (size_t)MIN((uint64_t)chunk, end - from);
-      ok = pread_full(fd, buf, k, end - k) && pwrite_full(fd, buf, k, end - k + (uint64_t)delta);
-      end -= k;
-    }
-  } else if (delta < 0) {
-    for (uint64_t pos = from; ok && pos < size;) {
-      size_t k = (size_t)MIN((uint64_t)chunk, size - pos);
-      ok = pread_full(fd, buf, k, pos) && pwrite_full(fd, buf, k, pos - (uint64_t)-delta);
-      pos += k;
-    }
-    ok = ok && ftruncate(fd, (off_t)(size - (uint64_t)-delta)) == 0;
-  }
-  g_free(buf);
-  return ok;
-}
-
 /* ------------------------------------------------------------------------------------ */
 /* Orientation */
 
@@ -619,195 +554,6 @@ static uint64_t tiff_max_ratio(uint32_t compression)
 }
 
 /* ------------------------------------------------------------------------------------ */
-/* GEGL start-up and the capture of its messages */
-
-static GMutex gegl_lock;      /* serialises GEGL graphs and the process-wide log handlers */
-static gboolean gegl_started;
-static gboolean gegl_failed;
-static char gegl_fail_msg[256];
-
-static const char *const gegl_ops[] = {"gegl:png-save", "gegl:tiff-save", "gegl:buffer-source"};
-
-/* The first of gegl_ops GEGL lacks, or NULL. */
-static const char *gegl_missing_op(void)
-{
-  for (size_t i = 0; i < G_N_ELEMENTS(gegl_ops); i++)
-    if (!gegl_has_operation(gegl_ops[i]))
-      return gegl_ops[i];
-  return NULL;
-}
-
-/* gegl_init loads every module of GEGL's folder, about 80 with their libraries (libavcodec,
- * poppler, libraw, librsvg, ...): 0.2 s of a short translation. Saving needs the PNG and TIFF
- * savers and GEGL's own operations (gegl-*.so: gegl:buffer-source), so unless GEGL_PATH is
- * set GEGL starts from a private folder of links to those alone. GEGL
- * unloads a module between uses and reopens it by its path; each is held open here under that
- * path, so that GLib's module list answers the reopening, and the folder is removed at once
- * (nothing is left behind when the tool is interrupted). */
-static bool lean_module(const char *name)
-{
-  static const char *const savers[] = {"png-save.so", "tiff-save.so"};
-  for (size_t i = 0; i < G_N_ELEMENTS(savers); i++)
-    if (!strcmp(name, savers[i]))
-      return true;
-  return g_str_has_prefix(name, "gegl-") && g_str_has_suffix(name, ".so");
-}
-
-/* Starts GEGL from the private folder; returns false, with nothing left behind, when any step
- * fails (GEGL is then not started). */
-static bool gegl_init_lean(void)
-{
-  if (g_getenv("GEGL_PATH"))
-    return false;
-  GDir *dir = g_dir_open(I2I_GEGL_MODULE_DIR, 0, NULL);
-  if (!dir)
-    return false;
-  char *lean = g_build_filename(g_get_tmp_dir(), "i2i-gegl-XXXXXX", NULL);
-  GPtrArray *links = g_ptr_array_new_with_free_func(g_free);
-  GPtrArray *held = g_ptr_array_new();
-  bool ok = g_mkdtemp(lean) != NULL, made = ok;
-  const char *name;
-  while (ok && (name = g_dir_read_name(dir))) {
-    if (!lean_module(name))
-      continue;
-    char *target = g_build_filename(I2I_GEGL_MODULE_DIR, name, NULL);
-    char *link = g_build_filename(lean, name, NULL);
-    ok = symlink(target, link) == 0;
-    g_free(target);
-    if (!ok) {
-      g_free(link);
-      break;
-    }
-    g_ptr_array_add(links, link);
-    GModule *m = g_module_open(link, G_MODULE_BIND_LAZY | G_MODULE_BIND_LOCAL);
-    ok = m != NULL;
-    if (ok)
-      g_ptr_array_add(held, m);
-  }
-  g_dir_close(dir);
-  ok = ok && links->len > 0;
-  if (ok) {
-    g_setenv("GEGL_PATH", lean, TRUE);
-    gegl_init(NULL, NULL);
-    g_unsetenv("GEGL_PATH");
-  } else {
-    for (guint i = 0; i < held->len; i++)
-      g_module_close(g_ptr_array_index(held, i));
-  }
-  for (guint i = 0; i < links->len; i++)
-    unlink(g_ptr_array_index(links, i));
-  if (made)
-    rmdir(lean);
-  g_ptr_array_free(held, TRUE);
-  g_ptr_array_free(links, TRUE);
-  g_free(lean);
-  return ok;
-}
-
-bool i2i_img_init(char *err, size_t errlen)
-{
-  bool ok;
-  g_mutex_lock(&gegl_lock);
-  if (!gegl_started && !gegl_failed) {
-    /* a lean start that lacks an operation (GEGL packaged otherwise) loads the whole folder */
-    if (!gegl_init_lean())
-      gegl_init(NULL, NULL);
-    else if (gegl_missing_op())
-      gegl_load_module_directory(I2I_GEGL_MODULE_DIR);
-    /* Keep tiles in memory: the default swaps them to ~/.cache past the 512 MB tile
-     * cache, which a 50 MP float image exceeds. No folder (NULL) turns swapping off; a name
-     * such as "RAM" would be taken as a folder and made in the working directory. GEGL_SWAP
-     * in the environment still wins. */
-    if (!g_getenv("GEGL_SWAP"))
-      g_object_set(gegl_config(), "swap", NULL, NULL);
-    gegl_started = TRUE;
-    const char *missing = gegl_missing_op();
-    if (missing) {
-      snprintf(gegl_fail_msg, sizeof gegl_fail_msg,
-               "GEGL has no operation %s (is libgegl-0.4 installed completely?)", missing);
-      gegl_failed = TRUE;
-    }
-  }
-  ok = !gegl_failed;
-  g_mutex_unlock(&gegl_lock);
-  if (!ok)
-    return fail(err, errlen, "%s", gegl_fail_msg);
-  return true;
-}
-
-void i2i_img_shutdown(void)
-{
-  g_mutex_lock(&gegl_lock);
-  if (gegl_started)
-    gegl_exit();
-  gegl_started = FALSE;
-  gegl_failed = TRUE;
-  snprintf(gegl_fail_msg, sizeof gegl_fail_msg, "image I/O used after i2i_img_shutdown()");
-  g_mutex_unlock(&gegl_lock);
-}
-
-typedef struct {
-  GString *first;  /* the first failure message, for the error text */
-  int n_fatal;
-  GLogFunc old_log;      /* restored with NULL data: GLib does not return the old data */
-  GPrintFunc old_printerr;
-} capture;
-
-static capture *active_capture; /* guarded by gegl_lock */
-
-static void capture_record(const gchar *msg)
-{
-  capture *c = active_capture;
-  if (!c)
-    return;
-  c->n_fatal++;
-  if (c->first->len == 0 && msg) {
-    g_string_append(c->first, msg);
-    while (c->first->len && (c->first->str[c->first->len - 1] == '\n' ||
-                             c->first->str[c->first->len - 1] == ' '))
-      g_string_truncate(c->first, c->first->len - 1);
-  }
-}
-
-static void capture_log(const gchar *domain, GLogLevelFlags level, const gchar *msg,
-                        gpointer data)
-{
-  (void)domain;
-  (void)data;
-  if (level & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_WARNING))
-    capture_record(msg);
-}
-
-static void capture_printerr(const gchar *msg)
-{
-  capture_record(msg);
-}
-
-/* Must hold gegl_lock. */
-static void capture_begin(capture *c)
-{
-  c->first = g_string_new(NULL);
-  c->n_fatal = 0;
-  active_capture = c;
-  c->old_log = g_log_set_default_handler(capture_log, NULL);
-  c->old_printerr = g_set_printerr_handler(capture_printerr);
-}
-
-static void capture_end(capture *c)
-{
-  g_log_set_default_handler(c->old_log, NULL);
-  g_set_printerr_handler(c->old_printerr);
-  active_capture = NULL;
-}
-
-static void capture_free(capture *c)
-{
-  if (c->first)
-    g_string_free(c->first, TRUE);
-  c->first = NULL;
-}
-
-/* ------------------------------------------------------------------------------------ */
 /* Names and sniffing */
 
 const char *i2i_img_type_name(i2i_img_type type)
@@ -819,12 +565,6 @@ const char *i2i_img_type_name(i2i_img_type type)
   case I2I_IMG_WEBP: return "WebP";
   default: return "unknown";
   }
-}
-
-/* Whether saving files of this type goes through GEGL (PNG, TIFF). */
-static bool type_uses_gegl(i2i_img_type type)
-{
-  return type == I2I_IMG_PNG || type == I2I_IMG_TIFF;
 }
 
 i2i_img_type i2i_img_type_from_name(const char *path)
@@ -2379,238 +2119,165 @@ static void *pack_new(const float *src, size_t n_px, int channels, sample_kind k
 }
 
 /* ------------------------------------------------------------------------------------ */
-/* Saving through GEGL: PNG, TIFF */
+/* Saving PNG with libpng */
 
-static bool file_tail_is_png_iend(const char *path)
+/* State that must survive libpng's longjmp lives here, not in locals. */
+typedef struct {
+  png_structp png;
+  png_infop info;
+  FILE *fp;
+  unsigned char *row;
+  char msg[256];        /* libpng's error */
+} png_save_state;
+
+static void png_save_error(png_structp png, png_const_charp msg)
 {
-  static const unsigned char iend[12] = {0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xAE, 0x42, 0x60, 0x82};
-  unsigned char b[12];
-  struct stat st;
-  bool ok = false;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return false;
-  if (fstat(fd, &st) == 0 && st.st_size >= 12 &&
-      pread(fd, b, 12, st.st_size - 12) == 12 && memcmp(b, iend, 12) == 0)
-    ok = true;
-  close(fd);
-  return ok;
+  png_save_state *s = png_get_error_ptr(png);
+  snprintf(s->msg, sizeof s->msg, "%s", msg ? msg : "error");
+  png_longjmp(png, 1);
 }
 
-static off_t file_size(const char *path)
+static void png_save_warning(png_structp png, png_const_charp msg)
 {
-  struct stat st;
-  return stat(path, &st) == 0 ? st.st_size : -1;
+  (void)png;
+  (void)msg;
 }
 
-/* Puts `icc` into the PNG GEGL wrote at `tmp` as an iCCP chunk right after IHDR, and drops
- * the sRGB, gAMA and cHRM chunks GEGL wrote (a file with iCCP must not say sRGB too). The
- * head of the file (its chunks before the first IDAT) is rebuilt and the rest moved in
- * place. */
-static bool png_put_icc(const char *dest, const char *tmp, const unsigned char *icc,
-                        size_t icc_len, char *err, size_t errlen)
+/* Writes a row at a time (the memory a save takes is one row, whatever the image's size);
+ * 16-bit samples are big-endian in the file. A profile libpng finds fault with is left out
+ * (its complaints are benign warnings), never a failed save. */
+static bool save_png(const char *dest, i2i_atomic_file *af, const float *px, int w, int h,
+                     const i2i_img_save_opts *o, char *err, size_t errlen)
 {
-  static const char name[] = "ICC profile";
-  GByteArray *head = g_byte_array_new();
-  uint64_t pos = 8;
-  size_t zlen = 0;
-  unsigned char *z = zlib_convert(true, icc, icc_len, 2 * (size_t)I2I_IMG_MAX_ICC, &zlen);
-  struct stat st;
-  bool ok = false;
-  int fd = open(tmp, O_RDWR | O_CLOEXEC);
-  if (fd < 0 || fstat(fd, &st) != 0 || !z) {
-    fail(err, errlen, "cannot write '%s': %s", dest, !z ? "cannot compress the ICC profile"
-                                                        : strerror(errno));
+  static const int color_type[5] = {0, PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA,
+                                    PNG_COLOR_TYPE_RGB, PNG_COLOR_TYPE_RGBA};
+  int channels = (o->gray ? 1 : 3) + (o->alpha ? 1 : 0);
+  sample_kind kind = o->bits == 16 ? SAMPLE_U16 : SAMPLE_U8;
+  size_t row_bytes = (size_t)w * (size_t)channels * (kind == SAMPLE_U16 ? 2 : 1);
+  png_save_state *s = g_try_new0(png_save_state, 1);
+  volatile bool ok = false;
+
+  if (!s)
+    return fail(err, errlen, "out of memory");
+  s->fp = fdopen(af->fd, "wb");
+  if (!s->fp) {
+    g_free(s);
+    return fail(err, errlen, "cannot write '%s': %s", dest, strerror(errno));
+  }
+  af->fd = -1;
+  s->png = png_create_write_struct(PNG_LIBPNG_VER_STRING, s, png_save_error, png_save_warning);
+  s->info = s->png ? png_create_info_struct(s->png) : NULL;
+  s->row = g_try_malloc(row_bytes);
+  if (!s->png || !s->info || !s->row) {
+    fail(err, errlen, "out of memory");
     goto done;
   }
-  g_byte_array_append(head, (const guint8 *)"\x89PNG\r\n\x1a\n", 8);
-  for (;;) {
-    unsigned char hdr[8];
-    uint32_t len;
-    if (!pread_full(fd, hdr, 8, pos))
-      break;
-    len = rd_u32(hdr, true);
-    if (!memcmp(hdr + 4, "IDAT", 4) || !memcmp(hdr + 4, "IEND", 4)) {
-      ok = true;
-      break;
-    }
-    if (len > (1u << 24) || pos + 12 + len > (uint64_t)st.st_size)
-      break;
-    if (memcmp(hdr + 4, "sRGB", 4) && memcmp(hdr + 4, "gAMA", 4) &&
-        memcmp(hdr + 4, "cHRM", 4) && memcmp(hdr + 4, "iCCP", 4)) {
-      guint at = head->len;
-      g_byte_array_set_size(head, at + 12 + len);
-      if (!pread_full(fd, head->data + at, 12 + len, pos))
-        break;
-    }
-    if (!memcmp(hdr + 4, "IHDR", 4)) {
-      size_t body = sizeof name + 1 + zlen;
-      unsigned char b[8];
-      guint at = head->len;
-      wr_u32(b, (uint32_t)body, true);
-      memcpy(b + 4, "iCCP", 4);
-      g_byte_array_append(head, b, 8);
-      g_byte_array_append(head, (const guint8 *)name, sizeof name); /* with its NUL */
-      g_byte_array_append(head, (const guint8 *)"", 1);             /* method 0: zlib */
-      g_byte_array_append(head, z, (guint)zlen);
-      wr_u32(b, png_crc(head->data + at + 4, body + 4), true);
-      g_byte_array_append(head, b, 4);
-    }
-    pos += 12 + (uint64_t)len;
-  }
-  if (!ok) {
-    fail(err, errlen, "cannot write '%s': the PNG encoder wrote an unreadable file", dest);
+  if (setjmp(png_jmpbuf(s->png))) {
+    fail(err, errlen, "cannot write '%s': the PNG encoder failed (%s)", dest, s->msg);
     goto done;
   }
-  ok = shift_tail(fd, pos, (uint64_t)st.st_size, (int64_t)head->len - (int64_t)pos) &&
-       pwrite_full(fd, head->data, head->len, 0);
-  if (!ok)
+  png_init_io(s->png, s->fp);
+  png_set_benign_errors(s->png, 1);
+  png_set_compression_level(s->png, o->png_compression);
+  png_set_IHDR(s->png, s->info, (png_uint_32)w, (png_uint_32)h, kind == SAMPLE_U16 ? 16 : 8,
+               color_type[channels], PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+               PNG_FILTER_TYPE_DEFAULT);
+  if (icc_suits(o->icc, o->icc_len, o->gray))
+    png_set_iCCP(s->png, s->info, "ICC profile", PNG_COMPRESSION_TYPE_BASE, o->icc,
+                 (png_uint_32)o->icc_len);
+  png_write_info(s->png, s->info);
+#if G_BYTE_ORDER == G_LITTLE_ENDIAN
+  if (kind == SAMPLE_U16)
+    png_set_swap(s->png);
+#endif
+  for (int y = 0; y < h; y++) {
+    pack(px + (size_t)y * (size_t)w * 4, (size_t)w, channels, kind, s->row);
+    png_write_row(s->png, s->row);
+  }
+  png_write_end(s->png, NULL);
+  if (fflush(s->fp) != 0 || ferror(s->fp)) {
     fail(err, errlen, "cannot write '%s': %s", dest, strerror(errno));
+    goto done;
+  }
+  ok = true;
 
 done:
-  if (fd >= 0 && close(fd) != 0 && ok)
+  png_destroy_write_struct(&s->png, &s->info);
+  if (fclose(s->fp) != 0 && ok)
     ok = fail(err, errlen, "cannot write '%s': %s", dest, strerror(errno));
-  g_byte_array_free(head, TRUE);
-  g_free(z);
+  g_free(s->row);
+  g_free(s);
   return ok;
 }
 
-/* Points the InterColorProfile tag (34675) of the TIFF GEGL wrote at `tmp` to `icc`, replacing
- * the profile GEGL generated: the profile and a copy of the first IFD with the new entry are
- * appended, and the header is pointed at the copy (the old bytes stay, unused). */
-static bool tiff_put_icc(const char *dest, const char *tmp, const unsigned char *icc,
-                         size_t icc_len, char *err, size_t errlen)
-{
-  tiff_src s = {0};
-  tiff_ifd d;
-  struct stat st;
-  unsigned char *ifd = NULL, *ifd_in = NULL, h[4];
-  uint64_t n = 0, icc_at, ifd_at;
-  bool ok = false, placed = false;
-  int fd = open(tmp, O_RDWR | O_CLOEXEC);
-  if (fd < 0 || fstat(fd, &st) != 0) {
-    fail(err, errlen, "cannot write '%s': %s", dest, strerror(errno));
-    goto done;
-  }
-  s.fd = fd;
-  s.size = (uint64_t)st.st_size;
-  if (tiff_read_ifd0(&s, &d) && !s.big && pread_full(fd, h, 2, d.ifd_at)) {
-    n = rd_u16(h, s.be);
-    ifd = g_try_malloc(2 + (n + 1) * 12 + 4);
-    ifd_in = g_try_malloc(2 + n * 12 + 4);
-  }
-  if (!ifd || !ifd_in || !pread_full(fd, ifd_in, 2 + n * 12 + 4, d.ifd_at)) {
-    fail(err, errlen, "cannot write '%s': the TIFF encoder wrote an unreadable file", dest);
-    goto done;
-  }
-  icc_at = ((uint64_t)st.st_size + 1) & ~(uint64_t)1;
-  ifd_at = (icc_at + icc_len + 1) & ~(uint64_t)1;
-  if (ifd_at + 2 + (n + 1) * 12 + 4 > UINT32_MAX) {
-    fail(err, errlen, "cannot write '%s': no room for the ICC profile in a 4 GB TIFF", dest);
-    goto done;
-  }
-  /* the entries stay sorted by tag: the new one replaces GEGL's or goes before the first
-   * larger tag */
-  {
-    const unsigned char *e = ifd_in + 2;
-    unsigned char *o = ifd + 2, mine[12];
-    uint64_t kept = 0;
-    wr_u16(mine, 34675, s.be);
-    wr_u16(mine + 2, 7, s.be); /* UNDEFINED */
-    wr_u32(mine + 4, (uint32_t)icc_len, s.be);
-    wr_u32(mine + 8, (uint32_t)icc_at, s.be);
-    for (uint64_t i = 0; i < n; i++) {
-      uint32_t tag = rd_u16(e + i * 12, s.be);
-      if (tag >= 34675 && !placed) {
-        memcpy(o + kept++ * 12, mine, 12);
-        placed = true;
-      }
-      if (tag != 34675)
-        memcpy(o + kept++ * 12, e + i * 12, 12);
-    }
-    if (!placed)
-      memcpy(o + kept++ * 12, mine, 12);
-    wr_u16(ifd, (uint32_t)kept, s.be);
-    memcpy(o + kept * 12, e + n * 12, 4); /* the next IFD's offset */
-    n = kept;
-  }
-  wr_u32(h, (uint32_t)ifd_at, s.be);
-  ok = (icc_at == (uint64_t)st.st_size || pwrite_full(fd, "", 1, (uint64_t)st.st_size)) &&
-       pwrite_full(fd, icc, icc_len, icc_at) &&
-       (ifd_at == icc_at + icc_len || pwrite_full(fd, "", 1, icc_at + icc_len)) &&
-       pwrite_full(fd, ifd, 2 + n * 12 + 4, ifd_at) && pwrite_full(fd, h, 4, 4);
-  if (!ok)
-    fail(err, errlen, "cannot write '%s': %s", dest, strerror(errno));
+/* ------------------------------------------------------------------------------------ */
+/* Saving TIFF with libtiff */
 
-done:
-  if (fd >= 0 && close(fd) != 0 && ok)
-    ok = fail(err, errlen, "cannot write '%s': %s", dest, strerror(errno));
-  g_free(ifd);
-  g_free(ifd_in);
-  return ok;
-}
-
-static bool save_gegl(const char *dest, const char *tmp, i2i_img_type type, const float *px,
-                      int w, int h, size_t n_px, const i2i_img_save_opts *o, char *err,
-                      size_t errlen)
+/* Writes an uncompressed TIFF (BigTIFF past 4 GB) a row at a time: 8 or 16-bit unsigned or
+ * 32-bit float samples, Y' or R'G'B' with unassociated alpha, upright, the profile in its
+ * tag. libtiff reports to this call's own handlers (tiff_io's message). */
+static bool save_tiff(const char *dest, i2i_atomic_file *af, const float *px, int w, int h,
+                      size_t n_px, const i2i_img_save_opts *o, char *err, size_t errlen)
 {
-  static const char *const models[5] = {"", "Y'", "Y'A", "R'G'B'", "R'G'B'A"};
   int channels = (o->gray ? 1 : 3) + (o->alpha ? 1 : 0);
   sample_kind kind = o->is_float ? SAMPLE_F32 : o->bits == 16 ? SAMPLE_U16 : SAMPLE_U8;
-  const char *tname = kind == SAMPLE_U8 ? "u8" : kind == SAMPLE_U16 ? "u16" : "float";
-  char fmt_name[32];
-  GeglRectangle ext = {0, 0, w, h};
-  GeglBuffer *buf;
-  GeglNode *graph, *src, *save;
-  capture cap;
-  void *packed;
+  unsigned sample = kind == SAMPLE_U8 ? 1 : kind == SAMPLE_U16 ? 2 : 4;
+  size_t row_bytes = (size_t)w * (size_t)channels * sample;
+  uint64_t raw = (uint64_t)n_px * (uint64_t)channels * sample;
+  tiff_io io = {0};
+  TIFFOpenOptions *opts;
+  unsigned char *row;
+  TIFF *tif;
   bool ok = true;
 
-  packed = pack_new(px, n_px, channels, kind, err, errlen);
-  if (!packed)
-    return false;
-  snprintf(fmt_name, sizeof fmt_name, "%s %s", models[channels], tname);
-
-  g_mutex_lock(&gegl_lock);
-  capture_begin(&cap);
-  buf = gegl_buffer_linear_new_from_data(packed, babl_format(fmt_name), &ext, 0, NULL, NULL);
-  graph = gegl_node_new();
-  src = gegl_node_new_child(graph, "operation", "gegl:buffer-source", "buffer", buf, NULL);
-  if (type == I2I_IMG_PNG)
-    save = gegl_node_new_child(graph, "operation", "gegl:png-save", "path", tmp, "bitdepth",
-                               kind == SAMPLE_U16 ? 16 : 8, "compression",
-                               o->png_compression, NULL);
-  else
-    save = gegl_node_new_child(graph, "operation", "gegl:tiff-save", "path", tmp, "bitdepth",
-                               kind == SAMPLE_U8 ? 8 : kind == SAMPLE_U16 ? 16 : 32, "fp",
-                               kind == SAMPLE_F32 ? 1 : 0, NULL);
-  gegl_node_link(src, save);
-  gegl_node_process(save);
-  g_object_unref(graph);
-  g_object_unref(buf);
-  capture_end(&cap);
-  if (cap.n_fatal > 0) {
-    fail(err, errlen, "cannot write '%s': the %s encoder failed (%s)", dest,
-         i2i_img_type_name(type), cap.first->str);
-    ok = false;
+  io.fd = -1;
+  io.name = af->tmp_path;
+  row = g_try_malloc(row_bytes);
+  opts = TIFFOpenOptionsAlloc();
+  if (!row || !opts) {
+    g_free(row);
+    if (opts)
+      TIFFOpenOptionsFree(opts);
+    return fail(err, errlen, "out of memory");
   }
-  capture_free(&cap);
-  g_mutex_unlock(&gegl_lock);
-  g_free(packed);
-
-  if (ok) {
-    off_t sz = file_size(tmp);
-    uint64_t raw = (uint64_t)n_px * (uint64_t)channels *
-                   (kind == SAMPLE_U8 ? 1u : kind == SAMPLE_U16 ? 2u : 4u);
-    if (sz <= 0 || (type == I2I_IMG_PNG && !file_tail_is_png_iend(tmp)) ||
-        (type == I2I_IMG_TIFF && (uint64_t)sz < raw))
-      ok = fail(err, errlen, "cannot write '%s': the %s encoder wrote an incomplete file "
-                "(disk full?)", dest, i2i_img_type_name(type));
+  TIFFOpenOptionsSetErrorHandlerExtR(opts, tiff_io_error, &io);
+  TIFFOpenOptionsSetWarningHandlerExtR(opts, tiff_io_warning, &io);
+  /* classic TIFF's offsets are 32-bit: leave room for the tags past the samples */
+  tif = TIFFFdOpenExt(af->fd, af->tmp_path, raw > 0xFF000000u ? "w8" : "w", opts);
+  TIFFOpenOptionsFree(opts);
+  if (!tif) {
+    g_free(row);
+    return fail(err, errlen, "cannot write '%s': %s", dest, io.msg[0] ? io.msg : "libtiff failed");
   }
-  if (ok && icc_suits(o->icc, o->icc_len, o->gray))
-    ok = type == I2I_IMG_PNG ? png_put_icc(dest, tmp, o->icc, o->icc_len, err, errlen)
-                             : tiff_put_icc(dest, tmp, o->icc, o->icc_len, err, errlen);
-  return ok;
+  af->fd = -1; /* TIFFClose closes it */
+  TIFFSetField(tif, TIFFTAG_IMAGEWIDTH, (uint32_t)w);
+  TIFFSetField(tif, TIFFTAG_IMAGELENGTH, (uint32_t)h);
+  TIFFSetField(tif, TIFFTAG_BITSPERSAMPLE, (uint16_t)(8 * sample));
+  TIFFSetField(tif, TIFFTAG_SAMPLESPERPIXEL, (uint16_t)channels);
+  TIFFSetField(tif, TIFFTAG_SAMPLEFORMAT, kind == SAMPLE_F32 ? SAMPLEFORMAT_IEEEFP : SAMPLEFORMAT_UINT);
+  TIFFSetField(tif, TIFFTAG_PHOTOMETRIC, o->gray ? PHOTOMETRIC_MINISBLACK : PHOTOMETRIC_RGB);
+  TIFFSetField(tif, TIFFTAG_PLANARCONFIG, PLANARCONFIG_CONTIG);
+  TIFFSetField(tif, TIFFTAG_COMPRESSION, COMPRESSION_NONE);
+  TIFFSetField(tif, TIFFTAG_ORIENTATION, ORIENTATION_TOPLEFT);
+  TIFFSetField(tif, TIFFTAG_ROWSPERSTRIP, TIFFDefaultStripSize(tif, 0));
+  if (o->alpha) {
+    uint16_t extra[1] = {EXTRASAMPLE_UNASSALPHA};
+    TIFFSetField(tif, TIFFTAG_EXTRASAMPLES, (uint16_t)1, extra);
+  }
+  if (icc_suits(o->icc, o->icc_len, o->gray))
+    TIFFSetField(tif, TIFFTAG_ICCPROFILE, (uint32_t)o->icc_len, o->icc);
+  for (int y = 0; y < h && ok; y++) {
+    pack(px + (size_t)y * (size_t)w * 4, (size_t)w, channels, kind, row);
+    ok = TIFFWriteScanline(tif, row, (uint32_t)y, 0) == 1;
+  }
+  if (ok)
+    ok = TIFFFlush(tif) == 1;
+  TIFFClose(tif);
+  g_free(row);
+  if (!ok || io.n_errors)
+    return fail(err, errlen, "cannot write '%s': %s", dest,
+                io.msg[0] ? io.msg : "the TIFF encoder failed (disk full?)");
+  return true;
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -2775,6 +2442,7 @@ static bool save_webp(const char *dest, i2i_atomic_file *af, const float *px, in
   FILE *fp;
   bool ok = false, with_icc;
   int imported;
+  uint64_t need, avail;
 
   if (w > WEBP_MAX_SIDE || h > WEBP_MAX_SIDE)
     return fail(err, errlen, "cannot write '%s': WebP is limited to %d pixels per side (image "
@@ -2795,6 +2463,14 @@ static bool save_webp(const char *dest, i2i_atomic_file *af, const float *px, in
   cfg.alpha_quality = 100;       /* alpha losslessly, also in lossy files */
   if (!WebPValidateConfig(&cfg))
     return fail(err, errlen, "cannot write '%s': invalid WebP settings", dest);
+  /* libwebp encodes from whole-image buffers: with the 8-bit copy a 16 MP lossless save took
+   * 25 bytes a pixel at its peak. Refused up front rather than killed halfway for memory. */
+  need = (uint64_t)n_px * WEBP_SAVE_BYTES_PER_PX;
+  avail = i2i_host_memory_available(1);
+  if (need > avail)
+    return fail(err, errlen, "cannot write '%s': encoding %d x %d pixels as WebP needs about %llu "
+                "MB, %llu MB are available (PNG, TIFF and JPEG are written a row at a time)", dest,
+                w, h, (unsigned long long)(need >> 20), (unsigned long long)(avail >> 20));
 
   packed = pack_new(px, n_px, o->gray ? (o->alpha ? 2 : 1) : channels, SAMPLE_U8, err, errlen);
   if (!packed)
@@ -2922,8 +2598,6 @@ bool i2i_img_save(const char *path, const float *pixels, int width, int height,
     return false;
   if (!check_save_opts(path, &o, err, errlen))
     return false;
-  if (type_uses_gegl(o.type) && !i2i_img_init(err, errlen))
-    return false;
   if (!i2i_atomic_open(&af, path, err, errlen))
     return false;
 
@@ -2934,10 +2608,11 @@ bool i2i_img_save(const char *path, const float *pixels, int width, int height,
   case I2I_IMG_WEBP:
     ok = save_webp(path, &af, pixels, width, height, n_px, &o, err, errlen);
     break;
+  case I2I_IMG_PNG:
+    ok = save_png(path, &af, pixels, width, height, &o, err, errlen);
+    break;
   default:
-    close(af.fd);
-    af.fd = -1;
-    ok = save_gegl(path, af.tmp_path, o.type, pixels, width, height, n_px, &o, err, errlen);
+    ok = save_tiff(path, &af, pixels, width, height, n_px, &o, err, errlen);
     break;
   }
   if (!ok) {

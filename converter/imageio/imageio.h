@@ -2,8 +2,9 @@
  * Loads and saves PNG, JPEG, TIFF and WebP as "R'G'B'A float" in [0,1] (the file's own gamma
  * encoding), with the file's depth, alpha and gray flags, its orientation applied and its ICC
  * profile's bytes kept for the save, atomic writes and readable errors. Loads use libpng,
- * libjpeg, libtiff and libwebp; PNG and TIFF saves go through GEGL (see imageio.c for why). Not
- * an image editor: no resizing, no colour management, no multi-page or animated images. */
+ * libjpeg, libtiff and libwebp for both directions; saves write a row at a time where the
+ * format allows (PNG, TIFF, JPEG). Not an image editor: no resizing, no colour management, no
+ * multi-page or animated images. */
 #ifndef I2I_IMAGEIO_H
 #define I2I_IMAGEIO_H
 
@@ -14,9 +15,8 @@
 extern "C" {
 #endif
 
-/* Threads: every call may be made from several threads at once; PNG and TIFF saves take a
- * process-wide lock (GEGL's messages are captured through GLib's global log and printerr
- * handlers while they run), loads of every type and JPEG and WebP saves run in parallel. */
+/* Threads: every call may be made from several threads at once; loads and saves of every
+ * type run in parallel (each library reports to the call's own handlers). */
 
 /* Limits checked before anything is allocated: each side and the pixel count. A load also
  * refuses, before allocating, a PNG, TIFF or (Huffman-coded) JPEG whose declared size is more
@@ -85,15 +85,6 @@ typedef struct {
   size_t icc_len;
 } i2i_img_save_opts;
 
-/* Initialises GEGL and babl once per process (later calls are no-ops) and checks which
- * GEGL operations exist. PNG and TIFF saves call it themselves; loads do not need it.
- * Returns false with a message when GEGL cannot start. Thread-safe. */
-bool i2i_img_init(char *err, size_t errlen);
-
-/* Calls gegl_exit() if i2i_img_init() started GEGL. Optional, at process end only; no
- * other i2i_img_* call may follow. */
-void i2i_img_shutdown(void);
-
 /* Maps a file name's extension (case-insensitive: .png .jpg .jpeg .jpe .tif .tiff .webp) to
  * a type; I2I_IMG_UNKNOWN otherwise. Does not touch the file system. `path` may be NULL. */
 i2i_img_type i2i_img_type_from_name(const char *path);
@@ -145,8 +136,10 @@ void i2i_img_save_opts_from_info(i2i_img_save_opts *opts, const i2i_img_info *sr
  * Values are clamped into [0,1] and rounded to the depth (NaN -> 0); float TIFF keeps them
  * as they are except NaN/inf -> 0. Alpha is written from the same floats, untouched. The
  * file has no EXIF orientation (TIFF says 1, top-left); opts->icc, when it suits the output,
- * is embedded as PNG iCCP, JPEG APP2 ICC_PROFILE, TIFF tag 34675 or WebP ICCP (PNG then has
- * no sRGB chunk; TIFF otherwise gets GEGL's generated sRGB profile).
+ * is embedded as PNG iCCP, JPEG APP2 ICC_PROFILE, TIFF tag 34675 or WebP ICCP; without one
+ * the file has no colour chunk or tag (untagged, read as sRGB by convention, as its source).
+ * PNG, TIFF and JPEG are written a row at a time (memory: a row besides `pixels`); WebP
+ * takes an 8-bit copy of the image. TIFF is uncompressed, BigTIFF past 4 GB.
  * `opts` NULL: i2i_img_save_opts_default. The data goes to a temporary `.NAME.XXXXXX` in
  * the destination's folder, is flushed to disk and renamed over `path` only when complete;
  * on any failure the temporary is removed, `path` is untouched and false is returned with

@@ -274,12 +274,17 @@ i2i_status run_native(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp
   if (!done) {
     /* memory the kept buffers will serve is already this process's */
     uint64_t avail =
-        i2i_host_memory_available(false) + kept_fits(ctx, KEPT_ARENA, arena_bytes) + kept_fits(ctx, KEPT_SCRATCH, scratch_need);
-    if ((uint64_t)total > avail)
+        i2i_host_memory_available(0) + kept_fits(ctx, KEPT_ARENA, arena_bytes) + kept_fits(ctx, KEPT_SCRATCH, scratch_need);
+    if ((uint64_t)total > avail) {
+      /* figures in MiB below a GiB: "0.0 GiB ... 0.0 GiB" told nothing */
+      bool gib = (uint64_t)total >= (1u << 30);
+      double unit = gib ? 1073741824.0 : 1048576.0;
       return i2i_fail(ctx, I2I_E_NOMEM,
-                      "a %dx%d run needs %.1f GiB of working memory (%d whole-image intermediates), %.1f GiB is "
+                      "a %dx%d run needs %.1f %s of working memory (%d whole-image intermediates), %.1f %s is "
                       "available; use a smaller working resolution (--scale, e.g. 1024)",
-                      width, height, total / 1073741824.0, plan->peak_live, avail / 1073741824.0);
+                      width, height, total / unit, gib ? "GiB" : "MiB", plan->peak_live, avail / unit,
+                      gib ? "GiB" : "MiB");
+    }
     rs.arena = take_buffer(ctx, KEPT_ARENA, arena_bytes, &arena_got);
     rs.scratch = take_buffer(ctx, KEPT_SCRATCH, scratch_need, &scratch_got);
     if (!rs.arena || !rs.scratch) {

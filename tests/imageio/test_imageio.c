@@ -2453,7 +2453,6 @@ static void rm_rf_contents(const char *dir)
 
 int main(int argc, char **argv)
 {
-  char err[512];
   if (argc == 4 && strcmp(argv[1], "--load-list") == 0)
     return child_load(argv[2], atoi(argv[3]));
   if (argc != 3) {
@@ -2470,10 +2469,6 @@ int main(int argc, char **argv)
   g_mkdir_with_parents(work, 0755);
   rm_rf_contents(work);
 
-  if (!i2i_img_init(err, sizeof err)) {
-    printf("FAIL: i2i_img_init: %s\n0 passed, 1 failed\n", err);
-    return 1;
-  }
   {
     const char *argv_py[] = {python, "-c", "import numpy, PIL", NULL};
     gint status = 1;
@@ -2505,7 +2500,6 @@ int main(int argc, char **argv)
   test_mutants();
   test_npy();
 
-  i2i_img_shutdown();
   g_free(self_exe);
   printf("%d passed, %d failed\n", n_pass, n_fail);
   return n_fail ? 1 : 0;
