@@ -1,14 +1,16 @@
-"""tests/gimp/gimptest.py: helpers shared by the GIMP tests (run, interactive, bench).
+"""tests/gimp/gimptest.py: helpers shared by the GIMP tests (run, safety, interactive, bench; tests/gimp3).
 
 What it is: the throw-away GIMP profile and `meson install` of the plug-in from an empty HOME,
 the fixture models (make_models.py + `i2i convert`), structured test photographs cut from the
 GIMP splash photo (Debian gimp-data), a small PNG reader/writer for 8- and 16-bit files (PIL
-reads 16-bit RGB as 8-bit), a 32-bit float TIFF reader/writer and the sRGB curve, gimp-console
-batch calls with per-command markers, and the "N passed, N failed" bookkeeping. What it is
-not: a GIMP binding; everything goes through gimp-console's Script-Fu batch mode, as a user's
-script would.
+reads 16-bit RGB as 8-bit), a 32-bit float TIFF reader/writer and the sRGB curve, the checks of
+the clamp of float layers (a ramp picture, the overrange model's expected samples; shared by the
+2.10 and 3 tests), gimp-console batch calls with per-command markers, and the "N passed, N
+failed" bookkeeping. What it is not: a GIMP binding; everything goes through gimp-console's
+Script-Fu batch mode, as a user's script would.
 """
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -213,6 +215,66 @@ def photo(w, h, x0=0, y0=0):
     return np.asarray(im.crop((x0, y0, x0 + w, y0 + h)), dtype=np.uint8).copy()
 
 
+def ramp():
+    """A 256x6 RGB picture whose every channel runs through all 256 values (R up, G down, B scrambled)."""
+    x = np.arange(256)
+    a = np.zeros((6, 256, 3), np.uint8)
+    for r in range(6):
+        a[r, :, 0] = x
+        a[r, :, 1] = 255 - x
+        a[r, :, 2] = (x * 37 + r * 11) % 256
+    return a
+
+
+def clamp_checks(C, sec, ok_section, clamps, out, shape):
+    """The overrange model (2 x input, no tanh) on float layers: the plug-in gives it R'G'B' p, it answers
+    2p - 0.5 (0.5 past 0..1 at both ends), and the plug-in clamps it as 8- and 16-bit layers are clamped.
+    Every sample is finite and in [0,1]; those whose value is past 0..1 (p < 0.25 or p > 0.75) are exactly
+    0 or 1 (babl's curve keeps both ends exactly in a linear layer); the others equal (model output + 1) / 2
+    within 1e-6 (perceptual) or 1e-5 (linear: babl's curve both ways, the model doubling its error; 9e-7
+    measured). `clamps`: (name, GIMP precision, its enum value, linear), each run as the batch section
+    'clamp-NAME' with the layer's samples exported raw to out/NAME.in.raw and out/NAME.out.raw;
+    ok_section(section) says whether a section ran to its end without an error."""
+    h, w = shape
+    for name, prec, value, linear in clamps:
+        s = sec('clamp-' + name)
+        pin, pout = os.path.join(out, name + '.in.raw'), os.path.join(out, name + '.out.raw')
+        n = h * w * 3 * 4
+        before = re.search(r'PRECISION-BEFORE (\d+)', s)
+        after = re.search(r'PRECISION-AFTER (\d+)', s)
+        have = all(os.path.exists(f) and os.path.getsize(f) == n for f in (pin, pout))
+        C.check('%s layer, model output past [-1,1]: the run succeeds and the layer keeps its precision (%d)'
+                % (prec, value), have and ok_section('clamp-' + name)
+                and before is not None and after is not None and int(before.group(1)) == value
+                and int(after.group(1)) == value,
+                ' '.join(re.findall(r'PRECISION-\w+ \d+', s)) + ('' if have else '; no raw samples: '
+                                                                + s.strip()[-300:]))
+        if not have:
+            continue
+        lin = np.fromfile(pin, '<f4').reshape(h, w, 3).astype(np.float64)
+        got = np.fromfile(pout, '<f4').reshape(h, w, 3).astype(np.float64)
+        p = srgb_encode(lin) if linear else lin
+        model = 2.0 * p - 0.5
+        high, low = model > 1.0 + 1e-3, model < -1e-3
+        inner = ~high & ~low & (model >= 0) & (model <= 1)
+        want = np.clip(model, 0, 1)
+        if linear:
+            want = srgb_decode(want)
+        tol = 1e-5 if linear else 1e-6
+        C.check('%s layer: every sample finite and within [0,1] (unclamped result %.3g..%.3g)'
+                % (prec, model.min(), model.max()), np.isfinite(got).all() and got.min() >= 0 and got.max() <= 1,
+                'samples %.9g..%.9g, %d below 0, %d above 1' % (np.nanmin(got), np.nanmax(got), (got < 0).sum(),
+                                                                (got > 1).sum()))
+        dh = np.abs(got[high] - 1.0).max() if high.any() else np.inf
+        dl = np.abs(got[low]).max() if low.any() else np.inf
+        C.check('%s layer: samples whose unclamped result is past 1 (%d) are exactly 1, past 0 (%d) exactly 0'
+                % (prec, high.sum(), low.sum()), high.sum() > 1000 and low.sum() > 1000 and dh == 0 and dl == 0,
+                'max |sample - 1| %.3g, max |sample| %.3g' % (dh, dl))
+        d = np.abs(got[inner] - want[inner])
+        C.check('%s layer: the other samples (%d) = (model output + 1) / 2 within %g' % (prec, inner.sum(), tol),
+                inner.sum() > 1000 and d.max() <= tol, 'max diff %.3g' % d.max())
+
+
 # ------------------------------------------------------------------------------------------
 # processes
 
@@ -227,8 +289,9 @@ def run(cmd, env=None, timeout=600, check=True):
 
 def make_models(work, tool):
     """Fixture checkpoints -> work/models: winter2summer, summer2winter (+ .D), labels2facade,
-    winter2summer-id0 (a copy of summer2winter, so the variant is visible), broken.onnx (truncated),
-    notonnx.onnx (text), overflow.onnx (output inf). Returns the models folder."""
+    winter2summer-id0 (a copy of summer2winter, so the variant is visible); work/bad: broken.onnx
+    (truncated), notonnx.onnx (text), overflow.onnx (output inf); work/extra: overrange.onnx (output
+    2 x input, past [-1,1]). Returns the models folder."""
     ck = os.path.join(work, 'ckpt')
     models = os.path.join(work, 'models')
     os.makedirs(models, exist_ok=True)
@@ -247,9 +310,13 @@ def make_models(work, tool):
     data = open(os.path.join(models, 'winter2summer.onnx'), 'rb').read()
     open(os.path.join(bad, 'broken.onnx'), 'wb').write(data[:len(data) // 3])
     open(os.path.join(bad, 'notonnx.onnx'), 'w').write('this is not an ONNX file\n')
+    extra = os.path.join(work, 'extra')
+    os.makedirs(extra, exist_ok=True)
     for f in made:
         if f.endswith('overflow.onnx'):
             shutil.copy(f, os.path.join(bad, 'overflow.onnx'))
+        elif f.endswith('overrange.onnx'):
+            shutil.copy(f, os.path.join(extra, 'overrange.onnx'))
     return models
 
 

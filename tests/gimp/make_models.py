@@ -4,12 +4,13 @@
 What it is: a subset of tests/fixtures/make_checkpoints.py (same functions, same arguments as
 its main()), so the GIMP tests do not wait for all twenty fixture files: the narrow (8 base
 channels) summer2winter CycleGAN in the published mmagic layout and the narrow facades Pix2Pix.
-`i2i convert` turns them into winter2summer.onnx, summer2winter.onnx and a U-Net model; and
-overflow.onnx, two convolutions whose output overflows float32 (a bad model for the tests). --full
+`i2i convert` turns them into winter2summer.onnx, summer2winter.onnx and a U-Net model;
+overflow.onnx, two convolutions whose output overflows float32 (a bad model for the tests); and
+overrange.onnx, one 1x1 convolution without tanh (output = 2 x input, finite but past [-1,1]). --full
 writes instead the full-size (64 channels, 9 blocks, 113 MB) summer2winter file under its
 published name, for timings with the real architecture (random weights).
 What it is not: a new fixture format; the files are make_checkpoints.py's. Run it with Debian's
-/usr/bin/python3 (torch). Prints the two file names, one a line.
+/usr/bin/python3 (torch). Prints the file names, one a line.
 """
 import os
 import sys
@@ -22,6 +23,19 @@ import torch  # noqa: E402
 
 import fixture_common as fc  # noqa: E402
 import make_checkpoints as mc  # noqa: E402
+
+
+def overrange_model():
+    """One 1x1 convolution, output = 2 x input per channel (no tanh): in the model's [-1,1] range an input
+    below -0.5 gives less than -1 and one above 0.5 more than 1, i.e. pixel values 2p - 0.5 past 0..1 for
+    p < 0.25 and p > 0.75. The weights are powers of two, so the result is exact in float32."""
+    m = torch.nn.Conv2d(3, 3, 1)
+    with torch.no_grad():
+        m.weight.zero_()
+        for c in range(3):
+            m.weight[c, c, 0, 0] = 2.0
+        m.bias.zero_()
+    return m
 
 
 def main():
@@ -63,6 +77,8 @@ def main():
     # a model whose finite weights overflow float32 (inf everywhere): the plug-in must refuse its
     # result, not write inf into a float layer
     print(fc.export_image_model(fc.overflowing_model(), os.path.join(out, 'overflow.onnx')))
+    # a model without tanh whose finite output leaves [-1,1]: a float layer's result is clamped to 0..1
+    print(fc.export_image_model(overrange_model(), os.path.join(out, 'overrange.onnx')))
 
 
 if __name__ == '__main__':

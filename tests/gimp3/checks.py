@@ -8,7 +8,9 @@ the host) makes the fixture models with torch and the host's I2I_TOOL, compares 
 score. It checks: `meson install` into a profile GIMP 3 created itself; registration of every
 manifest direction and the generic procedure with their menu labels and typed, ranged arguments;
 outputs equal to the root's `i2i translate` (selection, feather, alpha, 16-bit, float, gray, 1x1,
-1001x333, offsets, Pix2Pix modes, generic by name and path, id0); named and positional Script-Fu
+1001x333, offsets, Pix2Pix modes, generic by name and path, id0); a model without tanh whose finite
+output leaves [-1,1] clamped into 0..1 on 32-bit float non-linear and linear layers (samples
+exported raw; gimptest.clamp_checks, as in the 2.10 tests); named and positional Script-Fu
 calls; every error message, never "Plug-in crashed"; the exit status of gimp-console-3.0 --quit;
 a fine-tuned model added after install registered at the next start (init_procedures); the CPU
 fallback with no NVIDIA software; a reinstall; and under Xvfb the dialog (screenshot, fast and exact
@@ -41,6 +43,11 @@ PRELUDE = ('(define (i2i-try thunk) (call/cc (lambda (k) (let ((old *error-hook*
 # GIMP 3.0.4 prints this for its own plug-ins too (file-png, script-fu) when a plug-in process
 # ends after the core has closed its pipe: not a fault of the plug-in.
 BENIGN = 'gimp_flush(): error: Broken pipe'
+# Float layers given the overrange model (gt.clamp_checks): (name, GIMP precision, its enum value, linear).
+CLAMPS = [
+    ('float-non-linear', 'PRECISION-FLOAT-NON-LINEAR', 650, False),
+    ('float-linear', 'PRECISION-FLOAT-LINEAR', 600, True),
+]
 
 
 class Root:
@@ -156,6 +163,7 @@ def main():
     gt.png_write(H(P('odd.png')), gt.photo(1001, 333, 300, 500))
     gt.png_write(H(P('small.png')), gt.photo(200, 150, 800, 350))
     gt.png_write(H(P('labels.png')), gt.photo(300, 200, 200, 100))
+    gt.png_write(H(P('ramp.png')), gt.ramp())
 
     # ---- references from the root's own `i2i translate`
     t0 = time.time()
@@ -251,6 +259,23 @@ def main():
                                pre='(gimp-image-convert-precision img PRECISION-FLOAT-LINEAR) '
                                    '(set! drw (vector-ref (car (gimp-image-get-selected-drawables img)) 0))',
                                post='(gimp-image-convert-precision img PRECISION-U8-NON-LINEAR)')))
+    # float layers keep any value: the overrange model's output past 0..1 must come back clamped (native size,
+    # so no resampling); the layer's own samples exported raw before and after
+    def raw(path):
+        return '(file-raw-export #:run-mode RUN-NONINTERACTIVE #:image img #:file %s)' % scm(path)
+
+    def precision_msg(when):
+        return ('(gimp-message (string-append "PRECISION-%s " (number->string (car (gimp-image-get-precision '
+                'img)))))' % when)
+
+    for name, prec, _, _ in CLAMPS:
+        cmds.append(('clamp-' + name, case(
+            P('ramp.png'), None, named('#:device 2 #:scale 0 #:model %s' % scm('/work/extra/overrange.onnx'),
+                                       'plug-in-i2i-translate'),
+            pre='(gimp-image-convert-precision img %s) '
+                '(set! drw (vector-ref (car (gimp-image-get-selected-drawables img)) 0)) %s %s'
+                % (prec, precision_msg('BEFORE'), raw(O(name + '.in.raw'))),
+            post='%s %s' % (precision_msg('AFTER'), raw(O(name + '.out.raw'))))))
     cmds.append(('gray', case(P('gray.png'), O('gray.png'), named('#:device 2'),
                               post='(gimp-message (string-append "BASETYPE " (number->string '
                                    '(car (gimp-image-get-base-type img)))))')))
@@ -458,6 +483,7 @@ def main():
          section='16bit')
     same('32-bit float linear image = i2i translate (within 1 level after conversion back to 8-bit)',
          O('photo_float.png'), Rf('photo_s256.png'), tol=1, section='float')
+    gt.clamp_checks(C, sec, ok_section, CLAMPS, H('/work/out'), gt.ramp().shape[:2])
     C.check('gray image stays gray', 'BASETYPE 1' in sec('gray'), ' '.join(re.findall(r'BASETYPE \d+', sec('gray'))))
     same("gray image = i2i translate's output converted to gray by GIMP (within 1 level)", O('gray.png'),
          O('gray_expected.png'), tol=1, section='gray')
