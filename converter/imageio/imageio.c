@@ -2121,6 +2121,25 @@ static void *pack_new(const float *src, size_t n_px, int channels, sample_kind k
 /* ------------------------------------------------------------------------------------ */
 /* Saving PNG with libpng */
 
+/* The temporary's descriptor as a stdio stream, which then owns it (NULL with a message). */
+static FILE *save_stream(i2i_atomic_file *af, const char *dest, char *err, size_t errlen)
+{
+  FILE *fp = fdopen(af->fd, "wb");
+  if (!fp)
+    fail(err, errlen, "cannot write '%s': %s", dest, strerror(errno));
+  else
+    af->fd = -1;
+  return fp;
+}
+
+/* Closes a save's stream; a failed close (data not written) fails a save that had not. */
+static bool save_stream_close(FILE *fp, bool ok, const char *dest, char *err, size_t errlen)
+{
+  if (fclose(fp) != 0 && ok)
+    return fail(err, errlen, "cannot write '%s': %s", dest, strerror(errno));
+  return ok;
+}
+
 /* State that must survive libpng's longjmp lives here, not in locals. */
 typedef struct {
   png_structp png;
@@ -2159,12 +2178,11 @@ static bool save_png(const char *dest, i2i_atomic_file *af, const float *px, int
 
   if (!s)
     return fail(err, errlen, "out of memory");
-  s->fp = fdopen(af->fd, "wb");
+  s->fp = save_stream(af, dest, err, errlen);
   if (!s->fp) {
     g_free(s);
-    return fail(err, errlen, "cannot write '%s': %s", dest, strerror(errno));
+    return false;
   }
-  af->fd = -1;
   s->png = png_create_write_struct(PNG_LIBPNG_VER_STRING, s, png_save_error, png_save_warning);
   s->info = s->png ? png_create_info_struct(s->png) : NULL;
   s->row = g_try_malloc(row_bytes);
@@ -2203,8 +2221,7 @@ static bool save_png(const char *dest, i2i_atomic_file *af, const float *px, int
 
 done:
   png_destroy_write_struct(&s->png, &s->info);
-  if (fclose(s->fp) != 0 && ok)
-    ok = fail(err, errlen, "cannot write '%s': %s", dest, strerror(errno));
+  ok = save_stream_close(s->fp, ok, dest, err, errlen);
   g_free(s->row);
   g_free(s);
   return ok;
@@ -2303,12 +2320,11 @@ static bool save_jpeg(const char *dest, i2i_atomic_file *af, const float *px, in
   s = g_try_new0(jpeg_save_state, 1);
   if (!s)
     return fail(err, errlen, "out of memory");
-  s->fp = fdopen(af->fd, "wb");
+  s->fp = save_stream(af, dest, err, errlen);
   if (!s->fp) {
     g_free(s);
-    return fail(err, errlen, "cannot write '%s': %s", dest, strerror(errno));
+    return false;
   }
-  af->fd = -1;
   jpeg_guard_setup(&s->guard, (j_common_ptr)&s->cinfo);
   if (setjmp(s->guard.jump)) {
     fail(err, errlen, "cannot write '%s': JPEG encoder failed (%s)", dest, s->guard.fatal_msg);
@@ -2353,8 +2369,7 @@ static bool save_jpeg(const char *dest, i2i_atomic_file *af, const float *px, in
 
 done:
   jpeg_destroy_compress(&s->cinfo);
-  if (fclose(s->fp) != 0 && ok)
-    ok = fail(err, errlen, "cannot write '%s': %s", dest, strerror(errno));
+  ok = save_stream_close(s->fp, ok, dest, err, errlen);
   g_free(s->row);
   g_free(s);
   return ok;
@@ -2502,12 +2517,11 @@ static bool save_webp(const char *dest, i2i_atomic_file *af, const float *px, in
     WebPPictureFree(&pic);
     return fail(err, errlen, "cannot write '%s': out of memory in the WebP encoder", dest);
   }
-  fp = fdopen(af->fd, "wb");
+  fp = save_stream(af, dest, err, errlen);
   if (!fp) {
     WebPPictureFree(&pic);
-    return fail(err, errlen, "cannot write '%s': %s", dest, strerror(errno));
+    return false;
   }
-  af->fd = -1;
   /* with a profile the encoder's output is wrapped before it is written */
   with_icc = icc_suits(o->icc, o->icc_len, false);
   WebPMemoryWriterInit(&mem);
@@ -2523,9 +2537,7 @@ static bool save_webp(const char *dest, i2i_atomic_file *af, const float *px, in
     ok = fail(err, errlen, "cannot write '%s': %s", dest, strerror(errno));
   WebPMemoryWriterClear(&mem);
   WebPPictureFree(&pic);
-  if (fclose(fp) != 0 && ok)
-    ok = fail(err, errlen, "cannot write '%s': %s", dest, strerror(errno));
-  return ok;
+  return save_stream_close(fp, ok, dest, err, errlen);
 }
 
 /* ------------------------------------------------------------------------------------ */
