@@ -248,13 +248,11 @@ static GPtrArray *missing_folders(const char *dir) {
   GPtrArray *made = g_ptr_array_new_with_free_func(g_free);
   gchar *p = g_strdup(dir);
   struct stat st;
-  while (lstat(p, &st) != 0 && errno == ENOENT) {
+  bool top = false;
+  while (!top && lstat(p, &st) != 0 && errno == ENOENT) {
     gchar *up = g_path_get_dirname(p);
+    top = !strcmp(up, p) || !strcmp(up, ".") || !strcmp(up, "/");
     g_ptr_array_add(made, p);
-    if (!strcmp(up, p) || !strcmp(up, ".") || !strcmp(up, "/")) {
-      p = up;
-      break;
-    }
     p = up;
   }
   g_free(p);
