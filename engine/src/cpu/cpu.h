@@ -128,9 +128,13 @@ void cpu_conv_scratch(const conv_geom *g, int threads, size_t *full, size_t *min
 
 /* Per-channel normalisation of x[c][hw] into y (y may equal x), then the activation:
  * with mean/var NULL the statistics of each channel are computed (instance / batch-of-one
- * statistics, biased variance, double sums); otherwise the given running statistics are used. */
+ * statistics, biased variance, double sums); otherwise the given running statistics are used.
+ * With res given, a residual Add follows in the same pass: y = act2(res + act(norm(x))), the
+ * same bits as the two steps apart (res may equal x or y: every element is read before it is
+ * written). */
 void cpu_norm_forward(const float *x, float *y, int c, size_t hw, const float *scale, const float *bias,
-                      const float *mean, const float *var, float eps, int act, float alpha, int threads);
+                      const float *mean, const float *var, float eps, int act, float alpha, const float *res, int act2,
+                      float alpha2, int threads);
 
 void cpu_pad_forward(const float *x, float *y, int c, int h, int w, const int pads[4], int mode, float value,
                      int threads);

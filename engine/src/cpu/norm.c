@@ -40,7 +40,8 @@ static inline void lanes_add_sq(const float *x, size_t hw, double mu, double *ac
 }
 
 HOT_CLONES void cpu_norm_forward(const float *x, float *y, int c, size_t hw, const float *scale, const float *bias,
-                      const float *mean, const float *var, float eps, int act, float alpha, int threads) {
+                                 const float *mean, const float *var, float eps, int act, float alpha,
+                                 const float *res, int act2, float alpha2, int threads) {
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
   for (int ci = 0; ci < c; ci++) {
     const float *xc = x + (size_t)ci * hw;
@@ -59,7 +60,16 @@ HOT_CLONES void cpu_norm_forward(const float *x, float *y, int c, size_t hw, con
     }
     double rstd = 1.0 / sqrt(v + (double)eps);
     float a = (float)(scale[ci] * rstd), b = (float)(bias[ci] - mu * scale[ci] * rstd);
-    if (act == ACT_RELU) {
+    if (res) {
+      /* the residual Add's own pass (pointwise.c's cpu_add_forward), same operations */
+      const float *rc = res + (size_t)ci * hw;
+      for (size_t i = 0; i < hw; i++) {
+        float t = xc[i] * a + b;
+        t = act == ACT_NONE || t > 0 ? t : (act == ACT_RELU ? 0.0f : t * alpha);
+        t = rc[i] + t;
+        yc[i] = act2 == ACT_NONE || t > 0 ? t : (act2 == ACT_RELU ? 0.0f : t * alpha2);
+      }
+    } else if (act == ACT_RELU) {
       for (size_t i = 0; i < hw; i++) {
         float t = xc[i] * a + b;
         yc[i] = t > 0 ? t : 0;
