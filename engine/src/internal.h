@@ -326,10 +326,16 @@ i2i_status plan_build(i2i_ctx *ctx, const i2i_model *m, int n, int h, int w, i2i
 void plan_free(i2i_ctx *ctx, i2i_plan *p);
 i2i_status model_derive_info(i2i_ctx *ctx, i2i_model *m);
 
-/* run.c / scale.c */
+/* run.c / scale.c. run_native runs at width x height; full_w x full_h is the picture's own size
+ * (larger when run_scaled reduced it), for the advice when memory is short. */
 i2i_status run_native(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp, int nimg, int width, int height,
                       const float *const *inputs, float *const *outputs, i2i_run_report *rep, double pbase,
-                      double pspan);
+                      double pspan, int full_w, int full_h);
+/* The size a width x height picture runs at with its short side reduced to `scale`. */
+void scaled_size(int width, int height, int scale, int *w2, int *h2);
+/* Bytes run_scaled holds beside the run of nimg pictures `height` tall reduced to w2 x h2:
+ * per_image 1 counts what it has written when the run starts, 2 the results too. */
+double scaled_hold_bytes(int nimg, int ch, int height, int w2, int h2, int per_image);
 i2i_status run_scaled(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp, int nimg, int width, int height,
                       const float *const *inputs, float *const *outputs, i2i_run_report *rep);
 

@@ -211,8 +211,32 @@ static void keep_buffer(i2i_ctx *ctx, int slot, void *p, size_t bytes) {
   ctx->kept_bytes[slot] = p ? bytes : 0;
 }
 
+/* What to do when a run of width x height (of a full_w x full_h picture) does not fit `avail`
+ * bytes: the largest working size (short side, a multiple of 16, at least 64) at which the run
+ * and run_scaled's buffers would, a tenth spare. The intermediates (`arena` bytes now) grow with
+ * the padded pixels; the scratch (`fixed`) does not. */
+static void fit_advice(const i2i_model *m, int nimg, int ch, int width, int height, int full_w, int full_h,
+                       size_t arena, size_t fixed, uint64_t avail, char *out, size_t n) {
+  int ph, pw, now = width < height ? width : height;
+  padded_size(m, height, width, &ph, &pw);
+  /* what run_scaled has written is in use already; its results' pages are not yet */
+  double per_px = (double)arena / ((double)ph * (double)pw), room = (double)avail;
+  if (width != full_w || height != full_h) room += scaled_hold_bytes(nimg, ch, full_h, width, height, 1);
+  for (int s = (now - 1) / 16 * 16; s >= 64; s -= 16) {
+    int w2, h2;
+    scaled_size(full_w, full_h, s, &w2, &h2);
+    padded_size(m, h2, w2, &ph, &pw);
+    if ((double)fixed + per_px * (double)ph * (double)pw + scaled_hold_bytes(nimg, ch, full_h, w2, h2, 2) <= 0.9 * room) {
+      snprintf(out, n, "it would fit at a working size (short side) of %d pixels or less", s);
+      return;
+    }
+  }
+  snprintf(out, n, "it does not fit at any working size: free some memory");
+}
+
 i2i_status run_native(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp, int nimg, int width, int height,
-                      const float *const *inputs, float *const *outputs, i2i_run_report *rep, double pbase, double pspan) {
+                      const float *const *inputs, float *const *outputs, i2i_run_report *rep, double pbase, double pspan,
+                      int full_w, int full_h) {
   int ch = rp->layout == I2I_PIXELS_RGBA ? 4 : 3;
   int ph, pw;
   padded_size(m, height, width, &ph, &pw);
@@ -279,11 +303,13 @@ i2i_status run_native(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp
       /* figures in MiB below a GiB: "0.0 GiB ... 0.0 GiB" told nothing */
       bool gib = (uint64_t)total >= (1u << 30);
       double unit = gib ? 1073741824.0 : 1048576.0;
+      char advice[160];
+      fit_advice(m, nimg, ch, width, height, full_w, full_h, arena_bytes, scratch_need, avail, advice, sizeof advice);
       return i2i_fail(ctx, I2I_E_NOMEM,
                       "a %dx%d run needs %.1f %s of working memory (%d whole-image intermediates), %.1f %s is "
-                      "available; use a smaller working resolution (--scale, e.g. 1024)",
+                      "available; %s",
                       width, height, total / unit, gib ? "GiB" : "MiB", plan->peak_live, avail / unit,
-                      gib ? "GiB" : "MiB");
+                      gib ? "GiB" : "MiB", advice);
     }
     rs.arena = take_buffer(ctx, KEPT_ARENA, arena_bytes, &arena_got);
     rs.scratch = take_buffer(ctx, KEPT_SCRATCH, scratch_need, &scratch_got);

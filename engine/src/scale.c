@@ -83,15 +83,27 @@ static void downsample(const float *src, int w, int h, int ch, float *dst, int w
     }
 }
 
+void scaled_size(int width, int height, int scale, int *w2, int *h2) {
+  int shortside = width < height ? width : height;
+  double f = (double)scale / shortside;
+  *w2 = (int)lround(width * f);
+  *h2 = (int)lround(height * f);
+  if (*w2 < 1) *w2 = 1;
+  if (*h2 < 1) *h2 = 1;
+}
+
+double scaled_hold_bytes(int nimg, int ch, int height, int w2, int h2, int per_image) {
+  /* per image the reduced picture (and the model's result), and one buffer of the reduction */
+  return 4.0 * ((double)nimg * per_image * (double)w2 * (double)h2 * ch + (double)w2 * (double)height * 3.0);
+}
+
 i2i_status run_scaled(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp, int nimg, int width, int height,
                       const float *const *inputs, float *const *outputs, i2i_run_report *rep) {
   int shortside = width < height ? width : height;
   if (rp->scale == 0 || shortside <= rp->scale)
-    return run_native(ctx, m, rp, nimg, width, height, inputs, outputs, rep, 0.0, 1.0);
-  double f = (double)rp->scale / shortside;
-  int w2 = (int)lround(width * f), h2 = (int)lround(height * f);
-  if (w2 < 1) w2 = 1;
-  if (h2 < 1) h2 = 1;
+    return run_native(ctx, m, rp, nimg, width, height, inputs, outputs, rep, 0.0, 1.0, width, height);
+  int w2, h2;
+  scaled_size(width, height, rp->scale, &w2, &h2);
   int ch = rp->layout == I2I_PIXELS_RGBA ? 4 : 3;
   size_t small = (size_t)w2 * (size_t)h2 * (size_t)ch, tmpn = (size_t)w2 * (size_t)height * 3;
   area_map ax = {0}, ay = {0};
@@ -114,7 +126,7 @@ i2i_status run_scaled(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp
   }
   i2i_run_params p2 = *rp;
   p2.strength = 1.0f;
-  st = run_native(ctx, m, &p2, nimg, w2, h2, (const float *const *)down, res, rep, 0.0, 0.98);
+  st = run_native(ctx, m, &p2, nimg, w2, h2, (const float *const *)down, res, rep, 0.0, 0.98, width, height);
   if (st) goto done;
   /* out = in + bilinear_up(res - down), then strength */
   double sx = (double)w2 / width, sy = (double)h2 / height;

@@ -528,12 +528,25 @@ else:
     # the WebP save is refused with the figures, and the PNG save, a row at a time, goes through
     cg = memory_cgroup(480 << 20)
     if cg:
-        got = {}
-        for name in ("huge_out.webp", "huge_out.png"):
-            got[name] = subprocess.run([i2i, "translate", model, huge, os.path.join(work, name), "--backend", "cpu"],
-                                       capture_output=True, text=True,
-                                       preexec_fn=lambda: open(os.path.join(cg, "cgroup.procs"), "w").write(str(os.getpid())))
+        def in_cg(*args):
+            return subprocess.run([i2i, "translate", model, huge] + list(args) + ["--backend", "cpu"],
+                                  capture_output=True, text=True,
+                                  preexec_fn=lambda: open(os.path.join(cg, "cgroup.procs"), "w").write(str(os.getpid())))
+        got = {name: in_cg(os.path.join(work, name)) for name in ("huge_out.webp", "huge_out.png")}
+        # at native size the run's intermediates (796 MiB) do not fit: the refusal names a working
+        # size that does, and a run at that size goes through in the same cgroup
+        native = in_cg(os.path.join(work, "huge_native.png"), "--scale", "0")
+        advised = re.search(r"it would fit at a working size \(short side\) of (\d+) pixels or less", native.stderr)
+        at_advice = in_cg(os.path.join(work, "huge_advised.png"), "--scale", advised.group(1)) if advised else None
         os.rmdir(cg)
+        check(native.returncode == 1 and advised and int(advised.group(1)) >= 512 and
+              not os.path.exists(os.path.join(work, "huge_native.png")),
+              "a native-size run that needs more memory than the cgroup leaves is refused with a working size that fits",
+              "rc %d: %s" % (native.returncode, native.stderr.strip()[-300:]))
+        check(at_advice is not None and at_advice.returncode == 0 and
+              Image.open(os.path.join(work, "huge_advised.png")).size == (4000, 4000),
+              "... and a run at that working size goes through in the same memory",
+              at_advice.stderr.strip()[-300:] if at_advice else "no advice")
         r = got["huge_out.webp"]
         check(r.returncode == 1 and "as WebP needs about 396 MB" in r.stderr and
               not os.path.exists(os.path.join(work, "huge_out.webp")),
