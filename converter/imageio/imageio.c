@@ -30,6 +30,7 @@
 #include <jpeglib.h>
 #include <jerror.h>
 #include <png.h>
+#include <zlib.h>
 #include <tiffio.h>
 #include <webp/decode.h>
 #include <webp/encode.h>
@@ -39,7 +40,6 @@
 #define WEBP_SAVE_BYTES_PER_PX 26
 #define JPEG_MAX_SCANS 1000
 #define DEFAULT_QUALITY 95
-#define DEFAULT_PNG_COMPRESSION 3
 
 /* ------------------------------------------------------------------------------------ */
 /* Errors, sizes */
@@ -2004,7 +2004,7 @@ void i2i_img_save_opts_default(i2i_img_save_opts *o)
   o->type = I2I_IMG_UNKNOWN;
   o->bits = 8;
   o->quality = DEFAULT_QUALITY;
-  o->png_compression = DEFAULT_PNG_COMPRESSION;
+  o->png_compression = 0;
 }
 
 void i2i_img_save_opts_from_info(i2i_img_save_opts *o, const i2i_img_info *src,
@@ -2196,7 +2196,15 @@ static bool save_png(const char *dest, i2i_atomic_file *af, const float *px, int
   }
   png_init_io(s->png, s->fp);
   png_set_benign_errors(s->png, 1);
-  png_set_compression_level(s->png, o->png_compression);
+  if (o->png_compression) {
+    png_set_compression_level(s->png, o->png_compression);
+  } else {
+    /* zlib's run-length strategy, which zlib made for PNG data: against level 3 (the default
+     * before) twice as fast and 5-14% smaller on photos, smaller on screenshots too; 16-bit
+     * files twice as fast and 1-10% larger (bench/NOTES.md) */
+    png_set_compression_level(s->png, 1);
+    png_set_compression_strategy(s->png, Z_RLE);
+  }
   png_set_IHDR(s->png, s->info, (png_uint_32)w, (png_uint_32)h, kind == SAMPLE_U16 ? 16 : 8,
                color_type[channels], PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
                PNG_FILTER_TYPE_DEFAULT);
@@ -2558,13 +2566,11 @@ static bool check_save_opts(const char *path, i2i_img_save_opts *o, char *err, s
     o->bits = o->is_float ? 32 : 8;
   if (o->quality == 0)
     o->quality = DEFAULT_QUALITY;
-  if (o->png_compression == 0)
-    o->png_compression = DEFAULT_PNG_COMPRESSION;
   if (o->quality < 1 || o->quality > 100)
     return fail(err, errlen, "cannot write '%s': quality %d is outside 1..100", path,
                 o->quality);
-  if (o->png_compression < 1 || o->png_compression > 9)
-    return fail(err, errlen, "cannot write '%s': PNG compression %d is outside 1..9", path,
+  if (o->png_compression < 0 || o->png_compression > 9)
+    return fail(err, errlen, "cannot write '%s': PNG compression %d is outside 0..9", path,
                 o->png_compression);
   switch (o->type) {
   case I2I_IMG_PNG:

@@ -77,7 +77,7 @@ typedef struct {
   bool alpha;          /* write the alpha channel (ignored for JPEG, which has none) */
   int quality;         /* JPEG and lossy WebP, 1..100; 0: 95 */
   bool lossless;       /* WebP: lossless (exact); otherwise lossy at `quality` */
-  int png_compression; /* zlib level 1..9; 0: 3 */
+  int png_compression; /* zlib level 1..9; 0: zlib's run-length strategy (Z_RLE), made for PNG */
   const unsigned char *icc; /* ICC profile to embed (icc_len bytes), or NULL: read only, not
                           kept. Written only when it suits the output (an RGB profile into a
                           colour file, a gray one into a gray file; WebP takes RGB only) and
