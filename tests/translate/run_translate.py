@@ -537,16 +537,23 @@ else:
         # size that does, and a run at that size goes through in the same cgroup
         native = in_cg(os.path.join(work, "huge_native.png"), "--scale", "0")
         advised = re.search(r"it would fit at a working size \(short side\) of (\d+) pixels or less", native.stderr)
-        at_advice = in_cg(os.path.join(work, "huge_advised.png"), "--scale", advised.group(1)) if advised else None
+        # (a sanitizer build's allocator keeps freed memory in quarantine: its use is not the engine's count)
+        sanitized = b"libasan" in subprocess.run(["ldd", i2i], capture_output=True).stdout
+        at_advice = None
+        if advised and not sanitized:
+            at_advice = in_cg(os.path.join(work, "huge_advised.png"), "--scale", advised.group(1))
         os.rmdir(cg)
         check(native.returncode == 1 and advised and int(advised.group(1)) >= 512 and
               not os.path.exists(os.path.join(work, "huge_native.png")),
               "a native-size run that needs more memory than the cgroup leaves is refused with a working size that fits",
               "rc %d: %s" % (native.returncode, native.stderr.strip()[-300:]))
-        check(at_advice is not None and at_advice.returncode == 0 and
-              Image.open(os.path.join(work, "huge_advised.png")).size == (4000, 4000),
-              "... and a run at that working size goes through in the same memory",
-              at_advice.stderr.strip()[-300:] if at_advice else "no advice")
+        if sanitized:
+            print("  (sanitizer build: the run at the advised working size is not tried)")
+        else:
+            check(at_advice is not None and at_advice.returncode == 0 and
+                  Image.open(os.path.join(work, "huge_advised.png")).size == (4000, 4000),
+                  "... and a run at that working size goes through in the same memory",
+                  "rc %d: %s" % (at_advice.returncode, at_advice.stderr.strip()[-300:]) if at_advice else "no advice")
         r = got["huge_out.webp"]
         check(r.returncode == 1 and "as WebP needs about 396 MB" in r.stderr and
               not os.path.exists(os.path.join(work, "huge_out.webp")),
