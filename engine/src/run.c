@@ -213,14 +213,13 @@ static void keep_buffer(i2i_ctx *ctx, int slot, void *p, size_t bytes) {
 
 /* What to do when a run of width x height (of a full_w x full_h picture) does not fit `avail`
  * bytes: the largest working size (short side, a multiple of 16, at least 64) at which the run
- * and run_scaled's buffers would, a tenth spare. The intermediates (`arena` bytes now) grow with
- * the padded pixels; the scratch (`fixed`) does not. */
-static void fit_advice(const i2i_model *m, int nimg, int ch, int width, int height, int full_w, int full_h,
-                       size_t arena, size_t fixed, uint64_t avail, char *out, size_t n) {
+ * and run_scaled's buffers would, a tenth spare. The intermediates (`arena` bytes for the plan's
+ * padded size) grow with the padded pixels; the scratch (`fixed`) does not. */
+static void fit_advice(const i2i_model *m, const i2i_plan *plan, int nimg, int ch, int width, int height, int full_w,
+                       int full_h, size_t arena, size_t fixed, uint64_t avail, char *out, size_t n) {
   int ph, pw, now = width < height ? width : height;
-  padded_size(m, height, width, &ph, &pw);
   /* what run_scaled has written is in use already; its results' pages are not yet */
-  double per_px = (double)arena / ((double)ph * (double)pw), room = (double)avail;
+  double per_px = (double)arena / ((double)plan->h * (double)plan->w), room = (double)avail;
   if (width != full_w || height != full_h) room += scaled_hold_bytes(nimg, ch, full_h, width, height, 1);
   for (int s = (now - 1) / 16 * 16; s >= 64; s -= 16) {
     int w2, h2;
@@ -304,7 +303,8 @@ i2i_status run_native(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp
       bool gib = (uint64_t)total >= (1u << 30);
       double unit = gib ? 1073741824.0 : 1048576.0;
       char advice[160];
-      fit_advice(m, nimg, ch, width, height, full_w, full_h, arena_bytes, scratch_need, avail, advice, sizeof advice);
+      fit_advice(m, plan, nimg, ch, width, height, full_w, full_h, arena_bytes, scratch_need, avail, advice,
+                 sizeof advice);
       return i2i_fail(ctx, I2I_E_NOMEM,
                       "a %dx%d run needs %.1f %s of working memory (%d whole-image intermediates), %.1f %s is "
                       "available; %s",

@@ -92,9 +92,17 @@ void scaled_size(int width, int height, int scale, int *w2, int *h2) {
   if (*h2 < 1) *h2 = 1;
 }
 
+/* Floats of run_scaled's buffers: per image the reduced picture and the model's result (`small`
+ * each), and one buffer of the reduction (`tmp`). */
+static void scaled_buffers(int ch, int height, int w2, int h2, size_t *small, size_t *tmp) {
+  *small = (size_t)w2 * (size_t)h2 * (size_t)ch;
+  *tmp = (size_t)w2 * (size_t)height * 3;
+}
+
 double scaled_hold_bytes(int nimg, int ch, int height, int w2, int h2, int per_image) {
-  /* per image the reduced picture (and the model's result), and one buffer of the reduction */
-  return 4.0 * ((double)nimg * per_image * (double)w2 * (double)h2 * ch + (double)w2 * (double)height * 3.0);
+  size_t small, tmp;
+  scaled_buffers(ch, height, w2, h2, &small, &tmp);
+  return sizeof(float) * ((double)nimg * per_image * (double)small + (double)tmp);
 }
 
 i2i_status run_scaled(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp, int nimg, int width, int height,
@@ -105,7 +113,8 @@ i2i_status run_scaled(i2i_ctx *ctx, const i2i_model *m, const i2i_run_params *rp
   int w2, h2;
   scaled_size(width, height, rp->scale, &w2, &h2);
   int ch = rp->layout == I2I_PIXELS_RGBA ? 4 : 3;
-  size_t small = (size_t)w2 * (size_t)h2 * (size_t)ch, tmpn = (size_t)w2 * (size_t)height * 3;
+  size_t small, tmpn;
+  scaled_buffers(ch, height, w2, h2, &small, &tmpn);
   area_map ax = {0}, ay = {0};
   float **down = i2i_calloc(ctx, (size_t)nimg, sizeof(float *));
   float **res = i2i_calloc(ctx, (size_t)nimg, sizeof(float *));

@@ -39,6 +39,13 @@ static inline void lanes_add_sq(const float *x, size_t hw, double mu, double *ac
   }
 }
 
+/* The activation fused after a norm or an Add (the same operations as pointwise.c's). */
+static inline float act_apply(float t, int act, float alpha) {
+  if (act == ACT_RELU) return t > 0 ? t : 0.0f;
+  if (act == ACT_LRELU) return t > 0 ? t : t * alpha;
+  return t;
+}
+
 HOT_CLONES void cpu_norm_forward(const float *x, float *y, int c, size_t hw, const float *scale, const float *bias,
                                  const float *mean, const float *var, float eps, int act, float alpha,
                                  const float *res, int act2, float alpha2, int threads) {
@@ -63,12 +70,7 @@ HOT_CLONES void cpu_norm_forward(const float *x, float *y, int c, size_t hw, con
     if (res) {
       /* the residual Add's own pass (pointwise.c's cpu_add_forward), same operations */
       const float *rc = res + (size_t)ci * hw;
-      for (size_t i = 0; i < hw; i++) {
-        float t = xc[i] * a + b;
-        t = act == ACT_NONE || t > 0 ? t : (act == ACT_RELU ? 0.0f : t * alpha);
-        t = rc[i] + t;
-        yc[i] = act2 == ACT_NONE || t > 0 ? t : (act2 == ACT_RELU ? 0.0f : t * alpha2);
-      }
+      for (size_t i = 0; i < hw; i++) yc[i] = act_apply(rc[i] + act_apply(xc[i] * a + b, act, alpha), act2, alpha2);
     } else if (act == ACT_RELU) {
       for (size_t i = 0; i < hw; i++) {
         float t = xc[i] * a + b;
@@ -107,12 +109,6 @@ static inline size_t plane_off(const norm_shape *s, int i, int ci) { return ((si
 static inline void norm_affine(const float *scale, const float *bias, float mean, float rstd, int ci, float *a, float *b) {
   *a = scale[ci] * rstd;
   *b = bias[ci] - mean * *a;
-}
-
-static inline float act_apply(float t, int act, float alpha) {
-  if (act == ACT_RELU) return t > 0 ? t : 0.0f;
-  if (act == ACT_LRELU) return t > 0 ? t : t * alpha;
-  return t;
 }
 
 HOT_CLONES void cpu_norm_train_forward(const float *x, float *y, int n, int c, size_t hw, bool batch, const float *scale,
